@@ -1,0 +1,102 @@
+//! The command line: clap definitions and dispatch. Each command's options
+//! live beside the code that runs it; this file only routes and maps results
+//! to exit codes (0 success, 1 the run found a failure, 2 usage or
+//! configuration error).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::demo::DemoArgs;
+use crate::pki::cmd::{InitArgs, InspectArgs};
+use crate::serve::{ServeArgs, Service};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "certshift",
+    version,
+    about = "Does your service really enforce client certificates, and does it survive rotation under load?"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate and inspect test PKIs.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Run the reference mTLS HTTP service.
+    Serve(ServeArgs),
+    /// Generate a PKI, start a strict service, and show the verdict for every credential.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Write a complete test PKI: CAs, server, clients, bad variants, CRL, manifest.
+    Init(InitArgs),
+    /// Show what is in certificate files.
+    Inspect(InspectArgs),
+}
+
+/// Exit codes, as the design fixes them.
+pub const EXIT_FAILURE_FOUND: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Pki(PkiCommand::Init(a)) => crate::pki::cmd::run_init(&a).map(|()| true),
+        Command::Pki(PkiCommand::Inspect(a)) => crate::pki::cmd::run_inspect(&a).map(|()| true),
+        Command::Serve(a) => runtime()
+            .and_then(|rt| rt.block_on(serve(a)))
+            .map(|()| true),
+        Command::Demo(a) => runtime().and_then(|rt| rt.block_on(crate::demo::run(&a))),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_FAILURE_FOUND),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = args.into_config()?;
+    let mode = cfg.mode;
+    let service = Service::bind(cfg).await?;
+    // The first stdout line is a contract: scripts read the port from it.
+    println!("listening on {}", service.local_addr());
+    tracing::info!(?mode, "serving");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    service
+        .run(shutdown_signal(), Duration::from_secs(10))
+        .await;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,275 @@
+//! Reading credentials from files and checking them before anyone uses them:
+//! a chain that parses, a key that matches its certificate, CAs and CRLs
+//! that parse. A file that fails here never reaches a TLS config.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+
+/// Why a credential file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CredError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} holds no certificate (expected PEM `BEGIN CERTIFICATE` blocks or one DER certificate){found}")]
+    NoCertificate { path: PathBuf, found: String },
+    #[error("{path}: certificate {index} is malformed ({detail}); the file may be truncated or half-written")]
+    BadCertificate {
+        path: PathBuf,
+        index: usize,
+        detail: String,
+    },
+    #[error("{path} holds no private key (expected a PEM `PRIVATE KEY` block, PKCS#8){found}")]
+    NoKey { path: PathBuf, found: String },
+    #[error("{path}: private key unusable: {detail}")]
+    BadKey { path: PathBuf, detail: String },
+    #[error("key {key} does not match certificate {cert} (public keys differ); pass the key that belongs to this certificate")]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("{path} holds no CRL (expected PEM `BEGIN X509 CRL` blocks)")]
+    NoCrl { path: PathBuf },
+    #[error("{path}: CRL malformed: {detail}")]
+    BadCrl { path: PathBuf, detail: String },
+    #[error("{path}: certificate {index} cannot be a trust anchor: {detail}")]
+    BadAnchor {
+        path: PathBuf,
+        index: usize,
+        detail: String,
+    },
+    #[error("building the TLS configuration: {0}")]
+    Tls(String),
+}
+
+/// Bytes of a file, with its path in the error.
+pub fn read(path: &Path) -> Result<Vec<u8>, CredError> {
+    std::fs::read(path).map_err(|source| CredError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A certificate chain (leaf first) from PEM or DER; every certificate must parse.
+pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, CredError> {
+    parse_chain(path, &read(path)?)
+}
+
+pub fn parse_chain(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, CredError> {
+    let certs: Vec<CertificateDer<'static>> = if looks_like_pem(bytes) {
+        let mut certs = Vec::new();
+        for (index, item) in CertificateDer::pem_slice_iter(bytes).enumerate() {
+            certs.push(item.map_err(|e| CredError::BadCertificate {
+                path: path.to_path_buf(),
+                index: index + 1,
+                detail: e.to_string(),
+            })?);
+        }
+        // A file cut off inside a block parses as one block fewer: count the
+        // openings so a half-written chain is refused, not silently shortened.
+        let begun = count(bytes, b"-----BEGIN CERTIFICATE-----");
+        if begun > certs.len() {
+            return Err(CredError::BadCertificate {
+                path: path.to_path_buf(),
+                index: certs.len() + 1,
+                detail: "PEM block has no END line".into(),
+            });
+        }
+        certs
+    } else if bytes.first() == Some(&0x30) {
+        vec![CertificateDer::from(bytes.to_vec())]
+    } else {
+        Vec::new()
+    };
+    if certs.is_empty() {
+        return Err(CredError::NoCertificate {
+            path: path.to_path_buf(),
+            found: pem_labels(bytes),
+        });
+    }
+    for (index, cert) in certs.iter().enumerate() {
+        x509_parser::parse_x509_certificate(cert).map_err(|e| CredError::BadCertificate {
+            path: path.to_path_buf(),
+            index: index + 1,
+            detail: e.to_string(),
+        })?;
+    }
+    Ok(certs)
+}
+
+/// A PKCS#8 (or PKCS#1 / SEC1) private key from PEM.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, CredError> {
+    parse_key(path, &read(path)?)
+}
+
+pub fn parse_key(path: &Path, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, CredError> {
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => CredError::NoKey {
+            path: path.to_path_buf(),
+            found: pem_labels(bytes),
+        },
+        e => CredError::BadKey {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+    })
+}
+
+/// A certificate chain and its key, checked to belong together.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, CredError> {
+    certified_key(cert, load_chain(cert)?, key, load_key(key)?)
+}
+
+pub fn certified_key(
+    cert_path: &Path,
+    chain: Vec<CertificateDer<'static>>,
+    key_path: &Path,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<CertifiedKey>, CredError> {
+    let signer = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| CredError::BadKey {
+            path: key_path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    let ck = CertifiedKey::new(chain, signer);
+    match ck.keys_match() {
+        Ok(()) => Ok(Arc::new(ck)),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(CredError::KeyMismatch {
+                cert: cert_path.to_path_buf(),
+                key: key_path.to_path_buf(),
+            })
+        }
+        Err(e) => Err(CredError::BadCertificate {
+            path: cert_path.to_path_buf(),
+            index: 1,
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Trust anchors from one or more CA bundle files.
+pub fn load_roots(paths: &[PathBuf]) -> Result<RootCertStore, CredError> {
+    let mut roots = RootCertStore::empty();
+    for path in paths {
+        add_roots(&mut roots, path, &read(path)?)?;
+    }
+    Ok(roots)
+}
+
+/// Add every certificate of a CA bundle to `roots`.
+pub fn add_roots(roots: &mut RootCertStore, path: &Path, bytes: &[u8]) -> Result<(), CredError> {
+    for (index, cert) in parse_chain(path, bytes)?.into_iter().enumerate() {
+        roots.add(cert).map_err(|e| CredError::BadAnchor {
+            path: path.to_path_buf(),
+            index: index + 1,
+            detail: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Every CRL in the given PEM files.
+pub fn load_crls(
+    paths: &[PathBuf],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, CredError> {
+    let mut crls = Vec::new();
+    for path in paths {
+        crls.extend(parse_crls(path, &read(path)?)?);
+    }
+    Ok(crls)
+}
+
+/// The CRLs of one PEM file; at least one, each well-formed.
+pub fn parse_crls(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, CredError> {
+    let bad = |detail: String| CredError::BadCrl {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let crls = CertificateRevocationListDer::pem_slice_iter(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if count(bytes, b"-----BEGIN X509 CRL-----") > crls.len() {
+        return Err(bad("PEM block has no END line".into()));
+    }
+    if crls.is_empty() {
+        return Err(CredError::NoCrl {
+            path: path.to_path_buf(),
+        });
+    }
+    for crl in &crls {
+        x509_parser::parse_x509_crl(crl).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(crls)
+}
+
+/// The process-wide crypto provider (aws-lc-rs), installed on first use.
+pub fn provider() -> Arc<CryptoProvider> {
+    if let Some(p) = CryptoProvider::get_default() {
+        return p.clone();
+    }
+    // Racing installers all install the same provider; losing the race is fine.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+}
+
+fn looks_like_pem(bytes: &[u8]) -> bool {
+    bytes.windows(11).any(|w| w == b"-----BEGIN ")
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
+
+/// What PEM blocks a file does hold, to make "wrong file" errors obvious.
+fn pem_labels(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let labels: Vec<&str> = text
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("-----BEGIN ")
+                .and_then(|l| l.strip_suffix("-----"))
+        })
+        .collect();
+    match labels.as_slice() {
+        [] if bytes.is_empty() => "; the file is empty".into(),
+        [] => String::new(),
+        l => format!("; it holds: {}", l.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_and_truncated_pem_are_refused_with_the_file_named() {
+        let p = Path::new("/x/tls.crt");
+        let err = parse_chain(p, b"not a certificate at all").unwrap_err();
+        assert!(matches!(err, CredError::NoCertificate { .. }), "{err}");
+        assert!(err.to_string().contains("/x/tls.crt"));
+        let err = parse_chain(p, b"-----BEGIN CERTIFICATE-----\nMIIB").unwrap_err();
+        assert!(matches!(err, CredError::BadCertificate { .. }), "{err}");
+        let err = parse_chain(
+            p,
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("it holds: PRIVATE KEY"), "{err}");
+    }
+}

@@ -1,0 +1,39 @@
+//! # certshift
+//!
+//! Does a service really enforce client certificates, and does it survive
+//! certificate rotation under load? certshift answers both with real TLS
+//! handshakes over real sockets.
+//!
+//! ```text
+//!  pki ──writes──▶ test PKI on disk (manifest.toml: every credential and its expected verdict)
+//!                        │
+//!  creds ──loads, checks, publishes (Live<T>, reload on file change / SIGHUP)
+//!                        │
+//!  tls ──builds rustls configs from checked material; classifies failures (Outcome)
+//!                        │
+//!  probe ──one client experiment: connect, handshake with a chosen cert, request, verdict
+//!  serve ──the reference mTLS service (modes, policy) that probes are judged against
+//!  demo  ──every credential × TLS 1.2/1.3 against a strict serve, as a table
+//! ```
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`cli`] | clap definitions, dispatch, exit codes (0 ok, 1 failure found, 2 usage/config) |
+//! | [`pki`] | test PKI generation (rcgen), the variant catalogue, `manifest.toml`, inspection |
+//! | [`creds`] | loading and checking credential files; live values and reload triggers |
+//! | [`tls`] | rustls config builders, SPIFFE and accept-anything verifiers, [`tls::Outcome`] |
+//! | [`probe`] | one connection experiment with per-phase timeouts |
+//! | [`serve`] | the reference mTLS HTTP/1.1 service with an Istio-style policy |
+//! | [`demo`] | the README's main job |
+//!
+//! Dependencies point down: `demo` and `serve` use `probe`, `tls`, `creds`,
+//! `pki`; nothing below depends on what is above it.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod creds;
+pub mod demo;
+pub mod pki;
+pub mod probe;
+pub mod serve;
+pub mod tls;

@@ -1,0 +1,445 @@
+//! What a test PKI contains: a trusted root (optionally an intermediate), an
+//! untrusted root, the server identity, one valid client per service, and
+//! the catalogue of bad client variants. Everything is built in memory first
+//! so that a failure half-way writes nothing.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rcgen::ExtendedKeyUsagePurpose;
+use rustls_pki_types::CertificateDer;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::issue::{pem_cert, self_signed_leaf, Authority, Issued, LeafSpec, Usage};
+use super::manifest::{CertFacts, Entry, Manifest, Role, FORMAT_VERSION, MANIFEST_FILE};
+use super::write::PkiFile;
+use super::{spiffe_id, KeyType, PkiError, Variant};
+
+/// The service account name in the reference server's own SPIFFE ID.
+pub const SERVER_ACCOUNT: &str = "certshift-serve";
+
+/// Settings of `pki init`, validated by [`PkiOptions::validate`].
+#[derive(Debug, Clone)]
+pub struct PkiOptions {
+    pub key_type: KeyType,
+    pub trust_domain: String,
+    pub namespace: String,
+    pub services: Vec<String>,
+    pub server_names: Vec<String>,
+    pub intermediate: bool,
+    pub validity: Duration,
+}
+
+impl Default for PkiOptions {
+    fn default() -> Self {
+        PkiOptions {
+            key_type: KeyType::EcdsaP256,
+            trust_domain: "cluster.local".into(),
+            namespace: "production".into(),
+            services: [
+                "order-service",
+                "checkout-service",
+                "inventory-service",
+                "payment-service",
+            ]
+            .map(String::from)
+            .to_vec(),
+            server_names: ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec(),
+            intermediate: false,
+            validity: Duration::from_secs(30 * 86400),
+        }
+    }
+}
+
+impl PkiOptions {
+    /// Names end up in SPIFFE IDs, directory names and SANs: check them before
+    /// any key is generated.
+    pub fn validate(&self) -> Result<(), PkiError> {
+        let bad = |field: &str, value: &str, fix: &str| {
+            Err(PkiError::Option {
+                field: field.into(),
+                value: value.into(),
+                fix: fix.into(),
+            })
+        };
+        if !is_trust_domain(&self.trust_domain) {
+            return bad(
+                "--trust-domain",
+                &self.trust_domain,
+                "use lowercase letters, digits, '.', '-' and '_' (e.g. cluster.local)",
+            );
+        }
+        if !is_dns_label(&self.namespace) {
+            return bad(
+                "--namespace",
+                &self.namespace,
+                "use a Kubernetes name: lowercase letters, digits and '-', at most 63",
+            );
+        }
+        if self.services.is_empty() {
+            return bad("--service", "", "give at least one service");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.services {
+            if !is_dns_label(s) {
+                return bad("--service", s, "use a Kubernetes service account name: lowercase letters, digits and '-', at most 63");
+            }
+            if !seen.insert(s) {
+                return bad("--service", s, "each service may be given once");
+            }
+        }
+        if self.server_names.is_empty() {
+            return bad(
+                "--server-name",
+                "",
+                "give at least one DNS name or IP address",
+            );
+        }
+        for n in &self.server_names {
+            if n.is_empty() || n.contains(['/', ' ', ':']) && n.parse::<std::net::IpAddr>().is_err()
+            {
+                return bad("--server-name", n, "give a DNS name or an IP address");
+            }
+        }
+        if self.validity < Duration::from_secs(60) {
+            return bad(
+                "--validity",
+                &humantime::format_duration(self.validity).to_string(),
+                "give at least 1m (e.g. 30d)",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A whole test PKI in memory, ready to be written.
+pub struct GeneratedPki {
+    pub manifest: Manifest,
+    pub files: Vec<PkiFile>,
+}
+
+/// Build a test PKI as of `now`.
+pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, PkiError> {
+    opts.validate()?;
+    let kt = opts.key_type;
+    let mut out = Builder {
+        files: Vec::new(),
+        entries: Vec::new(),
+    };
+
+    let root = Authority::new_root("certshift test root CA", kt, now)?;
+    let intermediate = match opts.intermediate {
+        true => Some(root.new_intermediate("certshift test intermediate CA", kt, now)?),
+        false => None,
+    };
+    let issuing = intermediate.as_ref().unwrap_or(&root);
+    let untrusted = Authority::new_root("certshift untrusted CA", kt, now)?;
+    // Leaves carry their chain up to (not including) the root.
+    let chain_of = |leaf: &Issued| -> Vec<CertificateDer<'static>> {
+        let mut chain = vec![leaf.cert.clone()];
+        chain.extend(intermediate.as_ref().map(|i| i.cert.clone()));
+        chain
+    };
+    let root_pem = pem_cert(&root.cert);
+
+    out.ca("ca", Role::Ca, "ca", "ca.crt", "ca.key", &root)?;
+    if let Some(i) = &intermediate {
+        out.ca(
+            "intermediate-ca",
+            Role::IntermediateCa,
+            "ca",
+            "intermediate.crt",
+            "intermediate.key",
+            i,
+        )?;
+    }
+    out.ca(
+        "other-ca",
+        Role::UntrustedCa,
+        "other-ca",
+        "ca.crt",
+        "ca.key",
+        &untrusted,
+    )?;
+
+    let mut server = LeafSpec::new("certshift-serve", Usage::Server, now, opts.validity);
+    server.names = opts.server_names.clone();
+    server.spiffe_id = Some(spiffe_id(
+        &opts.trust_domain,
+        &opts.namespace,
+        SERVER_ACCOUNT,
+    ));
+    let issued = issuing.issue(&server, kt)?;
+    let entry = Meta::new("server", Role::Server, "server".into());
+    out.leaf(
+        entry.spiffe(server.spiffe_id.clone()),
+        &chain_of(&issued),
+        &issued,
+        Some(&root_pem),
+    )?;
+
+    for service in &opts.services {
+        let spec = client_spec(opts, service, now);
+        let issued = issuing.issue(&spec, kt)?;
+        let meta = Meta::new(service, Role::Client, format!("clients/{service}"))
+            .client(Variant::Valid, service);
+        out.leaf(
+            meta.spiffe(spec.spiffe_id.clone()),
+            &chain_of(&issued),
+            &issued,
+            Some(&root_pem),
+        )?;
+    }
+
+    // The bad variants all speak for the first service, so the only thing
+    // wrong with each is the one property its name says.
+    let first = &opts.services[0];
+    let mut revoked = Vec::new();
+    for variant in Variant::ALL {
+        if variant == Variant::Valid || (variant.needs_intermediate() && intermediate.is_none()) {
+            continue;
+        }
+        let mut spec = client_spec(opts, first, now);
+        let day = time::Duration::days(1);
+        let (issued, chain) = match variant {
+            Variant::Valid => continue,
+            Variant::Expired => {
+                spec.not_after = now - day;
+                spec.not_before = spec.not_after - opts.validity;
+                let i = issuing.issue(&spec, kt)?;
+                let c = chain_of(&i);
+                (i, c)
+            }
+            Variant::NotYetValid => {
+                spec.not_before = now + day * 30;
+                spec.not_after = spec.not_before + opts.validity;
+                let i = issuing.issue(&spec, kt)?;
+                let c = chain_of(&i);
+                (i, c)
+            }
+            Variant::UntrustedCa => {
+                let i = untrusted.issue(&spec, kt)?;
+                let c = vec![i.cert.clone()];
+                (i, c)
+            }
+            Variant::SelfSigned => {
+                let i = self_signed_leaf(&spec, kt)?;
+                let c = vec![i.cert.clone()];
+                (i, c)
+            }
+            Variant::MissingIntermediate => {
+                let i = issuing.issue(&spec, kt)?;
+                let c = vec![i.cert.clone()];
+                (i, c)
+            }
+            Variant::Revoked
+            | Variant::WrongEku
+            | Variant::WrongTrustDomain
+            | Variant::NoSpiffeId
+            | Variant::CaAsLeaf => {
+                match variant {
+                    Variant::WrongEku => {
+                        spec.eku_override = Some(vec![ExtendedKeyUsagePurpose::ServerAuth])
+                    }
+                    Variant::WrongTrustDomain => {
+                        spec.spiffe_id = Some(spiffe_id("evil.example", &opts.namespace, first));
+                    }
+                    Variant::NoSpiffeId => spec.spiffe_id = None,
+                    Variant::CaAsLeaf => spec.ca_flag = true,
+                    _ => {}
+                }
+                let i = issuing.issue(&spec, kt)?;
+                let c = chain_of(&i);
+                (i, c)
+            }
+        };
+        let facts_serial = CertFacts::of(&issued.cert)?.serial;
+        if variant == Variant::Revoked {
+            revoked.push(rcgen::SerialNumber::from_slice(&hex_bytes(&facts_serial)));
+        }
+        let meta = Meta::new(variant.name(), Role::Variant, format!("variants/{variant}"))
+            .client(variant, first);
+        out.leaf(meta.spiffe(spec.spiffe_id.clone()), &chain, &issued, None)?;
+    }
+
+    // One CRL per issuing CA, concatenated: verifiers that check the whole
+    // chain (rustls does by default) need a CRL from every CA on the path.
+    let crl_lifetime = opts.validity.max(Duration::from_secs(7 * 86400));
+    let mut crl = match &intermediate {
+        Some(i) => i.crl(&revoked, now, crl_lifetime)? + &root.crl(&[], now, crl_lifetime)?,
+        None => root.crl(&revoked, now, crl_lifetime)?,
+    };
+    if !crl.ends_with('\n') {
+        crl.push('\n');
+    }
+    out.file("ca/crl.pem", crl.into_bytes(), false);
+
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        generator: format!("certshift {}", env!("CARGO_PKG_VERSION")),
+        generated_at: now.format(&Rfc3339).unwrap_or_default(),
+        key_type: kt,
+        trust_domain: opts.trust_domain.clone(),
+        namespace: opts.namespace.clone(),
+        services: opts.services.clone(),
+        server_names: opts.server_names.clone(),
+        intermediate: opts.intermediate,
+        validity: humantime::format_duration(opts.validity).to_string(),
+        credentials: out.entries,
+    };
+    out.files.push(PkiFile {
+        path: MANIFEST_FILE.into(),
+        contents: manifest.to_toml()?.into_bytes(),
+        secret: false,
+    });
+    Ok(GeneratedPki {
+        manifest,
+        files: out.files,
+    })
+}
+
+fn client_spec(opts: &PkiOptions, service: &str, now: OffsetDateTime) -> LeafSpec {
+    let mut spec = LeafSpec::new(service, Usage::Client, now, opts.validity);
+    spec.spiffe_id = Some(spiffe_id(&opts.trust_domain, &opts.namespace, service));
+    spec
+}
+
+struct Meta<'a> {
+    name: &'a str,
+    role: Role,
+    path: String,
+    variant: Option<Variant>,
+    identity: Option<String>,
+    spiffe_id: Option<String>,
+}
+
+impl<'a> Meta<'a> {
+    fn new(name: &'a str, role: Role, path: String) -> Self {
+        Meta {
+            name,
+            role,
+            path,
+            variant: None,
+            identity: None,
+            spiffe_id: None,
+        }
+    }
+
+    fn client(mut self, variant: Variant, identity: &str) -> Self {
+        self.variant = Some(variant);
+        self.identity = Some(identity.to_string());
+        self
+    }
+
+    fn spiffe(mut self, id: Option<String>) -> Self {
+        self.spiffe_id = id;
+        self
+    }
+}
+
+struct Builder {
+    files: Vec<PkiFile>,
+    entries: Vec<Entry>,
+}
+
+impl Builder {
+    fn file(&mut self, path: &str, contents: Vec<u8>, secret: bool) {
+        self.files.push(PkiFile {
+            path: PathBuf::from(path),
+            contents,
+            secret,
+        });
+    }
+
+    fn ca(
+        &mut self,
+        name: &str,
+        role: Role,
+        dir: &str,
+        cert: &str,
+        key: &str,
+        ca: &Authority,
+    ) -> Result<(), PkiError> {
+        let (cert_path, key_path) = (format!("{dir}/{cert}"), format!("{dir}/{key}"));
+        self.file(&cert_path, pem_cert(&ca.cert).into_bytes(), false);
+        self.file(&key_path, ca.key().serialize_pem().into_bytes(), true);
+        let facts = CertFacts::of(&ca.cert)?;
+        self.entries.push(Entry {
+            name: name.into(),
+            role,
+            path: dir.into(),
+            cert: cert_path,
+            key: key_path,
+            variant: None,
+            identity: None,
+            spiffe_id: None,
+            serial: facts.serial,
+            not_before: facts.not_before,
+            not_after: facts.not_after,
+            sha256: facts.sha256,
+            expect: None,
+            why: None,
+        });
+        Ok(())
+    }
+
+    /// A leaf credential directory: `tls.crt` (leaf then chain), `tls.key`,
+    /// and `ca.crt` (the root, to verify the peer) where given.
+    fn leaf(
+        &mut self,
+        meta: Meta<'_>,
+        chain: &[CertificateDer<'static>],
+        issued: &Issued,
+        ca_pem: Option<&str>,
+    ) -> Result<(), PkiError> {
+        let dir = meta.path.clone();
+        let (cert_path, key_path) = (format!("{dir}/tls.crt"), format!("{dir}/tls.key"));
+        let chain_pem: String = chain.iter().map(pem_cert).collect();
+        self.file(&cert_path, chain_pem.into_bytes(), false);
+        self.file(&key_path, issued.key.serialize_pem().into_bytes(), true);
+        if let Some(ca) = ca_pem {
+            self.file(&format!("{dir}/ca.crt"), ca.as_bytes().to_vec(), false);
+        }
+        let facts = CertFacts::of(&issued.cert)?;
+        self.entries.push(Entry {
+            name: meta.name.into(),
+            role: meta.role,
+            path: dir,
+            cert: cert_path,
+            key: key_path,
+            variant: meta.variant,
+            identity: meta.identity,
+            spiffe_id: meta.spiffe_id,
+            serial: facts.serial,
+            not_before: facts.not_before,
+            not_after: facts.not_after,
+            sha256: facts.sha256,
+            expect: meta.variant.map(Variant::expect),
+            why: meta.variant.map(|v| v.why().to_string()),
+        });
+        Ok(())
+    }
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_trust_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+}

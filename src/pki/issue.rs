@@ -1,0 +1,345 @@
+//! Certificate issuance with rcgen: key generation, certificate authorities,
+//! leaves and CRLs. Everything here works in memory; writing files is
+//! `pki::write`'s job, and deciding *what* to issue is `pki::generate`'s.
+//!
+//! The proxy's scheduled rotation reuses [`Authority::issue`] to mint fresh
+//! leaves without touching the disk.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rand::RngCore;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SanType, SerialNumber,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::PkiError;
+
+/// The key algorithm of every credential in a PKI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyType {
+    #[value(name = "ecdsa-p256")]
+    #[serde(rename = "ecdsa-p256")]
+    EcdsaP256,
+    #[value(name = "ecdsa-p384")]
+    #[serde(rename = "ecdsa-p384")]
+    EcdsaP384,
+    #[value(name = "ed25519")]
+    Ed25519,
+    #[value(name = "rsa-2048")]
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+    #[value(name = "rsa-3072")]
+    #[serde(rename = "rsa-3072")]
+    Rsa3072,
+    #[value(name = "rsa-4096")]
+    #[serde(rename = "rsa-4096")]
+    Rsa4096,
+}
+
+impl KeyType {
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::EcdsaP256 => "ecdsa-p256",
+            KeyType::EcdsaP384 => "ecdsa-p384",
+            KeyType::Ed25519 => "ed25519",
+            KeyType::Rsa2048 => "rsa-2048",
+            KeyType::Rsa3072 => "rsa-3072",
+            KeyType::Rsa4096 => "rsa-4096",
+        }
+    }
+
+    pub fn is_rsa(self) -> bool {
+        matches!(self, KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096)
+    }
+
+    /// A fresh private key of this type.
+    pub fn generate(self) -> Result<KeyPair, PkiError> {
+        use rcgen::RsaKeySize;
+        let rsa = |size| KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size);
+        let key = match self {
+            KeyType::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+            KeyType::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+            KeyType::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519),
+            KeyType::Rsa2048 => rsa(RsaKeySize::_2048),
+            KeyType::Rsa3072 => rsa(RsaKeySize::_3072),
+            KeyType::Rsa4096 => rsa(RsaKeySize::_4096),
+        };
+        key.map_err(|e| PkiError::Issue {
+            what: format!("{} key", self.name()),
+            source: e,
+        })
+    }
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for KeyType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        <KeyType as clap::ValueEnum>::from_str(s, false)
+    }
+}
+
+/// What an issued leaf is for; decides its key usage and EKU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    Client,
+    Server,
+}
+
+/// Everything that varies between the leaves a PKI issues.
+#[derive(Debug, Clone)]
+pub struct LeafSpec {
+    pub common_name: String,
+    /// DNS names and IP addresses (parsed: an IP literal becomes an IP SAN).
+    pub names: Vec<String>,
+    pub spiffe_id: Option<String>,
+    pub usage: Usage,
+    /// Replace the usage's EKU (the `wrong-eku` variant).
+    pub eku_override: Option<Vec<ExtendedKeyUsagePurpose>>,
+    /// basicConstraints CA:TRUE on a leaf (the `ca-as-leaf` variant).
+    pub ca_flag: bool,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+impl LeafSpec {
+    /// A leaf valid from a few minutes ago (tolerating clock skew between the
+    /// generator and the peers) for `validity`.
+    pub fn new(common_name: &str, usage: Usage, now: OffsetDateTime, validity: Duration) -> Self {
+        let not_before = now - time::Duration::minutes(5);
+        LeafSpec {
+            common_name: common_name.to_string(),
+            names: Vec::new(),
+            spiffe_id: None,
+            usage,
+            eku_override: None,
+            ca_flag: false,
+            not_before,
+            not_after: now + validity,
+        }
+    }
+}
+
+/// A certificate and its private key, in memory.
+pub struct Issued {
+    pub cert: CertificateDer<'static>,
+    pub key: KeyPair,
+}
+
+impl Issued {
+    pub fn cert_pem(&self) -> String {
+        pem_cert(&self.cert)
+    }
+}
+
+/// A certificate authority that can sign leaves, intermediates and CRLs.
+pub struct Authority {
+    pub cert: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Authority {
+    /// A new self-signed root.
+    pub fn new_root(name: &str, key_type: KeyType, now: OffsetDateTime) -> Result<Self, PkiError> {
+        let key = key_type.generate()?;
+        let params = ca_params(name, now, None);
+        let cert = params.self_signed(&key).map_err(issue_err(name))?;
+        Ok(Authority {
+            cert: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// A new intermediate signed by `self`, allowed to issue leaves only.
+    pub fn new_intermediate(
+        &self,
+        name: &str,
+        key_type: KeyType,
+        now: OffsetDateTime,
+    ) -> Result<Self, PkiError> {
+        let key = key_type.generate()?;
+        let params = ca_params(name, now, Some(0));
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(issue_err(name))?;
+        Ok(Authority {
+            cert: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Load a CA from its certificate and PKCS#8 key PEM (to mint in memory).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
+        let key = KeyPair::from_pem(key_pem).map_err(issue_err("CA key"))?;
+        let cert =
+            CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| PkiError::Pem {
+                what: "CA certificate".into(),
+                detail: e.to_string(),
+            })?;
+        let issuer = Issuer::from_ca_cert_der(&cert, key).map_err(issue_err("CA certificate"))?;
+        Ok(Authority { cert, issuer })
+    }
+
+    /// The CA's private key.
+    pub fn key(&self) -> &KeyPair {
+        self.issuer.key()
+    }
+
+    /// Issue a leaf signed by this authority.
+    pub fn issue(&self, spec: &LeafSpec, key_type: KeyType) -> Result<Issued, PkiError> {
+        let key = key_type.generate()?;
+        let params = leaf_params(spec)?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(issue_err(&spec.common_name))?;
+        Ok(Issued {
+            cert: cert.der().clone(),
+            key,
+        })
+    }
+
+    /// A CRL signed by this authority listing `revoked` serials.
+    pub fn crl(
+        &self,
+        revoked: &[SerialNumber],
+        now: OffsetDateTime,
+        next_update: Duration,
+    ) -> Result<String, PkiError> {
+        let params = CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(5),
+            next_update: now + next_update,
+            crl_number: SerialNumber::from_slice(&now.unix_timestamp().to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: serial.clone(),
+                    revocation_time: now - time::Duration::minutes(5),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer).map_err(issue_err("CRL"))?;
+        crl.pem().map_err(issue_err("CRL PEM"))
+    }
+}
+
+/// Issue a self-signed leaf (the `self-signed` variant).
+pub fn self_signed_leaf(spec: &LeafSpec, key_type: KeyType) -> Result<Issued, PkiError> {
+    let key = key_type.generate()?;
+    let params = leaf_params(spec)?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(issue_err(&spec.common_name))?;
+    Ok(Issued {
+        cert: cert.der().clone(),
+        key,
+    })
+}
+
+pub fn pem_cert(der: &CertificateDer<'_>) -> String {
+    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+}
+
+fn issue_err(what: &str) -> impl Fn(rcgen::Error) -> PkiError + '_ {
+    move |source| PkiError::Issue {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// A random positive serial of 16 bytes: unique enough that a rotated leaf
+/// never collides with a revoked one.
+pub fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes[0] = (bytes[0] & 0x7f).max(1);
+    SerialNumber::from_slice(&bytes)
+}
+
+fn distinguished_name(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "certshift test PKI");
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+fn ca_params(name: &str, now: OffsetDateTime, path_len: Option<u8>) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = distinguished_name(name);
+    params.is_ca = IsCa::Ca(match path_len {
+        Some(n) => BasicConstraints::Constrained(n),
+        None => BasicConstraints::Unconstrained,
+    });
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.serial_number = Some(random_serial());
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(5 * 365);
+    params.use_authority_key_identifier_extension = path_len.is_some();
+    params
+}
+
+fn leaf_params(spec: &LeafSpec) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = distinguished_name(&spec.common_name);
+    for name in &spec.names {
+        let san = match IpAddr::from_str(name) {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => {
+                SanType::DnsName(name.as_str().try_into().map_err(|e| PkiError::BadName {
+                    name: name.clone(),
+                    detail: format!("{e}"),
+                })?)
+            }
+        };
+        params.subject_alt_names.push(san);
+    }
+    if let Some(id) = &spec.spiffe_id {
+        let uri = id.as_str().try_into().map_err(|e| PkiError::BadName {
+            name: id.clone(),
+            detail: format!("{e}"),
+        })?;
+        params.subject_alt_names.push(SanType::URI(uri));
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = spec
+        .eku_override
+        .clone()
+        .unwrap_or_else(|| match spec.usage {
+            Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        });
+    if spec.ca_flag {
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages.push(KeyUsagePurpose::KeyCertSign);
+    } else {
+        params.is_ca = IsCa::ExplicitNoCa;
+    }
+    params.serial_number = Some(random_serial());
+    params.not_before = spec.not_before;
+    params.not_after = spec.not_after;
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}

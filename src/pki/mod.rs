@@ -1,0 +1,77 @@
+//! The test PKI: a CA, server and client leaves with SPIFFE IDs, the
+//! catalogue of bad client variants, CRLs, and certificate inspection.
+//!
+//! Owns: deciding what a test PKI contains ([`generate`]), issuing with rcgen
+//! ([`issue`]), the `manifest.toml` contract ([`manifest`]), writing keys
+//! safely ([`write`]) and reading certificates back for people ([`inspect`]).
+//! Never: serves, verifies peers or loads live credentials (that is `creds`).
+
+pub mod cmd;
+mod generate;
+pub mod inspect;
+mod issue;
+mod manifest;
+mod variant;
+mod write;
+
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+pub use generate::{generate, GeneratedPki, PkiOptions, SERVER_ACCOUNT};
+pub use issue::{
+    pem_cert, random_serial, self_signed_leaf, Authority, Issued, KeyType, LeafSpec, Usage,
+};
+pub use manifest::{fingerprint, Entry, Manifest, Role, MANIFEST_FILE};
+pub use variant::{Expect, UnknownVariant, Variant};
+pub use write::{write_files, PkiFile};
+
+/// Errors of PKI generation and manifest reading.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{field} {value:?} is not valid: {fix}")]
+    Option {
+        field: String,
+        value: String,
+        fix: String,
+    },
+    #[error("cannot issue {what}: {source}")]
+    Issue { what: String, source: rcgen::Error },
+    #[error("{name:?} is not a valid DNS name or URI for a certificate: {detail}")]
+    BadName { name: String, detail: String },
+    #[error("{what} is not valid PEM: {detail}")]
+    Pem { what: String, detail: String },
+    #[error(
+        "{0} is not empty; choose an empty directory or pass --force to overwrite the PKI in it"
+    )]
+    NotEmpty(PathBuf),
+    #[error("{0} exists and is not a directory; choose another --out")]
+    NotADirectory(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {detail}")]
+    Manifest { path: PathBuf, detail: String },
+}
+
+/// `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`, Istio's form.
+pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {
+    format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
+}
+
+/// Generate a PKI as of now and write it to `dir`; the manifest is returned.
+pub fn init(dir: &Path, opts: &PkiOptions, force: bool) -> Result<Manifest, PkiError> {
+    // Refuse before spending seconds on RSA keys we would not write.
+    if !force
+        && std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    {
+        return Err(PkiError::NotEmpty(dir.to_path_buf()));
+    }
+    let pki = generate(opts, OffsetDateTime::now_utc())?;
+    write_files(dir, &pki.files, force)?;
+    Ok(pki.manifest)
+}

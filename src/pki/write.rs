@@ -1,0 +1,78 @@
+//! Writing a generated PKI to disk: keys `0600`, never into a non-empty
+//! directory unless forced, and nothing written at all when refusing.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::PkiError;
+
+/// One file of a PKI, relative to its root.
+#[derive(Clone)]
+pub struct PkiFile {
+    pub path: PathBuf,
+    pub contents: Vec<u8>,
+    /// Private keys: created `0600`.
+    pub secret: bool,
+}
+
+impl std::fmt::Debug for PkiFile {
+    // Never let a private key reach a log through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PkiFile")
+            .field("path", &self.path)
+            .field("len", &self.contents.len())
+            .field("secret", &self.secret)
+            .finish()
+    }
+}
+
+/// Write `files` under `dir`. Refuses a non-empty `dir` unless `force`.
+pub fn write_files(dir: &Path, files: &[PkiFile], force: bool) -> Result<(), PkiError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PkiError::Io { path, source }
+    };
+    match fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() && !force {
+                return Err(PkiError::NotEmpty(dir.to_path_buf()));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err(PkiError::NotADirectory(dir.to_path_buf()));
+        }
+        Err(e) => return Err(io(dir)(e)),
+    }
+    for file in files {
+        let path = dir.join(&file.path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        write_one(&path, &file.contents, file.secret).map_err(io(&path))?;
+    }
+    Ok(())
+}
+
+fn write_one(path: &Path, contents: &[u8], secret: bool) -> std::io::Result<()> {
+    let mode = if secret { 0o600 } else { 0o644 };
+    // Write beside the target and rename, so a reader (a watching server)
+    // never sees a half-written file, and a key is never briefly readable.
+    let tmp = path.with_extension("certshift-tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    drop(f);
+    // create_new's mode is filtered by the umask; make it exact.
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+    fs::rename(&tmp, path)
+}

@@ -1,0 +1,136 @@
+//! The service's HTTP/1.1 side (hyper): health, the authorization policy,
+//! and an echo of who the peer is so tests and users can see what the
+//! service saw.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+use super::policy::principal_from_spiffe_id;
+use super::Shared;
+use crate::tls::{spiffe_id_of, TlsVersion};
+
+/// What the service knows about the peer of one connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    addr: SocketAddr,
+    spiffe_id: Option<String>,
+    serial: Option<String>,
+    tls_version: Option<TlsVersion>,
+}
+
+impl Peer {
+    pub(crate) fn plaintext(addr: SocketAddr) -> Self {
+        Peer {
+            addr,
+            spiffe_id: None,
+            serial: None,
+            tls_version: None,
+        }
+    }
+
+    pub(crate) fn tls(addr: SocketAddr, conn: &rustls::ServerConnection) -> Self {
+        let leaf = conn.peer_certificates().and_then(|c| c.first());
+        Peer {
+            addr,
+            spiffe_id: leaf.and_then(spiffe_id_of),
+            serial: leaf.and_then(|c| {
+                let (_, x) = x509_parser::parse_x509_certificate(c).ok()?;
+                Some(x.raw_serial().iter().map(|b| format!("{b:02X}")).collect())
+            }),
+            tls_version: conn.protocol_version().and_then(TlsVersion::of),
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Echo<'a> {
+    peer: Option<&'a str>,
+    path: &'a str,
+    tls_version: Option<TlsVersion>,
+    method: &'a str,
+    /// Serial of the client certificate, uppercase hex: shows rotations.
+    serial: Option<&'a str>,
+}
+
+pub(crate) async fn serve<S>(
+    shared: Arc<Shared>,
+    io: S,
+    peer: Peer,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = Arc::new(peer);
+    let svc_shared = shared.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let (shared, peer) = (svc_shared.clone(), peer.clone());
+        async move { Ok::<_, Infallible>(respond(&shared, &peer, &req)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        // Also bounds the wait for the next request on a kept-alive connection.
+        .header_read_timeout(shared.cfg.idle_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        }
+        _ = async { drop(stop.wait_for(|s| *s).await) } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+fn respond(shared: &Shared, peer: &Peer, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if path == "/healthz" {
+        return text(StatusCode::OK, "ok\n");
+    }
+    shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let principal = peer.spiffe_id.as_deref().and_then(principal_from_spiffe_id);
+    if let Some(policy) = &shared.cfg.policy {
+        if !policy.allows(req.method().as_str(), path, principal) {
+            shared.counters.denied.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %peer.addr, ?principal, %path, "RBAC: access denied");
+            return text(StatusCode::FORBIDDEN, "RBAC: access denied");
+        }
+    }
+    let echo = Echo {
+        peer: peer.spiffe_id.as_deref(),
+        path,
+        tls_version: peer.tls_version,
+        method: req.method().as_str(),
+        serial: peer.serial.as_deref(),
+    };
+    let body = serde_json::to_vec(&echo).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain"),
+    );
+    resp
+}
