@@ -74,11 +74,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = args.into_config()?;
-    let mode = cfg.mode;
+    let (mode, trust_domains, policy) = (cfg.mode, cfg.trust_domains.clone(), cfg.policy.is_some());
     let service = Service::bind(cfg).await?;
     // The first stdout line is a contract: scripts read the port from it.
     println!("listening on {}", service.local_addr());
-    tracing::info!(?mode, "serving");
+    tracing::info!(?mode, ?trust_domains, policy, "serving");
     use std::io::Write;
     let _ = std::io::stdout().flush();
     service

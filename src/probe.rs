@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
-use rustls_pki_types::ServerName;
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -70,6 +70,8 @@ pub struct ProbeResult {
     pub tls_version: Option<TlsVersion>,
     pub body: Option<Bytes>,
     pub handshake: Option<Duration>,
+    /// The server's leaf certificate, when the handshake got that far.
+    pub server_cert: Option<CertificateDer<'static>>,
 }
 
 impl ProbeResult {
@@ -79,6 +81,7 @@ impl ProbeResult {
             tls_version: None,
             body: None,
             handshake: None,
+            server_cert: None,
         }
     }
 
@@ -106,6 +109,7 @@ pub async fn run(p: &Probe) -> ProbeResult {
             tls_version: None,
             body,
             handshake: None,
+            server_cert: None,
         };
     };
     let started = Instant::now();
@@ -118,13 +122,19 @@ pub async fn run(p: &Probe) -> ProbeResult {
         Err(_) => return ProbeResult::failed(Outcome::HandshakeTimeout),
     };
     let handshake = started.elapsed();
-    let tls_version = tls.get_ref().1.protocol_version().and_then(TlsVersion::of);
+    let conn = tls.get_ref().1;
+    let tls_version = conn.protocol_version().and_then(TlsVersion::of);
+    let server_cert = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned());
     let (outcome, body) = request(p, tls).await;
     ProbeResult {
         outcome,
         tls_version,
         body,
         handshake: Some(handshake),
+        server_cert,
     }
 }
 
@@ -132,23 +142,32 @@ async fn request<S>(p: &Probe, io: S) -> (Outcome, Option<Bytes>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let req = hyper::Request::builder()
+        .method(p.method.clone())
+        .uri(&p.path)
+        .header(hyper::header::HOST, p.addr.to_string())
+        .header(hyper::header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new());
+    let req = match req {
+        Ok(r) => r,
+        // The path comes from flags or code; an invalid one is a usage error.
+        Err(e) => return (Outcome::Io(format!("invalid_request: {e}")), None),
+    };
     let exchange = async {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
-        let driver = tokio::spawn(conn);
-        let req = hyper::Request::builder()
-            .method(p.method.clone())
-            .uri(&p.path)
-            .header(hyper::header::HOST, p.addr.to_string())
-            .header(hyper::header::CONNECTION, "close")
-            .body(Empty::<Bytes>::new());
-        let req = match req {
+        let mut driver = tokio::spawn(conn);
+        let resp = match sender.send_request(req).await {
             Ok(r) => r,
-            // The path is ours (from flags or code); an invalid one is a usage error.
             Err(e) => {
-                return Ok::<_, hyper::Error>(Err(Outcome::Io(format!("invalid_request: {e}"))))
+                // The request side only learns that the connection closed; the
+                // cause (a TLS alert read after a TLS 1.3 handshake) is the
+                // connection driver's error.
+                return match tokio::time::timeout(Duration::from_secs(1), &mut driver).await {
+                    Ok(Ok(Err(cause))) => Err(cause),
+                    _ => Err(e),
+                };
             }
         };
-        let resp = sender.send_request(req).await?;
         let status = resp.status().as_u16();
         let body = Limited::new(resp.into_body(), BODY_LIMIT)
             .collect()
@@ -156,11 +175,10 @@ where
             .ok()
             .map(|b| b.to_bytes());
         driver.abort();
-        Ok(Ok((status, body)))
+        Ok((status, body))
     };
     match tokio::time::timeout(p.response_timeout, exchange).await {
-        Ok(Ok(Ok((status, body)))) => (Outcome::Http(status), body),
-        Ok(Ok(Err(outcome))) => (outcome, None),
+        Ok(Ok((status, body))) => (Outcome::Http(status), body),
         Ok(Err(e)) => (classify_hyper(&e), None),
         Err(_) => (Outcome::Timeout, None),
     }

@@ -61,7 +61,7 @@ pub fn run_init(args: &InitArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing a test PKI to {}", args.out.display()))?;
     let out = args.out.display();
     println!(
-        "wrote a {} test PKI to {out} (trust domain {}, leaves valid for {}{})",
+        "wrote a test PKI to {out} ({}, trust domain {}, leaves valid for {}{})",
         manifest.key_type,
         manifest.trust_domain,
         manifest.validity,
@@ -84,7 +84,11 @@ pub fn run_init(args: &InitArgs) -> anyhow::Result<()> {
                 e.why.as_deref().unwrap_or("")
             ),
         };
-        println!("  {:<34} {what}", e.path);
+        let shown = match e.role {
+            Role::Ca | Role::IntermediateCa | Role::UntrustedCa => &e.cert,
+            _ => &e.path,
+        };
+        println!("  {shown:<34} {what}");
     }
     println!("  {:<34} CRL revoking the `revoked` variant", "ca/crl.pem");
     println!("  {:<34} index of all of the above", super::MANIFEST_FILE);

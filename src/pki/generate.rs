@@ -11,7 +11,7 @@ use rustls_pki_types::CertificateDer;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::issue::{pem_cert, self_signed_leaf, Authority, Issued, LeafSpec, Usage};
+use super::issue::{key_pem, pem_cert, self_signed_leaf, Authority, Issued, LeafSpec, Usage};
 use super::manifest::{CertFacts, Entry, Manifest, Role, FORMAT_VERSION, MANIFEST_FILE};
 use super::write::PkiFile;
 use super::{spiffe_id, KeyType, PkiError, Variant};
@@ -285,7 +285,7 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
         services: opts.services.clone(),
         server_names: opts.server_names.clone(),
         intermediate: opts.intermediate,
-        validity: humantime::format_duration(opts.validity).to_string(),
+        validity: short_duration(opts.validity),
         credentials: out.entries,
     };
     out.files.push(PkiFile {
@@ -363,7 +363,7 @@ impl Builder {
     ) -> Result<(), PkiError> {
         let (cert_path, key_path) = (format!("{dir}/{cert}"), format!("{dir}/{key}"));
         self.file(&cert_path, pem_cert(&ca.cert).into_bytes(), false);
-        self.file(&key_path, ca.key().serialize_pem().into_bytes(), true);
+        self.file(&key_path, key_pem(ca.key()).into_bytes(), true);
         let facts = CertFacts::of(&ca.cert)?;
         self.entries.push(Entry {
             name: name.into(),
@@ -397,7 +397,7 @@ impl Builder {
         let (cert_path, key_path) = (format!("{dir}/tls.crt"), format!("{dir}/tls.key"));
         let chain_pem: String = chain.iter().map(pem_cert).collect();
         self.file(&cert_path, chain_pem.into_bytes(), false);
-        self.file(&key_path, issued.key.serialize_pem().into_bytes(), true);
+        self.file(&key_path, key_pem(&issued.key).into_bytes(), true);
         if let Some(ca) = ca_pem {
             self.file(&format!("{dir}/ca.crt"), ca.as_bytes().to_vec(), false);
         }
@@ -419,6 +419,17 @@ impl Builder {
             why: meta.variant.map(|v| v.why().to_string()),
         });
         Ok(())
+    }
+}
+
+/// `30d`, `12h`, `90m`, `45s`: the form `--validity` takes back.
+fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 

@@ -14,7 +14,6 @@ use std::path::Path;
 
 use rustls_pki_types::pem::{self, PemObject, SectionKind};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
@@ -64,7 +63,8 @@ pub struct ChainReport {
 pub struct CertReport {
     pub subject: String,
     pub issuer: String,
-    /// Colon-separated uppercase hex of the serial's unsigned value.
+    /// Uppercase hex of the serial's unsigned value, as `openssl x509 -serial`
+    /// prints it and `manifest.toml` records it.
     pub serial: String,
     /// RFC 3339, UTC.
     pub not_before: String,
@@ -322,7 +322,7 @@ fn cert_report(
     Ok(CertReport {
         subject: cert.subject().to_string(),
         issuer: cert.issuer().to_string(),
-        serial: format_serial(cert.raw_serial()),
+        serial: super::serial_hex(cert.raw_serial()),
         not_before: rfc3339(not_before),
         not_after: rfc3339(not_after),
         validity: validity(not_before, not_after, now),
@@ -334,7 +334,7 @@ fn cert_report(
         extended_key_usage,
         key: key_info(cert),
         signature_algorithm: oid_name(&cert.signature_algorithm.algorithm),
-        sha256_fingerprint: hex_colon(&Sha256::digest(der)),
+        sha256_fingerprint: super::fingerprint(der),
         // Raw DER comparison, as path builders do, rather than a lenient string match.
         self_signed: cert.subject().as_raw() == cert.issuer().as_raw(),
     })
@@ -373,15 +373,6 @@ fn hex_colon(bytes: &[u8]) -> String {
         let _ = write!(out, "{b:02X}");
     }
     out
-}
-
-/// Drops DER sign-padding zeros so the serial reads like `openssl x509 -serial`.
-fn format_serial(raw: &[u8]) -> String {
-    let first_nonzero = raw.iter().position(|&b| b != 0).unwrap_or(raw.len());
-    match &raw[first_nonzero..] {
-        [] => "00".to_string(),
-        digits => hex_colon(digits),
-    }
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -642,6 +633,7 @@ mod tests {
         BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
         IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
     };
+    use sha2::{Digest, Sha256};
     use time::macros::datetime;
 
     const SPIFFE: &str = "spiffe://example.org/ns/default/sa/web";
@@ -718,7 +710,7 @@ mod tests {
         assert_eq!(c.key.curve.as_deref(), Some("P-256"));
         assert_eq!(c.signature_algorithm, "ecdsa-with-SHA256");
         // The DER sign-padding byte before 0x8A must not show up.
-        assert_eq!(c.serial, "8A:01:FF");
+        assert_eq!(c.serial, "8A01FF");
     }
 
     #[test]

@@ -255,6 +255,32 @@ pub fn self_signed_leaf(spec: &LeafSpec, key_type: KeyType) -> Result<Issued, Pk
     })
 }
 
+/// PKCS#8 PEM of a private key, in the form every TLS stack reads.
+///
+/// aws-lc-rs writes Ed25519 keys as PKCS#8 v2 (with the public key), which
+/// OpenSSL 3.0 refuses ("unsupported"); rewrite those as v1 (RFC 8410).
+pub fn key_pem(key: &KeyPair) -> String {
+    if key.algorithm() == &rcgen::PKCS_ED25519 {
+        if let Some(v1) = ed25519_pkcs8_v1(key.serialized_der()) {
+            return pem::encode(&pem::Pem::new("PRIVATE KEY", v1));
+        }
+    }
+    key.serialize_pem()
+}
+
+/// The 32-byte seed of an Ed25519 PKCS#8 (v1 or v2), re-wrapped as v1.
+fn ed25519_pkcs8_v1(der: &[u8]) -> Option<Vec<u8>> {
+    // privateKey is an OCTET STRING holding an OCTET STRING of 32 bytes.
+    const SEED_PREFIX: [u8; 4] = [0x04, 0x22, 0x04, 0x20];
+    const V1_HEADER: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    let at = der.windows(4).position(|w| w == SEED_PREFIX)? + 4;
+    let seed = der.get(at..at + 32)?;
+    Some([&V1_HEADER[..], seed].concat())
+}
+
 pub fn pem_cert(der: &CertificateDer<'_>) -> String {
     pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
 }
@@ -342,4 +368,24 @@ fn leaf_params(spec: &LeafSpec) -> Result<CertificateParams, PkiError> {
     params.not_after = spec.not_after;
     params.use_authority_key_identifier_extension = true;
     Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ed25519_keys_are_written_as_pkcs8_v1_and_still_load() {
+        let key = KeyType::Ed25519.generate().unwrap();
+        let pem_text = key_pem(&key);
+        let der = pem::parse(&pem_text).unwrap().into_contents();
+        assert_eq!(der.len(), 48, "v1 Ed25519 PKCS#8 is 48 bytes");
+        assert_eq!(&der[2..5], &[0x02, 0x01, 0x00], "version 0 (v1)");
+        let back = KeyPair::from_pem(&pem_text).unwrap();
+        assert_eq!(
+            back.public_key_raw(),
+            key.public_key_raw(),
+            "same key after the rewrite"
+        );
+    }
 }

@@ -166,7 +166,7 @@ impl CertFacts {
                 .unwrap_or_else(|_| t.to_string())
         };
         Ok(CertFacts {
-            serial: hex_upper(cert.raw_serial(), ""),
+            serial: serial_hex(cert.raw_serial()),
             not_before: time(cert.validity().not_before),
             not_after: time(cert.validity().not_after),
             sha256: fingerprint(der),
@@ -177,6 +177,16 @@ impl CertFacts {
 /// SHA-256 of `der`, colon-separated uppercase hex (openssl's `-fingerprint`).
 pub fn fingerprint(der: &[u8]) -> String {
     hex_upper(&Sha256::digest(der), ":")
+}
+
+/// A serial as `openssl x509 -serial` prints it: uppercase hex of the
+/// unsigned value, without DER sign-padding zeros.
+pub fn serial_hex(raw: &[u8]) -> String {
+    let first = raw.iter().position(|&b| b != 0).unwrap_or(raw.len());
+    match &raw[first..] {
+        [] => "00".to_string(),
+        digits => hex_upper(digits, ""),
+    }
 }
 
 fn hex_upper(bytes: &[u8], sep: &str) -> String {

@@ -20,9 +20,9 @@ use time::OffsetDateTime;
 
 pub use generate::{generate, GeneratedPki, PkiOptions, SERVER_ACCOUNT};
 pub use issue::{
-    pem_cert, random_serial, self_signed_leaf, Authority, Issued, KeyType, LeafSpec, Usage,
+    key_pem, pem_cert, random_serial, self_signed_leaf, Authority, Issued, KeyType, LeafSpec, Usage,
 };
-pub use manifest::{fingerprint, Entry, Manifest, Role, MANIFEST_FILE};
+pub use manifest::{fingerprint, serial_hex, Entry, Manifest, Role, MANIFEST_FILE};
 pub use variant::{Expect, UnknownVariant, Variant};
 pub use write::{write_files, PkiFile};
 

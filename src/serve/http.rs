@@ -44,7 +44,7 @@ impl Peer {
             spiffe_id: leaf.and_then(spiffe_id_of),
             serial: leaf.and_then(|c| {
                 let (_, x) = x509_parser::parse_x509_certificate(c).ok()?;
-                Some(x.raw_serial().iter().map(|b| format!("{b:02X}")).collect())
+                Some(crate::pki::serial_hex(x.raw_serial()))
             }),
             tls_version: conn.protocol_version().and_then(TlsVersion::of),
         }

@@ -1,0 +1,189 @@
+//! Shared helpers for integration tests: a PKI generated per test with the
+//! project's own `pki` module, `serve` started in-process on 127.0.0.1:0,
+//! and probes that present a manifest credential.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use certshift::creds;
+use certshift::pki::{self, Entry, Manifest, PkiOptions};
+use certshift::probe::{self, Probe, ProbeResult};
+use certshift::serve::{Mode, ServeArgs, Service, ServiceHandle};
+use certshift::tls::{client_config, ClientCert, TlsVersion, TlsVersions};
+use rustls_pki_types::ServerName;
+use tempfile::TempDir;
+
+pub struct TestPki {
+    pub dir: TempDir,
+    pub manifest: Manifest,
+}
+
+impl TestPki {
+    pub fn new(opts: PkiOptions) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let manifest = pki::init(dir.path(), &opts, false).expect("pki init");
+        TestPki { dir, manifest }
+    }
+
+    pub fn default_flat() -> Self {
+        Self::new(PkiOptions::default())
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn file(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The client credential named `name` (a service or a variant).
+    pub fn entry(&self, name: &str) -> &Entry {
+        self.manifest
+            .clients()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("no client credential {name}"))
+    }
+
+    pub fn cert(&self, name: &str) -> ClientCert {
+        let e = self.entry(name);
+        ClientCert::Always(
+            creds::load_certified_key(&self.file(&e.cert), &self.file(&e.key))
+                .expect("load client cert"),
+        )
+    }
+}
+
+pub struct RunningServe {
+    pub addr: SocketAddr,
+    pub handle: ServiceHandle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningServe {
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// `serve` in-process on 127.0.0.1:0 with the PKI and `mode`.
+pub async fn start_serve(pki: &TestPki, mode: Mode) -> RunningServe {
+    start_serve_with(ServeArgs {
+        pki: Some(pki.path().to_path_buf()),
+        mode,
+        ..serve_args()
+    })
+    .await
+}
+
+pub fn serve_args() -> ServeArgs {
+    ServeArgs {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        handshake_timeout: Duration::from_secs(5),
+        ..ServeArgs::default()
+    }
+}
+
+pub async fn start_serve_with(args: ServeArgs) -> RunningServe {
+    let service = Service::bind(args.into_config().expect("serve config"))
+        .await
+        .expect("serve bind");
+    let addr = service.local_addr();
+    let handle = service.handle();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(service.run(async { drop(rx.await) }, Duration::from_secs(2)));
+    RunningServe {
+        addr,
+        handle,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+/// Present `cert` over `version` and GET `path`.
+pub async fn probe_tls(
+    pki: &TestPki,
+    addr: SocketAddr,
+    cert: ClientCert,
+    version: TlsVersion,
+    path: &str,
+) -> ProbeResult {
+    let roots = creds::load_roots(&[pki.file("ca/ca.crt")]).expect("roots");
+    let config = client_config(roots, cert, &TlsVersions::only(version)).expect("client config");
+    let name = ServerName::try_from("localhost").expect("server name");
+    let p = Probe::new(addr, Some((Arc::new(config), name))).path(path);
+    probe::run(&p).await
+}
+
+pub async fn probe_plain(addr: SocketAddr, path: &str) -> ProbeResult {
+    probe::run(&Probe::new(addr, None).path(path)).await
+}
+
+/// The JSON echo of an accepted request.
+pub fn echo(r: &ProbeResult) -> serde_json::Value {
+    serde_json::from_slice(r.body.as_deref().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("echo body is not JSON ({e}): {:?}", r.body_text()))
+}
+
+/// Run the certshift binary.
+pub fn certshift() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_certshift"))
+}
+
+pub fn have(tool: &str) -> bool {
+    std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok()
+        || std::process::Command::new(tool)
+            .arg("version")
+            .output()
+            .is_ok()
+}
+
+/// A fresh server credential (new key, new serial) from the PKI's own CA,
+/// as PEM (chain, key).
+pub fn mint_server(pki: &TestPki) -> (String, String) {
+    use certshift::pki::{pem_cert, Authority, LeafSpec, Usage};
+    let ca = Authority::from_pem(
+        &std::fs::read_to_string(pki.file("ca/ca.crt")).unwrap(),
+        &std::fs::read_to_string(pki.file("ca/ca.key")).unwrap(),
+    )
+    .expect("load CA");
+    let mut spec = LeafSpec::new(
+        "certshift-serve",
+        Usage::Server,
+        time::OffsetDateTime::now_utc(),
+        Duration::from_secs(86400),
+    );
+    spec.names = pki.manifest.server_names.clone();
+    let issued = ca
+        .issue(&spec, pki.manifest.key_type)
+        .expect("issue server leaf");
+    (pem_cert(&issued.cert), certshift::pki::key_pem(&issued.key))
+}
+
+/// Poll `cond` every 20 ms for at most `limit`.
+pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+pub fn sha256(der: &[u8]) -> String {
+    certshift::pki::fingerprint(der)
+}

@@ -1,0 +1,292 @@
+//! `certshift serve` and `certshift demo` as a user runs them: the binary,
+//! its first stdout line, an independent client (curl), signals, exit codes.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use certshift::tls::{Outcome, TlsVersion};
+use common::*;
+
+/// A `certshift serve` child process; killed on drop.
+struct ServeProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_serve(args: &[&str]) -> ServeProcess {
+    let mut child = certshift()
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn certshift serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("read first line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first stdout line must be `listening on IP:PORT`, got {line:?}"))
+        .parse()
+        .expect("IP:PORT");
+    ServeProcess { child, addr }
+}
+
+fn curl(args: &[&str]) -> std::process::Output {
+    assert!(have("curl"), "curl is required (.ci/run installs it)");
+    Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("run curl")
+}
+
+#[test]
+fn curl_with_a_valid_identity_gets_200_and_without_a_certificate_is_refused() {
+    let pki = TestPki::default_flat();
+    let dir = pki.path().to_str().unwrap();
+    let serve = spawn_serve(&["--pki", dir]);
+    let url = format!(
+        "https://127.0.0.1:{}/api/payment/process",
+        serve.addr.port()
+    );
+    let c = |f: &str| pki.file(f).to_str().unwrap().to_string();
+    let (cert, key, ca) = (
+        c("clients/order-service/tls.crt"),
+        c("clients/order-service/tls.key"),
+        c("ca/ca.crt"),
+    );
+    for tls in ["--tlsv1.2 --tls-max 1.2", "--tlsv1.3"] {
+        let mut args: Vec<&str> = tls.split(' ').collect();
+        args.extend([
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "--cacert",
+            &ca,
+            "-w",
+            "\n%{http_code}",
+            &url,
+        ]);
+        let out = curl(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "curl {tls} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.ends_with("\n200"), "{stdout}");
+        assert!(
+            stdout.contains("\"peer\":\"spiffe://cluster.local/ns/production/sa/order-service\""),
+            "{stdout}"
+        );
+
+        let mut args: Vec<&str> = tls.split(' ').collect();
+        args.extend(["--cacert", &ca, &url]);
+        let out = curl(&args);
+        assert!(
+            !out.status.success(),
+            "curl without a certificate must be refused ({tls})"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("alert") || err.contains("certificate"),
+            "curl's error should show the TLS refusal: {err}"
+        );
+    }
+    // The untrusted variant is refused too.
+    let out = curl(&[
+        "--cert",
+        &c("variants/untrusted-ca/tls.crt"),
+        "--key",
+        &c("variants/untrusted-ca/tls.key"),
+        "--cacert",
+        &ca,
+        &url,
+    ]);
+    assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_and_sigterm_stops_the_process() {
+    let pki = TestPki::default_flat();
+    let mut serve = spawn_serve(&["--pki", pki.path().to_str().unwrap(), "--no-watch"]);
+    let seen = |r: certshift::probe::ProbeResult| {
+        assert_eq!(r.outcome, Outcome::Http(200));
+        sha256(r.server_cert.as_deref().unwrap())
+    };
+    let before = seen(
+        probe_tls(
+            &pki,
+            serve.addr,
+            pki.cert("order-service"),
+            TlsVersion::Tls13,
+            "/",
+        )
+        .await,
+    );
+    let (cert, key) = mint_server(&pki);
+    std::fs::write(pki.file("server/tls.key"), key).unwrap();
+    std::fs::write(pki.file("server/tls.crt"), &cert).unwrap();
+    // --no-watch: nothing changes until SIGHUP.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        seen(
+            probe_tls(
+                &pki,
+                serve.addr,
+                pki.cert("order-service"),
+                TlsVersion::Tls13,
+                "/"
+            )
+            .await
+        ),
+        before
+    );
+    let pid = serve.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut after = before.clone();
+    while after == before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        after = seen(
+            probe_tls(
+                &pki,
+                serve.addr,
+                pki.cert("order-service"),
+                TlsVersion::Tls13,
+                "/",
+            )
+            .await,
+        );
+    }
+    assert_ne!(
+        after, before,
+        "SIGHUP must publish the new server certificate"
+    );
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = serve.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "serve must exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "graceful stop exits 0: {status:?}");
+}
+
+#[test]
+fn configuration_errors_exit_2_and_name_the_flag() {
+    let pki = TestPki::default_flat();
+    let run = |args: &[&str]| {
+        let out = certshift()
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--cert") && err.contains("--pki"), "{err}");
+
+    let garbage = pki.file("garbage.crt");
+    std::fs::write(&garbage, "nope").unwrap();
+    let (code, err) = run(&[
+        "--pki",
+        pki.path().to_str().unwrap(),
+        "--cert",
+        garbage.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("garbage.crt") && err.contains("no certificate"),
+        "{err}"
+    );
+
+    let policy = pki.file("policy.toml");
+    std::fs::write(&policy, "[[rules]]\npaths = [\"api/x\"]\n").unwrap();
+    let (code, err) = run(&[
+        "--pki",
+        pki.path().to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("rules[1].paths[0]"), "{err}");
+
+    let (code, err) = run(&[
+        "--pki",
+        pki.path().to_str().unwrap(),
+        "--tls-versions",
+        "1.1",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("1.1"), "{err}");
+}
+
+#[test]
+fn demo_runs_the_whole_matrix_and_exits_0() {
+    let json = tempfile::NamedTempFile::new().unwrap();
+    let out = certshift()
+        .args(["demo", "--json"])
+        .arg(json.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 4 services + 10 variants + no certificate, over TLS 1.2 and 1.3.
+    assert!(
+        stdout.contains("30 checks: 30 as a strict mTLS server must answer, 0 wrong"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("alert:certificate_revoked") && stdout.contains("alert:unknown_ca"),
+        "{stdout}"
+    );
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(json.path()).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 30);
+    assert!(rows.iter().all(|r| r["pass"] == true));
+    let revoked = rows
+        .iter()
+        .find(|r| r["credential"] == "revoked" && r["tls_version"] == "1.3")
+        .unwrap();
+    assert_eq!(revoked["observed"], "alert:certificate_revoked");
+    assert_eq!(revoked["expected"], "reject");
+}

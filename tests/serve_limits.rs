@@ -1,0 +1,121 @@
+//! A hostile or broken peer cannot stall `serve`: a silent connection, a
+//! garbage ClientHello and a slow client each cost only themselves.
+
+mod common;
+
+use std::time::Duration;
+
+use certshift::serve::ServeArgs;
+use certshift::tls::{Outcome, TlsVersion};
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_and_garbage_peers_do_not_block_others_and_are_timed_out() {
+    let pki = TestPki::default_flat();
+    let serve = start_serve_with(ServeArgs {
+        pki: Some(pki.path().to_path_buf()),
+        handshake_timeout: Duration::from_millis(500),
+        ..serve_args()
+    })
+    .await;
+    // Ten connections that never speak.
+    let mut silent = Vec::new();
+    for _ in 0..10 {
+        silent.push(TcpStream::connect(serve.addr).await.unwrap());
+    }
+    // One that sends garbage instead of a ClientHello.
+    let mut garbage = TcpStream::connect(serve.addr).await.unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    // Meanwhile a real client is served at once.
+    let r = tokio::time::timeout(
+        Duration::from_secs(2),
+        probe_tls(
+            &pki,
+            serve.addr,
+            pki.cert("order-service"),
+            TlsVersion::Tls13,
+            "/",
+        ),
+    )
+    .await
+    .expect("a real client must not wait behind silent peers");
+    assert_eq!(r.outcome, Outcome::Http(200));
+
+    // The garbage connection is closed, not left hanging.
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut total = 0;
+        loop {
+            match garbage.read(&mut buf).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await
+    .expect("garbage peer must be disconnected");
+    assert!(n < 64, "only an alert may come back, got {n} bytes");
+
+    // Silent peers are dropped after the handshake timeout.
+    for mut s in silent {
+        let closed = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "silent peer must be closed by the handshake timeout"
+        );
+    }
+    let c = serve.handle.counters();
+    assert!(
+        c.handshake_timeouts
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 10
+    );
+    assert!(
+        c.handshake_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    serve.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_connection_cap_queues_instead_of_failing() {
+    let pki = TestPki::default_flat();
+    let serve = start_serve_with(ServeArgs {
+        pki: Some(pki.path().to_path_buf()),
+        max_connections: 2,
+        handshake_timeout: Duration::from_millis(800),
+        ..serve_args()
+    })
+    .await;
+    // Two silent peers hold both slots until their handshake timeout.
+    let _a = TcpStream::connect(serve.addr).await.unwrap();
+    let _b = TcpStream::connect(serve.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let r = probe_tls(
+        &pki,
+        serve.addr,
+        pki.cert("order-service"),
+        TlsVersion::Tls12,
+        "/",
+    )
+    .await;
+    assert_eq!(
+        r.outcome,
+        Outcome::Http(200),
+        "the third client is served once a slot frees"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "it waited for a slot: {:?}",
+        started.elapsed()
+    );
+    serve.stop().await;
+}
