@@ -75,28 +75,29 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = args.into_config()?;
     let (mode, trust_domains, policy) = (cfg.mode, cfg.trust_domains.clone(), cfg.policy.is_some());
+    // Signal handlers (SIGHUP inside bind, SIGINT/SIGTERM here) exist before
+    // the first line announces us, so a script's immediate signal is handled.
     let service = Service::bind(cfg).await?;
+    let stop = shutdown_signal()?;
     // The first stdout line is a contract: scripts read the port from it.
     println!("listening on {}", service.local_addr());
-    tracing::info!(?mode, ?trust_domains, policy, "serving");
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    service
-        .run(shutdown_signal(), Duration::from_secs(10))
-        .await;
+    tracing::info!(?mode, ?trust_domains, policy, "serving");
+    service.run(stop, Duration::from_secs(10)).await;
     Ok(())
 }
 
-/// SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM; the handlers are installed by this call.
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    })
 }

@@ -15,7 +15,7 @@ use crate::creds;
 use crate::pki::{self, Expect, KeyType, Manifest, PkiOptions};
 use crate::probe::{self, Probe};
 use crate::serve::{Mode, ServeArgs, Service};
-use crate::tls::{client_config, ClientCert, Outcome, TlsVersion, TlsVersions};
+use crate::tls::{client_config, ClientCert, Outcome, TlsVersion, TlsVersions, Verdict};
 
 /// `certshift demo` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -44,11 +44,33 @@ pub struct Row {
 }
 
 impl Row {
+    fn new(
+        credential: &str,
+        variant: &str,
+        tls_version: TlsVersion,
+        expected: Expect,
+        observed: Outcome,
+    ) -> Self {
+        let pass = matches!(
+            (expected, observed.verdict()),
+            (Expect::Accept, Verdict::Accepted) | (Expect::Reject, Verdict::Refused)
+        );
+        Row {
+            credential: credential.into(),
+            variant: variant.into(),
+            tls_version,
+            expected,
+            observed,
+            pass,
+        }
+    }
+
     pub fn verdict(&self) -> &'static str {
-        match (self.pass, self.expected) {
-            (true, _) => "PASS",
-            (false, Expect::Reject) => "FAIL: enforcement hole",
-            (false, Expect::Accept) => "FAIL: wrongly refused",
+        match (self.pass, self.expected, self.observed.verdict()) {
+            (true, _, _) => "PASS",
+            (false, _, Verdict::Inconclusive) => "FAIL: inconclusive (no answer from the service)",
+            (false, Expect::Reject, _) => "FAIL: enforcement hole",
+            (false, Expect::Accept, _) => "FAIL: wrongly refused",
         }
     }
 }
@@ -146,15 +168,7 @@ pub async fn matrix(
             let config = client_config(roots.clone(), cert.clone(), &TlsVersions::only(version))?;
             let p = Probe::new(addr, Some((Arc::new(config), name.clone()))).path("/api/demo");
             let observed = probe::run(&p).await.outcome;
-            let pass = observed.accepted() == (*expected == Expect::Accept);
-            rows.push(Row {
-                credential: credential.clone(),
-                variant: variant.clone(),
-                tls_version: version,
-                expected: *expected,
-                observed,
-                pass,
-            });
+            rows.push(Row::new(credential, variant, version, *expected, observed));
         }
     }
     Ok(rows)

@@ -155,32 +155,42 @@ where
     };
     let exchange = async {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
-        let mut driver = tokio::spawn(conn);
-        let resp = match sender.send_request(req).await {
-            Ok(r) => r,
+        let mut driver = AbortOnDrop(tokio::spawn(conn));
+        match sender.send_request(req).await {
+            Ok(resp) => Ok((resp, driver)),
             Err(e) => {
                 // The request side only learns that the connection closed; the
                 // cause (a TLS alert read after a TLS 1.3 handshake) is the
                 // connection driver's error.
-                return match tokio::time::timeout(Duration::from_secs(1), &mut driver).await {
+                match tokio::time::timeout(Duration::from_secs(1), &mut driver.0).await {
                     Ok(Ok(Err(cause))) => Err(cause),
                     _ => Err(e),
-                };
+                }
             }
-        };
-        let status = resp.status().as_u16();
-        let body = Limited::new(resp.into_body(), BODY_LIMIT)
-            .collect()
-            .await
-            .ok()
-            .map(|b| b.to_bytes());
-        driver.abort();
-        Ok((status, body))
+        }
     };
-    match tokio::time::timeout(p.response_timeout, exchange).await {
-        Ok(Ok((status, body))) => (Outcome::Http(status), body),
-        Ok(Err(e)) => (classify_hyper(&e), None),
-        Err(_) => (Outcome::Timeout, None),
+    let (resp, _driver) = match tokio::time::timeout(p.response_timeout, exchange).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return (classify_hyper(&e), None),
+        Err(_) => return (Outcome::Timeout, None),
+    };
+    // The status line is the evidence; a body that stalls afterwards does not
+    // turn an accepted request into a timeout.
+    let status = resp.status().as_u16();
+    let body = Limited::new(resp.into_body(), BODY_LIMIT).collect();
+    let body = match tokio::time::timeout(p.response_timeout, body).await {
+        Ok(Ok(b)) => Some(b.to_bytes()),
+        _ => None,
+    };
+    (Outcome::Http(status), body)
+}
+
+/// Stops the connection task however the exchange ends.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

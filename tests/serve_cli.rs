@@ -109,6 +109,16 @@ fn curl_with_a_valid_identity_gets_200_and_without_a_certificate_is_refused() {
             "curl's error should show the TLS refusal: {err}"
         );
     }
+    // Keep-alive: a second request reuses the connection.
+    let out = curl(&[
+        "-v", "--cert", &cert, "--key", &key, "--cacert", &ca, &url, &url,
+    ]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Re-using existing connection") || err.contains("Reusing existing"),
+        "{err}"
+    );
     // The untrusted variant is refused too.
     let out = curl(&[
         "--cert",

@@ -269,3 +269,33 @@ async fn policy_allows_order_service_and_denies_inventory_service() {
     }
     serve.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_versions_limit_what_the_service_speaks() {
+    let pki = TestPki::default_flat();
+    let serve = start_serve_with(certshift::serve::ServeArgs {
+        pki: Some(pki.path().to_path_buf()),
+        tls_versions: "1.3".parse().unwrap(),
+        ..serve_args()
+    })
+    .await;
+    let r = probe_tls(
+        &pki,
+        serve.addr,
+        pki.cert("order-service"),
+        TlsVersion::Tls13,
+        "/",
+    )
+    .await;
+    assert_eq!(r.outcome, Outcome::Http(200));
+    let r = probe_tls(
+        &pki,
+        serve.addr,
+        pki.cert("order-service"),
+        TlsVersion::Tls12,
+        "/",
+    )
+    .await;
+    assert_eq!(r.outcome, Outcome::Alert("protocol_version".into()));
+    serve.stop().await;
+}

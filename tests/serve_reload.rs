@@ -179,14 +179,7 @@ async fn crl_reload_revokes_a_client_while_serving() {
     .unwrap();
     let serials: Vec<rcgen::SerialNumber> = ["revoked", "payment-service"]
         .iter()
-        .map(|n| {
-            let hex = &pki.entry(n).serial;
-            rcgen::SerialNumber::from_slice(
-                &(0..hex.len() / 2)
-                    .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-                    .collect::<Vec<_>>(),
-            )
-        })
+        .map(|n| certshift::pki::serial_number(&pki.entry(n).serial).unwrap())
         .collect();
     let crl = ca
         .crl(

@@ -70,16 +70,6 @@ pub fn parse_chain(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'stat
                 detail: e.to_string(),
             })?);
         }
-        // A file cut off inside a block parses as one block fewer: count the
-        // openings so a half-written chain is refused, not silently shortened.
-        let begun = count(bytes, b"-----BEGIN CERTIFICATE-----");
-        if begun > certs.len() {
-            return Err(CredError::BadCertificate {
-                path: path.to_path_buf(),
-                index: certs.len() + 1,
-                detail: "PEM block has no END line".into(),
-            });
-        }
         certs
     } else if bytes.first() == Some(&0x30) {
         vec![CertificateDer::from(bytes.to_vec())]
@@ -89,7 +79,7 @@ pub fn parse_chain(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'stat
     if certs.is_empty() {
         return Err(CredError::NoCertificate {
             path: path.to_path_buf(),
-            found: pem_labels(bytes),
+            found: held(bytes),
         });
     }
     for (index, cert) in certs.iter().enumerate() {
@@ -111,7 +101,7 @@ pub fn parse_key(path: &Path, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, Cr
     PrivateKeyDer::from_pem_slice(bytes).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => CredError::NoKey {
             path: path.to_path_buf(),
-            found: pem_labels(bytes),
+            found: held(bytes),
         },
         e => CredError::BadKey {
             path: path.to_path_buf(),
@@ -199,9 +189,6 @@ pub fn parse_crls(
     let crls = CertificateRevocationListDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(e.to_string()))?;
-    if count(bytes, b"-----BEGIN X509 CRL-----") > crls.len() {
-        return Err(bad("PEM block has no END line".into()));
-    }
     if crls.is_empty() {
         return Err(CredError::NoCrl {
             path: path.to_path_buf(),
@@ -229,24 +216,28 @@ fn looks_like_pem(bytes: &[u8]) -> bool {
     bytes.windows(11).any(|w| w == b"-----BEGIN ")
 }
 
-fn count(haystack: &[u8], needle: &[u8]) -> usize {
-    haystack
-        .windows(needle.len())
-        .filter(|w| *w == needle)
-        .count()
+/// The labels of all `-----BEGIN X-----` lines, including ones the PEM
+/// parser skips (e.g. "ENCRYPTED PRIVATE KEY"), so an error can say what a
+/// wrong file is.
+pub fn pem_labels(bytes: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut labels: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let label = line
+            .trim()
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"));
+        match label {
+            Some(l) if !labels.iter().any(|seen| seen == l) => labels.push(l.to_string()),
+            _ => {}
+        }
+    }
+    labels
 }
 
-/// What PEM blocks a file does hold, to make "wrong file" errors obvious.
-fn pem_labels(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let labels: Vec<&str> = text
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("-----BEGIN ")
-                .and_then(|l| l.strip_suffix("-----"))
-        })
-        .collect();
-    match labels.as_slice() {
+/// "; it holds: PRIVATE KEY" — the tail of a wrong-file error.
+fn held(bytes: &[u8]) -> String {
+    match pem_labels(bytes).as_slice() {
         [] if bytes.is_empty() => "; the file is empty".into(),
         [] => String::new(),
         l => format!("; it holds: {}", l.join(", ")),

@@ -12,6 +12,6 @@ mod watch;
 pub use live::{Live, ReloadStatus};
 pub use load::{
     add_roots, certified_key, load_certified_key, load_chain, load_crls, load_key, load_roots,
-    parse_chain, parse_crls, parse_key, provider, read, CredError,
+    parse_chain, parse_crls, parse_key, pem_labels, provider, read, CredError,
 };
 pub use watch::{spawn_reloader, ReloaderHandle};

@@ -6,15 +6,19 @@
 //! `..data` symlink in the directory atomically, which a watch on the old
 //! file would never see. Bursts of events (an editor writing a temp file and
 //! renaming it, a Secret update touching several links) are debounced into
-//! one reload.
+//! one reload, but a steady stream of events cannot postpone it forever.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::Notify;
+
+/// A reload waits at most this many debounce periods after the first event.
+const MAX_DEBOUNCES: u32 = 10;
 
 /// Keeps the watcher alive; dropping it stops watching and signal handling.
 pub struct ReloaderHandle {
@@ -28,8 +32,11 @@ impl Drop for ReloaderHandle {
     }
 }
 
-/// Call `reload` (debounced) whenever a file in the directories of `paths`
-/// changes, and on SIGHUP when `sighup` is set. Must run inside a tokio runtime.
+/// Call `reload` (debounced) whenever one of `paths` changes (or the
+/// `..data` link beside it is swapped), and on SIGHUP when `sighup` is set.
+/// The SIGHUP handler is installed before this returns, so a signal sent as
+/// soon as the caller announces itself is never fatal. Must run inside a
+/// tokio runtime.
 pub fn spawn_reloader(
     paths: &[PathBuf],
     debounce: Duration,
@@ -40,27 +47,16 @@ pub fn spawn_reloader(
     let watcher = if paths.is_empty() {
         None
     } else {
-        let w = wake.clone();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                // Access events (reads, including our own reload) are not changes.
-                if let Ok(e) = event {
-                    if !matches!(e.kind, notify::EventKind::Access(_)) {
-                        w.notify_one();
-                    }
-                }
-            })?;
-        let dirs: BTreeSet<PathBuf> = paths.iter().map(|p| parent_dir(p)).collect();
-        for dir in dirs {
-            watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-        }
-        Some(watcher)
+        Some(watch_dirs(paths, wake.clone())?)
+    };
+    let mut hup = match sighup {
+        true => Some(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(notify::Error::io)?,
+        ),
+        false => None,
     };
     let task = tokio::spawn(async move {
-        let mut hup = match sighup {
-            true => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
-            false => None,
-        };
         loop {
             tokio::select! {
                 _ = wake.notified() => {}
@@ -68,11 +64,13 @@ pub fn spawn_reloader(
                     tracing::info!("SIGHUP: reloading credentials");
                 }
             }
-            // Let the burst settle: keep waiting while events keep arriving.
+            // Let the burst settle, within a bound.
+            let deadline = tokio::time::Instant::now() + debounce * MAX_DEBOUNCES;
             loop {
                 tokio::select! {
                     _ = wake.notified() => continue,
                     _ = tokio::time::sleep(debounce) => break,
+                    _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
             reload();
@@ -82,6 +80,36 @@ pub fn spawn_reloader(
         _watcher: watcher,
         task,
     })
+}
+
+fn watch_dirs(paths: &[PathBuf], wake: Arc<Notify>) -> Result<RecommendedWatcher, notify::Error> {
+    // Only the watched names (and the Secret's `..data` link) matter: other
+    // files in the same directory must not trigger or postpone reloads.
+    let mut names: BTreeSet<OsString> = paths
+        .iter()
+        .filter_map(|p| p.file_name().map(OsString::from))
+        .collect();
+    names.insert("..data".into());
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(e) => {
+                let relevant = !matches!(e.kind, notify::EventKind::Access(_))
+                    && (e.need_rescan()
+                        || e.paths
+                            .iter()
+                            .any(|p| p.file_name().is_some_and(|n| names.contains(n))));
+                if relevant {
+                    wake.notify_one();
+                }
+            }
+            // Events may have been lost: re-reading is always safe.
+            Err(_) => wake.notify_one(),
+        })?;
+    let dirs: BTreeSet<PathBuf> = paths.iter().map(|p| parent_dir(p)).collect();
+    for dir in dirs {
+        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    }
+    Ok(watcher)
 }
 
 fn parent_dir(path: &Path) -> PathBuf {

@@ -106,17 +106,29 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
+/// Inspect every file; the good ones are shown even when others fail, and
+/// any failure makes the command fail (exit 2) after naming each bad file.
 pub fn run_inspect(args: &InspectArgs) -> anyhow::Result<()> {
-    let reports = args
-        .files
-        .iter()
-        .map(|f| inspect_file(f))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut reports = Vec::new();
+    let mut failed = Vec::new();
+    for file in &args.files {
+        match inspect_file(file) {
+            Ok(r) => reports.push(r),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         let text: Vec<String> = reports.iter().map(render_text).collect();
         print!("{}", text.join("\n"));
     }
-    Ok(())
+    match failed.len() {
+        0 => Ok(()),
+        1 => anyhow::bail!("{}", failed[0]),
+        n => anyhow::bail!(
+            "{n} files could not be inspected:\n  {}",
+            failed.join("\n  ")
+        ),
+    }
 }

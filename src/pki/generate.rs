@@ -16,6 +16,10 @@ use super::manifest::{CertFacts, Entry, Manifest, Role, FORMAT_VERSION, MANIFEST
 use super::write::PkiFile;
 use super::{spiffe_id, KeyType, PkiError, Variant};
 
+/// Longest leaf validity: keeps date arithmetic in range and test
+/// credentials short-lived.
+pub const MAX_VALIDITY: Duration = Duration::from_secs(3650 * 86400);
+
 /// The service account name in the reference server's own SPIFFE ID.
 pub const SERVER_ACCOUNT: &str = "certshift-serve";
 
@@ -102,11 +106,11 @@ impl PkiOptions {
                 return bad("--server-name", n, "give a DNS name or an IP address");
             }
         }
-        if self.validity < Duration::from_secs(60) {
+        if self.validity < Duration::from_secs(60) || self.validity > MAX_VALIDITY {
             return bad(
                 "--validity",
                 &humantime::format_duration(self.validity).to_string(),
-                "give at least 1m (e.g. 30d)",
+                "give 1m to 3650d (e.g. 30d)",
             );
         }
         Ok(())
@@ -128,13 +132,18 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
         entries: Vec::new(),
     };
 
-    let root = Authority::new_root("certshift test root CA", kt, now)?;
+    // CAs outlive every leaf they issue, the not-yet-valid one included.
+    let ca_lifetime = (opts.validity + Duration::from_secs(365 * 86400))
+        .max(Duration::from_secs(5 * 365 * 86400));
+    let root = Authority::new_root("certshift test root CA", kt, now, ca_lifetime)?;
     let intermediate = match opts.intermediate {
-        true => Some(root.new_intermediate("certshift test intermediate CA", kt, now)?),
+        true => {
+            Some(root.new_intermediate("certshift test intermediate CA", kt, now, ca_lifetime)?)
+        }
         false => None,
     };
     let issuing = intermediate.as_ref().unwrap_or(&root);
-    let untrusted = Authority::new_root("certshift untrusted CA", kt, now)?;
+    let untrusted = Authority::new_root("certshift untrusted CA", kt, now, ca_lifetime)?;
     // Leaves carry their chain up to (not including) the root.
     let chain_of = |leaf: &Issued| -> Vec<CertificateDer<'static>> {
         let mut chain = vec![leaf.cert.clone()];
@@ -202,61 +211,52 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
         }
         let mut spec = client_spec(opts, first, now);
         let day = time::Duration::days(1);
-        let (issued, chain) = match variant {
+        // What differs from a valid credential: the spec, who signs, and
+        // whether the chain travels with the leaf.
+        let (signer, send_chain) = match variant {
             Variant::Valid => continue,
             Variant::Expired => {
                 spec.not_after = now - day;
                 spec.not_before = spec.not_after - opts.validity;
-                let i = issuing.issue(&spec, kt)?;
-                let c = chain_of(&i);
-                (i, c)
+                (Signer::Issuing, true)
             }
             Variant::NotYetValid => {
                 spec.not_before = now + day * 30;
                 spec.not_after = spec.not_before + opts.validity;
-                let i = issuing.issue(&spec, kt)?;
-                let c = chain_of(&i);
-                (i, c)
+                (Signer::Issuing, true)
             }
-            Variant::UntrustedCa => {
-                let i = untrusted.issue(&spec, kt)?;
-                let c = vec![i.cert.clone()];
-                (i, c)
+            Variant::UntrustedCa => (Signer::Untrusted, false),
+            Variant::SelfSigned => (Signer::Itself, false),
+            Variant::MissingIntermediate => (Signer::Issuing, false),
+            Variant::Revoked => (Signer::Issuing, true),
+            Variant::WrongEku => {
+                spec.eku_override = Some(vec![ExtendedKeyUsagePurpose::ServerAuth]);
+                (Signer::Issuing, true)
             }
-            Variant::SelfSigned => {
-                let i = self_signed_leaf(&spec, kt)?;
-                let c = vec![i.cert.clone()];
-                (i, c)
+            Variant::WrongTrustDomain => {
+                spec.spiffe_id = Some(spiffe_id("evil.example", &opts.namespace, first));
+                (Signer::Issuing, true)
             }
-            Variant::MissingIntermediate => {
-                let i = issuing.issue(&spec, kt)?;
-                let c = vec![i.cert.clone()];
-                (i, c)
+            Variant::NoSpiffeId => {
+                spec.spiffe_id = None;
+                (Signer::Issuing, true)
             }
-            Variant::Revoked
-            | Variant::WrongEku
-            | Variant::WrongTrustDomain
-            | Variant::NoSpiffeId
-            | Variant::CaAsLeaf => {
-                match variant {
-                    Variant::WrongEku => {
-                        spec.eku_override = Some(vec![ExtendedKeyUsagePurpose::ServerAuth])
-                    }
-                    Variant::WrongTrustDomain => {
-                        spec.spiffe_id = Some(spiffe_id("evil.example", &opts.namespace, first));
-                    }
-                    Variant::NoSpiffeId => spec.spiffe_id = None,
-                    Variant::CaAsLeaf => spec.ca_flag = true,
-                    _ => {}
-                }
-                let i = issuing.issue(&spec, kt)?;
-                let c = chain_of(&i);
-                (i, c)
+            Variant::CaAsLeaf => {
+                spec.ca_flag = true;
+                (Signer::Issuing, true)
             }
         };
-        let facts_serial = CertFacts::of(&issued.cert)?.serial;
+        let issued = match signer {
+            Signer::Issuing => issuing.issue(&spec, kt)?,
+            Signer::Untrusted => untrusted.issue(&spec, kt)?,
+            Signer::Itself => self_signed_leaf(&spec, kt)?,
+        };
+        let chain = match send_chain {
+            true => chain_of(&issued),
+            false => vec![issued.cert.clone()],
+        };
         if variant == Variant::Revoked {
-            revoked.push(rcgen::SerialNumber::from_slice(&hex_bytes(&facts_serial)));
+            revoked.push(issued.serial.clone());
         }
         let meta = Meta::new(variant.name(), Role::Variant, format!("variants/{variant}"))
             .client(variant, first);
@@ -297,6 +297,13 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
         manifest,
         files: out.files,
     })
+}
+
+/// Who signs a variant's leaf.
+enum Signer {
+    Issuing,
+    Untrusted,
+    Itself,
 }
 
 fn client_spec(opts: &PkiOptions, service: &str, now: OffsetDateTime) -> LeafSpec {
@@ -431,12 +438,6 @@ fn short_duration(d: Duration) -> String {
         s if s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
     }
-}
-
-fn hex_bytes(hex: &str) -> Vec<u8> {
-    (0..hex.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
-        .collect()
 }
 
 fn is_dns_label(s: &str) -> bool {

@@ -208,7 +208,7 @@ fn extract_certificates(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         }
     }
     if certs.is_empty() {
-        let held = match pem_labels(bytes).as_slice() {
+        let held = match crate::creds::pem_labels(bytes).as_slice() {
             [] => "no recognisable PEM blocks".to_string(),
             [one] if one.starts_with(['A', 'E', 'I', 'O', 'U']) => format!("an {one} PEM block"),
             [one] => format!("a {one} PEM block"),
@@ -219,24 +219,6 @@ fn extract_certificates(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         ));
     }
     Ok(certs)
-}
-
-/// The labels of all `-----BEGIN X-----` lines, including ones the PEM parser
-/// skips (e.g. "ENCRYPTED PRIVATE KEY"), so the error can say what the file is.
-fn pem_labels(bytes: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(bytes);
-    let mut labels: Vec<String> = Vec::new();
-    for line in text.lines() {
-        let label = line
-            .trim()
-            .strip_prefix("-----BEGIN ")
-            .and_then(|l| l.strip_suffix("-----"));
-        match label {
-            Some(l) if !labels.iter().any(|seen| seen == l) => labels.push(l.to_string()),
-            _ => {}
-        }
-    }
-    labels
 }
 
 /// pki-types prints byte vectors with `{:?}`; show them as text instead.
@@ -273,16 +255,7 @@ fn cert_report(
             }
         }
     }
-    // The scheme is case-insensitive per RFC 3986 even though SPIFFE issuers
-    // always write it in lower case.
-    let spiffe_id = sans
-        .uri
-        .iter()
-        .find(|u| {
-            u.get(..9)
-                .is_some_and(|s| s.eq_ignore_ascii_case("spiffe://"))
-        })
-        .cloned();
+    let spiffe_id = super::spiffe_id_in(sans.uri.iter().map(String::as_str)).map(str::to_string);
 
     let basic = cert.basic_constraints().map_err(|e| e.to_string())?;
     let is_ca = basic.as_ref().is_some_and(|bc| bc.value.ca);

@@ -140,6 +140,8 @@ impl LeafSpec {
 pub struct Issued {
     pub cert: CertificateDer<'static>,
     pub key: KeyPair,
+    /// What a CRL names to revoke this certificate.
+    pub serial: SerialNumber,
 }
 
 impl Issued {
@@ -156,9 +158,14 @@ pub struct Authority {
 
 impl Authority {
     /// A new self-signed root.
-    pub fn new_root(name: &str, key_type: KeyType, now: OffsetDateTime) -> Result<Self, PkiError> {
+    pub fn new_root(
+        name: &str,
+        key_type: KeyType,
+        now: OffsetDateTime,
+        lifetime: Duration,
+    ) -> Result<Self, PkiError> {
         let key = key_type.generate()?;
-        let params = ca_params(name, now, None);
+        let params = ca_params(name, now, lifetime, None);
         let cert = params.self_signed(&key).map_err(issue_err(name))?;
         Ok(Authority {
             cert: cert.der().clone(),
@@ -172,9 +179,10 @@ impl Authority {
         name: &str,
         key_type: KeyType,
         now: OffsetDateTime,
+        lifetime: Duration,
     ) -> Result<Self, PkiError> {
         let key = key_type.generate()?;
-        let params = ca_params(name, now, Some(0));
+        let params = ca_params(name, now, lifetime, Some(0));
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(issue_err(name))?;
@@ -204,13 +212,14 @@ impl Authority {
     /// Issue a leaf signed by this authority.
     pub fn issue(&self, spec: &LeafSpec, key_type: KeyType) -> Result<Issued, PkiError> {
         let key = key_type.generate()?;
-        let params = leaf_params(spec)?;
+        let (params, serial) = leaf_params(spec)?;
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(issue_err(&spec.common_name))?;
         Ok(Issued {
             cert: cert.der().clone(),
             key,
+            serial,
         })
     }
 
@@ -245,13 +254,14 @@ impl Authority {
 /// Issue a self-signed leaf (the `self-signed` variant).
 pub fn self_signed_leaf(spec: &LeafSpec, key_type: KeyType) -> Result<Issued, PkiError> {
     let key = key_type.generate()?;
-    let params = leaf_params(spec)?;
+    let (params, serial) = leaf_params(spec)?;
     let cert = params
         .self_signed(&key)
         .map_err(issue_err(&spec.common_name))?;
     Ok(Issued {
         cert: cert.der().clone(),
         key,
+        serial,
     })
 }
 
@@ -292,6 +302,17 @@ fn issue_err(what: &str) -> impl Fn(rcgen::Error) -> PkiError + '_ {
     }
 }
 
+/// A serial from the hex `manifest.toml` and `openssl x509 -serial` use.
+pub fn serial_number(hex: &str) -> Option<SerialNumber> {
+    if hex.is_empty() || hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some(SerialNumber::from_slice(&bytes))
+}
+
 /// A random positive serial of 16 bytes: unique enough that a rotated leaf
 /// never collides with a revoked one.
 pub fn random_serial() -> SerialNumber {
@@ -308,7 +329,12 @@ fn distinguished_name(common_name: &str) -> DistinguishedName {
     dn
 }
 
-fn ca_params(name: &str, now: OffsetDateTime, path_len: Option<u8>) -> CertificateParams {
+fn ca_params(
+    name: &str,
+    now: OffsetDateTime,
+    lifetime: Duration,
+    path_len: Option<u8>,
+) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = distinguished_name(name);
     params.is_ca = IsCa::Ca(match path_len {
@@ -322,12 +348,12 @@ fn ca_params(name: &str, now: OffsetDateTime, path_len: Option<u8>) -> Certifica
     ];
     params.serial_number = Some(random_serial());
     params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(5 * 365);
+    params.not_after = now + lifetime;
     params.use_authority_key_identifier_extension = path_len.is_some();
     params
 }
 
-fn leaf_params(spec: &LeafSpec) -> Result<CertificateParams, PkiError> {
+fn leaf_params(spec: &LeafSpec) -> Result<(CertificateParams, SerialNumber), PkiError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = distinguished_name(&spec.common_name);
     for name in &spec.names {
@@ -363,11 +389,12 @@ fn leaf_params(spec: &LeafSpec) -> Result<CertificateParams, PkiError> {
     } else {
         params.is_ca = IsCa::ExplicitNoCa;
     }
-    params.serial_number = Some(random_serial());
+    let serial = random_serial();
+    params.serial_number = Some(serial.clone());
     params.not_before = spec.not_before;
     params.not_after = spec.not_after;
     params.use_authority_key_identifier_extension = true;
-    Ok(params)
+    Ok((params, serial))
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@ use time::OffsetDateTime;
 
 pub use generate::{generate, GeneratedPki, PkiOptions, SERVER_ACCOUNT};
 pub use issue::{
-    key_pem, pem_cert, random_serial, self_signed_leaf, Authority, Issued, KeyType, LeafSpec, Usage,
+    key_pem, pem_cert, random_serial, self_signed_leaf, serial_number, Authority, Issued, KeyType,
+    LeafSpec, Usage,
 };
 pub use manifest::{fingerprint, serial_hex, Entry, Manifest, Role, MANIFEST_FILE};
 pub use variant::{Expect, UnknownVariant, Variant};
@@ -59,6 +60,20 @@ pub enum PkiError {
 /// `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`, Istio's form.
 pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {
     format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
+}
+
+/// The SPIFFE ID among a certificate's URI SANs: the one URI whose scheme
+/// is `spiffe` (case-insensitive, RFC 3986). An X.509-SVID has exactly one
+/// URI SAN; two SPIFFE IDs is no identity at all.
+pub fn spiffe_id_in<'a>(uris: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let mut ids = uris.into_iter().filter(|u| {
+        u.get(..9)
+            .is_some_and(|s| s.eq_ignore_ascii_case("spiffe://"))
+    });
+    match (ids.next(), ids.next()) {
+        (Some(id), None) => Some(id),
+        _ => None,
+    }
 }
 
 /// Generate a PKI as of now and write it to `dir`; the manifest is returned.

@@ -28,26 +28,54 @@ impl std::fmt::Debug for PkiFile {
     }
 }
 
-/// Write `files` under `dir`. Refuses a non-empty `dir` unless `force`.
+/// The top-level entries a PKI owns; `--force` replaces exactly these.
+const PKI_ENTRIES: [&str; 6] = [
+    super::MANIFEST_FILE,
+    "ca",
+    "other-ca",
+    "server",
+    "clients",
+    "variants",
+];
+
+/// Refuse a non-empty `dir` unless `force`; a missing `dir` is fine.
+pub fn check_target(dir: &Path, force: bool) -> Result<(), PkiError> {
+    match fs::read_dir(dir) {
+        Ok(mut entries) => match entries.next().is_some() && !force {
+            true => Err(PkiError::NotEmpty(dir.to_path_buf())),
+            false => Ok(()),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            Err(PkiError::NotADirectory(dir.to_path_buf()))
+        }
+        Err(source) => Err(PkiError::Io {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Write `files` under `dir`. Refuses a non-empty `dir` unless `force`; with
+/// `force` over an earlier PKI, that PKI's entries are removed first so no
+/// stale key (a dropped service, an old intermediate) is left behind.
 pub fn write_files(dir: &Path, files: &[PkiFile], force: bool) -> Result<(), PkiError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| PkiError::Io { path, source }
     };
-    match fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() && !force {
-                return Err(PkiError::NotEmpty(dir.to_path_buf()));
+    check_target(dir, force)?;
+    if force && dir.join(super::MANIFEST_FILE).is_file() {
+        for entry in PKI_ENTRIES {
+            let path = dir.join(entry);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => fs::remove_dir_all(&path).map_err(io(&path))?,
+                Ok(_) => fs::remove_file(&path).map_err(io(&path))?,
+                Err(_) => {}
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::create_dir_all(dir).map_err(io(dir))?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-            return Err(PkiError::NotADirectory(dir.to_path_buf()));
-        }
-        Err(e) => return Err(io(dir)(e)),
     }
+    fs::create_dir_all(dir).map_err(io(dir))?;
     for file in files {
         let path = dir.join(&file.path);
         if let Some(parent) = path.parent() {
@@ -62,7 +90,11 @@ fn write_one(path: &Path, contents: &[u8], secret: bool) -> std::io::Result<()> 
     let mode = if secret { 0o600 } else { 0o644 };
     // Write beside the target and rename, so a reader (a watching server)
     // never sees a half-written file, and a key is never briefly readable.
-    let tmp = path.with_extension("certshift-tmp");
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.certshift-tmp"));
     let _ = fs::remove_file(&tmp);
     let mut f = OpenOptions::new()
         .write(true)

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::policy::principal_from_spiffe_id;
-use super::Shared;
+use super::{Phase, Shared};
 use crate::tls::{spiffe_id_of, TlsVersion};
 
 /// What the service knows about the peer of one connection.
@@ -65,7 +65,7 @@ pub(crate) async fn serve<S>(
     shared: Arc<Shared>,
     io: S,
     peer: Peer,
-    mut stop: watch::Receiver<bool>,
+    mut phase: watch::Receiver<Phase>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -79,6 +79,9 @@ pub(crate) async fn serve<S>(
         .timer(TokioTimer::new())
         // Also bounds the wait for the next request on a kept-alive connection.
         .header_read_timeout(shared.cfg.idle_timeout)
+        // Bounded per connection: a peer cannot make us buffer megabytes of headers.
+        .max_buf_size(64 * 1024)
+        .max_headers(100)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -88,21 +91,34 @@ pub(crate) async fn serve<S>(
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
         }
-        _ = async { drop(stop.wait_for(|s| *s).await) } => {
+        _ = async { drop(phase.wait_for(|p| *p >= Phase::Draining).await) } => {
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = async { drop(phase.wait_for(|p| *p >= Phase::Closing).await) } => {}
+            }
         }
     }
 }
 
 fn respond(shared: &Shared, peer: &Peer, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path();
+    // Policy decisions are made on the normalised path, as Istio does, so
+    // `/api/payment/../admin` cannot borrow `/api/payment/*`'s permission.
+    let Some(path) = normalize_path(req.uri().path()) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "path has an encoded slash or backslash",
+        );
+    };
+    let path = path.as_str();
     if path == "/healthz" {
         return text(StatusCode::OK, "ok\n");
     }
     shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+    // In any-ca mode the identity is unverified: the policy then judges
+    // whatever the client claims, which is exactly the hole that mode shows.
     let principal = peer.spiffe_id.as_deref().and_then(principal_from_spiffe_id);
-    if let Some(policy) = &shared.cfg.policy {
+    if let Some(policy) = shared.policy.current().as_ref() {
         if !policy.allows(req.method().as_str(), path, principal) {
             shared.counters.denied.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(peer = %peer.addr, ?principal, %path, "RBAC: access denied");
@@ -133,4 +149,55 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         hyper::header::HeaderValue::from_static("text/plain"),
     );
     resp
+}
+
+/// Merge repeated slashes and resolve `.` and `..` (never above the root);
+/// `None` for an encoded `/` or `\\`, which would let a path mean two things.
+fn normalize_path(raw: &str) -> Option<String> {
+    let lower = raw.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || raw.contains('\\') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in raw.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    let trailing =
+        raw.len() > 1 && (raw.ends_with('/') || raw.ends_with("/.") || raw.ends_with("/.."));
+    let mut out = format!("/{}", parts.join("/"));
+    if trailing && out != "/" {
+        out.push('/');
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_path;
+
+    #[test]
+    fn paths_are_normalised_before_the_policy_sees_them() {
+        assert_eq!(
+            normalize_path("/api/payment/../admin").as_deref(),
+            Some("/api/admin")
+        );
+        assert_eq!(
+            normalize_path("//api///payment/./x").as_deref(),
+            Some("/api/payment/x")
+        );
+        assert_eq!(normalize_path("/../../etc").as_deref(), Some("/etc"));
+        assert_eq!(
+            normalize_path("/api/payment/").as_deref(),
+            Some("/api/payment/")
+        );
+        assert_eq!(normalize_path("/").as_deref(), Some("/"));
+        assert_eq!(normalize_path("/api%2Fpayment"), None);
+        assert_eq!(normalize_path("/api%5cpayment"), None);
+    }
 }

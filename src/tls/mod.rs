@@ -13,7 +13,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use client::{client_config, ClientCert};
-pub use outcome::{alert_name, classify_io, classify_rustls, Outcome};
+pub use outcome::{alert_name, classify_io, classify_rustls, Outcome, Verdict};
 pub use server::{server_config, ClientAuth, ServerTlsMaterial};
 pub use verify::{spiffe_id_of, AnyClientCert, SpiffeClientVerifier};
 

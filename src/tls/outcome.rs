@@ -35,14 +35,41 @@ pub enum Outcome {
     Io(String),
 }
 
+/// What an outcome says about the service's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The service let the request through.
+    Accepted,
+    /// The service refused: a TLS alert, an authorization status, or a reset
+    /// or close once the connection was up.
+    Refused,
+    /// Nothing was learned about the service's decision: it could not be
+    /// reached, timed out, or our own side failed. Never counts as a refusal.
+    Inconclusive,
+}
+
 impl Outcome {
     /// Did the service let the request through? 401/403 are authorization
-    /// refusals: a service that says "RBAC: access denied" did reject the peer.
+    /// refusals (a service that says "RBAC: access denied" did reject the
+    /// peer); 400/495/496 are what nginx answers for a bad client certificate.
     pub fn accepted(&self) -> bool {
+        self.verdict() == Verdict::Accepted
+    }
+
+    pub fn verdict(&self) -> Verdict {
         match self {
-            Outcome::Ok => true,
-            Outcome::Http(s) => !matches!(s, 401 | 403),
-            _ => false,
+            Outcome::Ok => Verdict::Accepted,
+            Outcome::Http(400 | 401 | 403 | 495 | 496) => Verdict::Refused,
+            Outcome::Http(_) => Verdict::Accepted,
+            Outcome::Alert(_) | Outcome::Reset | Outcome::ClosedEarly => Verdict::Refused,
+            Outcome::Verify(_)
+            | Outcome::ConnectRefused
+            | Outcome::ConnectTimeout
+            | Outcome::HandshakeTimeout
+            | Outcome::Timeout
+            | Outcome::Tls(_)
+            | Outcome::Io(_) => Verdict::Inconclusive,
         }
     }
 }

@@ -11,23 +11,22 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, 
 use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::extensions::GeneralName;
 
-/// The SPIFFE ID (`spiffe://...` URI SAN) of a certificate, if it has exactly one.
+/// The SPIFFE ID of a certificate (see [`crate::pki::spiffe_id_in`]).
 pub fn spiffe_id_of(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
     let san = parsed.subject_alternative_name().ok()??;
-    let mut ids = san.value.general_names.iter().filter_map(|n| match n {
-        GeneralName::URI(u) if u.starts_with("spiffe://") => Some(u.to_string()),
+    let uris = san.value.general_names.iter().filter_map(|n| match n {
+        GeneralName::URI(u) => Some(*u),
         _ => None,
     });
-    // SPIFFE X.509-SVID: exactly one URI SAN; two identities is no identity.
-    match (ids.next(), ids.next()) {
-        (Some(id), None) => Some(id),
-        _ => None,
-    }
+    crate::pki::spiffe_id_in(uris).map(str::to_string)
 }
 
 fn trust_domain(spiffe_id: &str) -> Option<&str> {
-    spiffe_id.strip_prefix("spiffe://")?.split('/').next()
+    spiffe_id
+        .get(..9)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("spiffe://"))?;
+    spiffe_id.get(9..)?.split('/').next()
 }
 
 /// Chain verification by `inner`, then a SPIFFE ID in one of `trust_domains`.

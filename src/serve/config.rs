@@ -1,0 +1,257 @@
+//! `certshift serve` options and their validation into a [`ServeConfig`]:
+//! raw flags become checked settings here, once; the service trusts them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, FromArgMatches};
+
+use super::policy::{Policy, PolicyError};
+use crate::creds::CredError;
+use crate::pki::Manifest;
+use crate::tls::{ClientAuth, TlsVersions};
+
+/// Upper bounds that keep arithmetic on user-given values from overflowing.
+const MAX_CONNECTIONS: usize = 1 << 20;
+const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// How the service enforces client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Require and verify a client certificate: chain, validity, CRL,
+    /// clientAuth EKU and a SPIFFE ID in the trust domain.
+    Strict,
+    /// Strict for TLS, and also plaintext HTTP on the same port (Istio PERMISSIVE).
+    Permissive,
+    /// Ask for a certificate and verify it if sent, but serve without one
+    /// (nginx `ssl_verify_client optional`).
+    Optional,
+    /// Require a certificate but verify nothing about it (nginx
+    /// `optional_no_ca`, with a certificate required).
+    AnyCa,
+}
+
+impl Mode {
+    pub(crate) fn client_auth(self) -> ClientAuth {
+        match self {
+            Mode::Strict | Mode::Permissive => ClientAuth::Required,
+            Mode::Optional => ClientAuth::Optional,
+            Mode::AnyCa => ClientAuth::AnyCert,
+        }
+    }
+}
+
+/// `certshift serve` options.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed on the first line).
+    #[arg(long, default_value = "127.0.0.1:9443")]
+    pub listen: SocketAddr,
+    /// Server certificate chain (PEM, leaf first).
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Server private key (PEM, PKCS#8).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// CA bundle that client certificates must chain to (repeatable).
+    #[arg(long = "client-ca", value_name = "FILE")]
+    pub client_ca: Vec<PathBuf>,
+    /// CRL file (PEM) listing revoked client certificates (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub crl: Vec<PathBuf>,
+    /// Take the server credential, client CA, CRL and trust domain from a
+    /// `certshift pki init` directory; explicit flags override it.
+    #[arg(long, value_name = "DIR")]
+    pub pki: Option<PathBuf>,
+    /// TLS versions to accept.
+    #[arg(long, default_value = "1.2,1.3", value_name = "LIST")]
+    pub tls_versions: TlsVersions,
+    /// Client-certificate enforcement.
+    #[arg(long, value_enum, default_value_t = Mode::Strict)]
+    pub mode: Mode,
+    /// Authorization policy (TOML, Istio AuthorizationPolicy style rules).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// SPIFFE trust domain a client identity must belong to (repeatable;
+    /// default: the PKI's, else cluster.local).
+    #[arg(long = "trust-domain", value_name = "DOMAIN")]
+    pub trust_domain: Vec<String>,
+    /// Time allowed for a TLS handshake (and for the first byte in permissive mode).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Close a keep-alive connection that sends no request for this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Do not watch the credential files (SIGHUP still reloads).
+    #[arg(long)]
+    pub no_watch: bool,
+}
+
+impl Default for ServeArgs {
+    /// Exactly what `certshift serve` with no flags means.
+    fn default() -> Self {
+        let cmd = ServeArgs::augment_args(clap::Command::new("serve"));
+        // The defaults are ours and parse; no flag is required.
+        let matches = cmd
+            .try_get_matches_from(["serve"])
+            .expect("invariant: serve's defaults parse");
+        ServeArgs::from_arg_matches(&matches).expect("invariant: serve's defaults parse")
+    }
+}
+
+/// A configuration error: names the flag and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{flag}: {problem}")]
+    Config { flag: &'static str, problem: String },
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Credentials(#[from] CredError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot watch credential files: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+/// Validated settings of a service.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub files: ServerFiles,
+    pub mode: Mode,
+    pub versions: TlsVersions,
+    /// The policy as loaded at startup; reloaded from `policy_path`.
+    pub policy: Option<Policy>,
+    pub policy_path: Option<PathBuf>,
+    pub trust_domains: Vec<String>,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub watch: bool,
+}
+
+/// The files a service's TLS material is read from (and re-read on reload).
+#[derive(Debug, Clone)]
+pub struct ServerFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cas: Vec<PathBuf>,
+    pub crls: Vec<PathBuf>,
+}
+
+impl ServerFiles {
+    pub fn all(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.cert.clone(), self.key.clone()];
+        v.extend(self.client_cas.iter().cloned());
+        v.extend(self.crls.iter().cloned());
+        v
+    }
+}
+
+impl ServeArgs {
+    /// Resolve `--pki`, check required flags, load the policy.
+    pub fn into_config(self) -> Result<ServeConfig, ServeError> {
+        let manifest = match &self.pki {
+            Some(dir) => Some(Manifest::load(dir)?),
+            None => None,
+        };
+        let from_pki = |rel: &str| self.pki.as_deref().map(|d: &Path| d.join(rel));
+        let need = |flag: &'static str, v: Option<PathBuf>| {
+            v.ok_or(ServeError::Config {
+                flag,
+                problem: format!(
+                    "required: pass {flag} FILE, or --pki DIR from `certshift pki init`"
+                ),
+            })
+        };
+        let cert = need(
+            "--cert",
+            self.cert.clone().or_else(|| from_pki("server/tls.crt")),
+        )?;
+        let key = need(
+            "--key",
+            self.key.clone().or_else(|| from_pki("server/tls.key")),
+        )?;
+        let client_cas = match (self.client_ca.is_empty(), from_pki("ca/ca.crt")) {
+            (false, _) => self.client_ca.clone(),
+            (true, Some(ca)) => vec![ca],
+            (true, None) => Vec::new(),
+        };
+        if client_cas.is_empty() && self.mode != Mode::AnyCa {
+            return Err(ServeError::Config {
+                flag: "--client-ca",
+                problem: format!(
+                    "mode {:?} verifies client certificates: pass --client-ca FILE, or --pki DIR",
+                    self.mode
+                ),
+            });
+        }
+        // The PKI's CRL speaks only for the PKI's CA: with another client CA,
+        // it would make every one of that CA's clients "unknown revocation status".
+        let crls = match (
+            self.crl.is_empty(),
+            self.client_ca.is_empty(),
+            from_pki("ca/crl.pem"),
+        ) {
+            (false, _, _) => self.crl.clone(),
+            (true, true, Some(crl)) if crl.exists() => vec![crl],
+            _ => Vec::new(),
+        };
+        let trust_domains = match (self.trust_domain.is_empty(), &manifest) {
+            (false, _) => self.trust_domain.clone(),
+            (true, Some(m)) => vec![m.trust_domain.clone()],
+            (true, None) => vec!["cluster.local".to_string()],
+        };
+        if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
+            return Err(ServeError::Config {
+                flag: "--max-connections",
+                problem: format!(
+                    "{} is out of range; give 1 to {MAX_CONNECTIONS}",
+                    self.max_connections
+                ),
+            });
+        }
+        for (flag, d) in [
+            ("--handshake-timeout", self.handshake_timeout),
+            ("--idle-timeout", self.idle_timeout),
+        ] {
+            if d.is_zero() || d > MAX_TIMEOUT {
+                return Err(ServeError::Config {
+                    flag,
+                    problem: "give a duration above 0 and at most 1d (e.g. 10s)".into(),
+                });
+            }
+        }
+        // Loaded now so that a bad policy is a startup error (exit 2).
+        let policy = self.policy.as_deref().map(Policy::load).transpose()?;
+        Ok(ServeConfig {
+            listen: self.listen,
+            files: ServerFiles {
+                cert,
+                key,
+                client_cas,
+                crls,
+            },
+            mode: self.mode,
+            versions: self.tls_versions,
+            policy,
+            policy_path: self.policy.clone(),
+            trust_domains,
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            watch: !self.no_watch,
+        })
+    }
+}
