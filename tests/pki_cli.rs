@@ -418,3 +418,51 @@ fn inspect_reports_the_expired_variant_as_expired() {
         show(&text)
     );
 }
+
+#[test]
+fn force_over_an_earlier_pki_leaves_no_stale_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pki");
+    let status = common::certshift()
+        .args(["pki", "init", "--intermediate", "--out"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(out.join("keep-me"), "not ours").unwrap();
+    let status = common::certshift()
+        .args(["pki", "init", "--force", "--service", "only-one", "--out"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        !out.join("clients/order-service").exists(),
+        "a dropped service's key must not survive --force"
+    );
+    assert!(
+        !out.join("ca/intermediate.key").exists(),
+        "the old intermediate key must not survive --force"
+    );
+    assert!(!out.join("variants/missing-intermediate").exists());
+    for key in [
+        "ca/ca.key",
+        "clients/only-one/tls.key",
+        "variants/expired/tls.key",
+    ] {
+        let mode = std::fs::metadata(out.join(key))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{key}");
+    }
+    let m = certshift::pki::Manifest::load(&out).unwrap();
+    assert_eq!(m.services, vec!["only-one".to_string()]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("keep-me")).unwrap(),
+        "not ours",
+        "--force replaces the PKI, not the user's other files"
+    );
+}

@@ -300,3 +300,35 @@ fn demo_runs_the_whole_matrix_and_exits_0() {
     assert_eq!(revoked["observed"], "alert:certificate_revoked");
     assert_eq!(revoked["expected"], "reject");
 }
+
+#[test]
+fn sighup_right_after_the_first_line_is_handled() {
+    let pki = TestPki::default_flat();
+    let mut serve = spawn_serve(&["--pki", pki.path().to_str().unwrap()]);
+    let pid = serve.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        serve.child.try_wait().unwrap().is_none(),
+        "a SIGHUP as soon as `listening on` is printed must not kill serve"
+    );
+    let ca = pki.file("ca/ca.crt");
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--cert",
+        pki.file("clients/order-service/tls.crt").to_str().unwrap(),
+        "--key",
+        pki.file("clients/order-service/tls.key").to_str().unwrap(),
+        &format!("https://127.0.0.1:{}/", serve.addr.port()),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+}

@@ -256,6 +256,25 @@ async fn policy_allows_order_service_and_denies_inventory_service() {
         )
         .await;
         assert_eq!(r.outcome, Outcome::Http(403));
+        // The policy judges the normalised path: dot segments cannot borrow a permission.
+        let r = probe_tls(
+            &pki,
+            serve.addr,
+            pki.cert("order-service"),
+            version,
+            "/api/payment/../orders",
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::Http(403));
+        let r = probe_tls(
+            &pki,
+            serve.addr,
+            pki.cert("order-service"),
+            version,
+            "/api/payment%2Fprocess",
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::Http(400));
         // A rule without principals admits any verified peer.
         let r = probe_tls(
             &pki,
@@ -298,4 +317,27 @@ async fn tls_versions_limit_what_the_service_speaks() {
     .await;
     assert_eq!(r.outcome, Outcome::Alert("protocol_version".into()));
     serve.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_matrix_against_a_dead_service_is_inconclusive_not_a_pass() {
+    let pki = TestPki::default_flat();
+    // A port nobody listens on: bind, note it, close.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let rows = certshift::demo::matrix(addr, pki.path(), &pki.manifest, &"1.3".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), pki.manifest.clients().count() + 1);
+    for r in &rows {
+        assert!(
+            !r.pass,
+            "{} must not pass against a dead service",
+            r.credential
+        );
+        assert_eq!(r.observed, Outcome::ConnectRefused);
+        assert!(r.verdict().contains("inconclusive"), "{}", r.verdict());
+    }
 }

@@ -119,3 +119,91 @@ async fn the_connection_cap_queues_instead_of_failing() {
     );
     serve.stop().await;
 }
+
+async fn permissive(pki: &TestPki, tweak: impl FnOnce(&mut ServeArgs)) -> RunningServe {
+    let mut args = ServeArgs {
+        pki: Some(pki.path().to_path_buf()),
+        mode: certshift::serve::Mode::Permissive,
+        ..serve_args()
+    };
+    tweak(&mut args);
+    start_serve_with(args).await
+}
+
+/// Read until EOF or error; `None` if still open after `limit`.
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| got)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_keepalive_and_silent_plaintext_peers_are_closed() {
+    let pki = TestPki::default_flat();
+    let serve = permissive(&pki, |a| {
+        a.idle_timeout = Duration::from_millis(300);
+        a.handshake_timeout = Duration::from_millis(300);
+    })
+    .await;
+    // A kept-alive connection gets its answer, then is closed when idle.
+    let mut s = TcpStream::connect(serve.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let got = closed_within(&mut s, Duration::from_secs(5))
+        .await
+        .expect("idle keep-alive connection must be closed");
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // A peer that never sends its first byte is closed too.
+    let mut silent = TcpStream::connect(serve.addr).await.unwrap();
+    let got = closed_within(&mut silent, Duration::from_secs(5))
+        .await
+        .expect("silent peer must be closed");
+    assert!(got.is_empty());
+    serve.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_that_never_reads_loses_its_slot() {
+    let pki = TestPki::default_flat();
+    let serve = permissive(&pki, |a| {
+        a.max_connections = 1;
+        a.idle_timeout = Duration::from_millis(500);
+    })
+    .await;
+    // Pipeline requests and never read: the service's writes stall.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut hog = socket.connect(serve.addr).await.unwrap();
+    let flood = tokio::spawn(async move {
+        let req = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
+        for _ in 0..100 {
+            if hog.write_all(&req).await.is_err() {
+                break;
+            }
+        }
+        hog
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The only slot is taken; it must come back once the stalled write times out.
+    let r = tokio::time::timeout(Duration::from_secs(10), probe_plain(serve.addr, "/healthz"))
+        .await
+        .expect("the stalled connection must release its slot");
+    assert_eq!(r.outcome, Outcome::Http(200));
+    flood.abort();
+    serve.stop().await;
+}

@@ -205,3 +205,62 @@ async fn crl_reload_revokes_a_client_while_serving() {
     }
     serve.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_file_changes_are_picked_up_and_a_bad_policy_keeps_the_old() {
+    let pki = TestPki::default_flat();
+    let policy = pki.file("policy.toml");
+    let allow = |principal: &str| {
+        format!("[[rules]]\npaths = [\"/api/*\"]\nprincipals = [\"cluster.local/ns/production/sa/{principal}\"]\n")
+    };
+    std::fs::write(&policy, allow("order-service")).unwrap();
+    let serve = start_serve_with(ServeArgs {
+        pki: Some(pki.path().to_path_buf()),
+        policy: Some(policy.clone()),
+        ..serve_args()
+    })
+    .await;
+    let status = |name: &'static str| {
+        let (pki, addr) = (&pki, serve.addr);
+        async move {
+            probe_tls(pki, addr, pki.cert(name), TlsVersion::Tls13, "/api/x")
+                .await
+                .outcome
+        }
+    };
+    assert_eq!(status("order-service").await, Outcome::Http(200));
+    assert_eq!(status("payment-service").await, Outcome::Http(403));
+
+    let tmp = pki.file("policy.tmp");
+    std::fs::write(&tmp, allow("payment-service")).unwrap();
+    std::fs::rename(&tmp, &policy).unwrap();
+    let h = serve.handle.clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || h.policy_reload_status().reloads
+            >= 1)
+        .await,
+        "policy change must be picked up"
+    );
+    assert_eq!(status("payment-service").await, Outcome::Http(200));
+    assert_eq!(status("order-service").await, Outcome::Http(403));
+
+    // A typo keeps the last good policy.
+    overwrite(&policy, b"[[rules]]\npath = [\"/api/*\"]\n");
+    assert!(
+        wait_until(Duration::from_secs(5), || h.policy_reload_status().failures
+            >= 1)
+        .await
+    );
+    assert!(h
+        .policy_reload_status()
+        .last_error
+        .unwrap()
+        .contains("path"));
+    assert_eq!(status("payment-service").await, Outcome::Http(200));
+    assert_eq!(
+        h.reload_status().failures,
+        0,
+        "a policy error is not a TLS error"
+    );
+    serve.stop().await;
+}
