@@ -72,6 +72,9 @@ pub struct ProbeResult {
     pub handshake: Option<Duration>,
     /// The server's leaf certificate, when the handshake got that far.
     pub server_cert: Option<CertificateDer<'static>>,
+    /// The negotiated key-exchange group (e.g. `X25519MLKEM768`), which
+    /// dominates handshake cost.
+    pub key_exchange: Option<String>,
 }
 
 impl ProbeResult {
@@ -82,6 +85,7 @@ impl ProbeResult {
             body: None,
             handshake: None,
             server_cert: None,
+            key_exchange: None,
         }
     }
 
@@ -110,6 +114,7 @@ pub async fn run(p: &Probe) -> ProbeResult {
             body,
             handshake: None,
             server_cert: None,
+            key_exchange: None,
         };
     };
     let started = Instant::now();
@@ -124,6 +129,9 @@ pub async fn run(p: &Probe) -> ProbeResult {
     let handshake = started.elapsed();
     let conn = tls.get_ref().1;
     let tls_version = conn.protocol_version().and_then(TlsVersion::of);
+    let key_exchange = conn
+        .negotiated_key_exchange_group()
+        .map(|g| format!("{:?}", g.name()));
     let server_cert = conn
         .peer_certificates()
         .and_then(|c| c.first())
@@ -135,6 +143,7 @@ pub async fn run(p: &Probe) -> ProbeResult {
         body,
         handshake: Some(handshake),
         server_cert,
+        key_exchange,
     }
 }
 

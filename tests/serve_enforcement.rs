@@ -221,70 +221,65 @@ async fn policy_allows_order_service_and_denies_inventory_service() {
         ..serve_args()
     })
     .await;
-    for version in TlsVersion::ALL {
-        let r = probe_tls(
-            &pki,
-            serve.addr,
-            pki.cert("order-service"),
-            version,
+    // (client, path, status, why)
+    let cases = [
+        (
+            "order-service",
             "/api/payment/process",
-        )
-        .await;
-        assert_eq!(r.outcome, Outcome::Http(200));
-        assert_eq!(
-            echo(&r)["peer"],
-            "spiffe://cluster.local/ns/production/sa/order-service"
-        );
-        let r = probe_tls(
-            &pki,
-            serve.addr,
-            pki.cert("inventory-service"),
-            version,
+            200,
+            "the rule names order-service",
+        ),
+        (
+            "inventory-service",
             "/api/payment/process",
-        )
-        .await;
-        assert_eq!(r.outcome, Outcome::Http(403));
-        assert_eq!(r.body_text(), "RBAC: access denied");
-        assert!(!r.outcome.accepted());
-        // A path no rule names is denied even for order-service.
-        let r = probe_tls(
-            &pki,
-            serve.addr,
-            pki.cert("order-service"),
-            version,
+            403,
+            "no rule names inventory-service",
+        ),
+        (
+            "order-service",
             "/api/orders",
-        )
-        .await;
-        assert_eq!(r.outcome, Outcome::Http(403));
-        // The policy judges the normalised path: dot segments cannot borrow a permission.
-        let r = probe_tls(
-            &pki,
-            serve.addr,
-            pki.cert("order-service"),
-            version,
+            403,
+            "no rule names this path",
+        ),
+        (
+            "order-service",
             "/api/payment/../orders",
-        )
-        .await;
-        assert_eq!(r.outcome, Outcome::Http(403));
-        let r = probe_tls(
-            &pki,
-            serve.addr,
-            pki.cert("order-service"),
-            version,
+            403,
+            "dot segments cannot borrow a permission",
+        ),
+        (
+            "order-service",
             "/api/payment%2Fprocess",
-        )
-        .await;
-        assert_eq!(r.outcome, Outcome::Http(400));
-        // A rule without principals admits any verified peer.
-        let r = probe_tls(
-            &pki,
-            serve.addr,
-            pki.cert("inventory-service"),
-            version,
+            400,
+            "an encoded slash is refused",
+        ),
+        (
+            "inventory-service",
             "/public/x",
-        )
-        .await;
-        assert_eq!(r.outcome, Outcome::Http(200));
+            200,
+            "a rule without principals admits any verified peer",
+        ),
+    ];
+    for version in TlsVersion::ALL {
+        for (client, path, status, why) in cases {
+            let r = probe_tls(&pki, serve.addr, pki.cert(client), version, path).await;
+            assert_eq!(
+                r.outcome,
+                Outcome::Http(status),
+                "{client} {path} over TLS {version}: {why}"
+            );
+            match status {
+                200 => assert_eq!(
+                    echo(&r)["peer"],
+                    pki.entry(client).spiffe_id.clone().unwrap()
+                ),
+                403 => {
+                    assert_eq!(r.body_text(), "RBAC: access denied");
+                    assert!(!r.outcome.accepted());
+                }
+                _ => {}
+            }
+        }
     }
     serve.stop().await;
 }
