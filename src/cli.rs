@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::admin::Admin;
 use crate::demo::DemoArgs;
+use crate::metrics::Metrics;
 use crate::pki::cmd::{InitArgs, InspectArgs};
+use crate::proxy::{Proxy, ProxyArgs};
 use crate::serve::{ServeArgs, Service};
 
 #[derive(Debug, Parser)]
@@ -30,6 +33,8 @@ pub enum Command {
     Pki(PkiCommand),
     /// Run the reference mTLS HTTP service.
     Serve(ServeArgs),
+    /// Run the intercepting proxy: present planned client certificates upstream, rotate, record.
+    Proxy(Box<ProxyArgs>),
     /// Generate a PKI, start a strict service, and show the verdict for every credential.
     Demo(DemoArgs),
 }
@@ -54,6 +59,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(a) => runtime()
             .and_then(|rt| rt.block_on(serve(a)))
             .map(|()| true),
+        Command::Proxy(a) => runtime().and_then(|rt| rt.block_on(proxy(*a))),
         Command::Demo(a) => runtime().and_then(|rt| rt.block_on(crate::demo::run(&a))),
     };
     match result {
@@ -86,6 +92,50 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(?mode, ?trust_domains, policy, "serving");
     service.run(stop, Duration::from_secs(10)).await;
     Ok(())
+}
+
+/// `certshift proxy`: Ok(false) when a connection got the wrong verdict.
+async fn proxy(args: ProxyArgs) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    use std::io::Write;
+    let cfg = args.into_config()?;
+    let (admin_addr, token, json) = (cfg.admin, cfg.admin_token.clone(), cfg.json.clone());
+    let plan = cfg.plan.describe();
+    let metrics = Metrics::start();
+    let proxy = Proxy::bind(cfg, metrics.clone()).await?;
+    let handle = proxy.handle();
+    let admin = match admin_addr {
+        Some(a) => Some(
+            Admin::bind(a, handle.clone(), token)
+                .await
+                .with_context(|| format!("cannot bind the admin API on {a}"))?,
+        ),
+        None => None,
+    };
+    let stop = shutdown_signal()?;
+    // The first lines are a contract: scripts read the ports from them.
+    println!("listening on {}", proxy.local_addr());
+    if let Some(a) = &admin {
+        println!("admin on {}", a.local_addr()?);
+    }
+    println!("presenting: {plan}");
+    let _ = std::io::stdout().flush();
+    let admin_task = admin.map(|a| tokio::spawn(a.run(std::future::pending())));
+    proxy.run(stop).await;
+    if let Some(t) = admin_task {
+        t.abort();
+    }
+    let snap = metrics.snapshot().await?;
+    print!("{}", snap.summary_table());
+    let totals = snap.totals();
+    if let Some(path) = json {
+        let out =
+            serde_json::json!({"stats": snap.to_stats_json(), "timeline": snap.timeline_json()});
+        std::fs::write(&path, serde_json::to_vec_pretty(&out)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("summary written to {}", path.display());
+    }
+    Ok(totals.unexpected_accept == 0 && totals.unexpected_reject == 0)
 }
 
 /// Resolves on SIGINT or SIGTERM; the handlers are installed by this call.

@@ -30,10 +30,14 @@
 //! `pki`; nothing below depends on what is above it.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod creds;
 pub mod demo;
+pub mod metrics;
 pub mod pki;
+pub mod plan;
 pub mod probe;
+pub mod proxy;
 pub mod serve;
 pub mod tls;

@@ -33,6 +33,14 @@ pub struct Live<T> {
     status: Mutex<ReloadStatus>,
 }
 
+impl<T> std::fmt::Debug for Live<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T> Live<T> {
     pub fn new(value: T, fingerprint: Vec<u8>) -> Self {
         Live {

@@ -7,6 +7,7 @@
 
 mod live;
 mod load;
+mod server;
 mod watch;
 
 pub use live::{Live, ReloadStatus};
@@ -14,4 +15,5 @@ pub use load::{
     add_roots, certified_key, load_certified_key, load_chain, load_crls, load_key, load_roots,
     parse_chain, parse_crls, parse_key, pem_labels, provider, read, CredError,
 };
+pub use server::{ServerFiles, ServerTlsMaterial};
 pub use watch::{spawn_reloader, ReloaderHandle};

@@ -304,7 +304,7 @@ fn issue_err(what: &str) -> impl Fn(rcgen::Error) -> PkiError + '_ {
 
 /// A serial from the hex `manifest.toml` and `openssl x509 -serial` use.
 pub fn serial_number(hex: &str) -> Option<SerialNumber> {
-    if hex.is_empty() || hex.len() % 2 != 0 {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) {
         return None;
     }
     let bytes = (0..hex.len() / 2)

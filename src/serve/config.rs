@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, FromArgMatches};
 
 use super::policy::{Policy, PolicyError};
-use crate::creds::CredError;
+use crate::creds::{CredError, ServerFiles};
 use crate::pki::Manifest;
 use crate::tls::{ClientAuth, TlsVersions};
 
@@ -139,24 +139,6 @@ pub struct ServeConfig {
     pub idle_timeout: Duration,
     pub max_connections: usize,
     pub watch: bool,
-}
-
-/// The files a service's TLS material is read from (and re-read on reload).
-#[derive(Debug, Clone)]
-pub struct ServerFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub client_cas: Vec<PathBuf>,
-    pub crls: Vec<PathBuf>,
-}
-
-impl ServerFiles {
-    pub fn all(&self) -> Vec<PathBuf> {
-        let mut v = vec![self.cert.clone(), self.key.clone()];
-        v.extend(self.client_cas.iter().cloned());
-        v.extend(self.crls.iter().cloned());
-        v
-    }
 }
 
 impl ServeArgs {

@@ -15,7 +15,6 @@ mod stall;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,11 +24,12 @@ use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-pub use config::{Mode, ServeArgs, ServeConfig, ServeError, ServerFiles};
+pub use crate::creds::ServerFiles;
+pub use config::{Mode, ServeArgs, ServeConfig, ServeError};
 pub use policy::{Policy, PolicyError};
 
 use crate::creds::{self, CredError, Live, ReloadStatus, ReloaderHandle};
-use crate::tls::{self, ServerTlsMaterial};
+use crate::tls;
 
 /// Counters of a running service (atomics: touched on every connection).
 #[derive(Debug, Default)]
@@ -248,36 +248,13 @@ fn fingerprint_of(bytes: &[u8]) -> Vec<u8> {
     Sha256::digest(bytes).to_vec()
 }
 
-/// Read every file once, check it, build the config; the fingerprint is of
-/// the bytes the config was built from.
+/// Read every file once, check it, build the config.
 fn load_tls(cfg: &ServeConfig) -> Result<(ServerConfig, Vec<u8>), CredError> {
-    let f = &cfg.files;
-    let mut hash = Sha256::new();
-    let mut read = |p: &Path| -> Result<Vec<u8>, CredError> {
-        let b = creds::read(p)?;
-        hash.update((b.len() as u64).to_be_bytes());
-        hash.update(&b);
-        Ok(b)
-    };
-    let chain = creds::parse_chain(&f.cert, &read(&f.cert)?)?;
-    let key = creds::parse_key(&f.key, &read(&f.key)?)?;
-    let identity = creds::certified_key(&f.cert, chain, &f.key, key)?;
-    let mut client_roots = rustls::RootCertStore::empty();
-    for ca in &f.client_cas {
-        creds::add_roots(&mut client_roots, ca, &read(ca)?)?;
-    }
-    let mut crls = Vec::new();
-    for crl in &f.crls {
-        crls.extend(creds::parse_crls(crl, &read(crl)?)?);
-    }
-    let material = ServerTlsMaterial {
-        identity,
-        client_roots,
-        crls,
-        trust_domains: cfg.trust_domains.clone(),
-    };
-    let config = tls::server_config(material, cfg.mode.client_auth(), &cfg.versions)?;
-    Ok((config, hash.finalize().to_vec()))
+    let (material, fingerprint) = cfg.files.load(&cfg.trust_domains)?;
+    Ok((
+        tls::server_config(material, cfg.mode.client_auth(), &cfg.versions)?,
+        fingerprint,
+    ))
 }
 
 async fn connection(

@@ -3,20 +3,24 @@
 
 use std::sync::Arc;
 
-use rustls::client::ResolvesClientCert;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::TlsVersions;
-use crate::creds::{provider, CredError};
+use super::{spiffe_id_of, TlsVersions};
+use crate::creds::{provider, CredError, Live};
 
-/// The certificate a client presents.
+/// The certificate a client presents. Whatever it is, it is presented
+/// whatever the server's CertificateRequest hints: a test client must be able
+/// to present a certificate the server will refuse.
 #[derive(Clone, Debug)]
 pub enum ClientCert {
     None,
-    /// Presented whatever the server's CertificateRequest hints: a test
-    /// client must be able to present a certificate the server will refuse.
     Always(Arc<CertifiedKey>),
+    /// The current value of a rotating credential, read once per handshake.
+    Live(Arc<Live<CertifiedKey>>),
 }
 
 /// A client config trusting `roots` for the server, presenting `cert`.
@@ -29,12 +33,146 @@ pub fn client_config(
         .with_protocol_versions(&versions.rustls())
         .map_err(|e| CredError::Tls(e.to_string()))?
         .with_root_certificates(roots);
-    let mut config = match cert {
-        ClientCert::None => builder.with_no_client_auth(),
-        ClientCert::Always(ck) => builder.with_client_cert_resolver(Arc::new(Always(ck))),
-    };
+    let mut config = with_cert(builder, cert);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// A client config whose server verification is `verifier` (an
+/// [`UpstreamVerifier`] with a rotating trust bundle), presenting `cert`.
+pub fn client_config_verified_by(
+    verifier: Arc<dyn ServerCertVerifier>,
+    cert: ClientCert,
+    versions: &TlsVersions,
+) -> Result<ClientConfig, CredError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&versions.rustls())
+        .map_err(|e| CredError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    Ok(with_cert(builder, cert))
+}
+
+fn with_cert(
+    builder: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
+    cert: ClientCert,
+) -> ClientConfig {
+    match cert {
+        ClientCert::None => builder.with_no_client_auth(),
+        ClientCert::Always(ck) => builder.with_client_cert_resolver(Arc::new(Always(ck))),
+        ClientCert::Live(live) => builder.with_client_cert_resolver(Arc::new(Current(live))),
+    }
+}
+
+/// webpki verification of the server against a trust bundle that can be
+/// rotated while connections flow, plus an optional SPIFFE ID the server
+/// must present.
+pub struct UpstreamVerifier {
+    inner: Arc<Live<Arc<dyn ServerCertVerifier>>>,
+    spiffe_id: Option<String>,
+    schemes: Vec<SignatureScheme>,
+}
+
+impl UpstreamVerifier {
+    pub fn new(inner: Arc<Live<Arc<dyn ServerCertVerifier>>>, spiffe_id: Option<String>) -> Self {
+        let schemes = inner.current().supported_verify_schemes();
+        UpstreamVerifier {
+            inner,
+            spiffe_id,
+            schemes,
+        }
+    }
+}
+
+/// A webpki server verifier for `roots` (with CRLs, if any).
+pub fn webpki_server_verifier(
+    roots: RootCertStore,
+    crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
+) -> Result<Arc<dyn ServerCertVerifier>, CredError> {
+    let mut b = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider());
+    if !crls.is_empty() {
+        b = b.with_crls(crls);
+    }
+    Ok(b.build().map_err(|e| CredError::Tls(e.to_string()))?)
+}
+
+impl std::fmt::Debug for UpstreamVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamVerifier")
+            .field("spiffe_id", &self.spiffe_id)
+            .finish()
+    }
+}
+
+impl ServerCertVerifier for UpstreamVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.current().verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        if let Some(want) = &self.spiffe_id {
+            if spiffe_id_of(end_entity).as_deref() != Some(want.as_str()) {
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ));
+            }
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner
+            .current()
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner
+            .current()
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.schemes.clone()
+    }
+}
+
+#[derive(Debug)]
+struct Current(Arc<Live<CertifiedKey>>);
+
+impl ResolvesClientCert for Current {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        let ck = self.0.current();
+        ck.key.choose_scheme(sigschemes).map(|_| ck)
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug)]

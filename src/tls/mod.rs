@@ -12,9 +12,11 @@ mod verify;
 use std::fmt;
 use std::str::FromStr;
 
-pub use client::{client_config, ClientCert};
+pub use client::{
+    client_config, client_config_verified_by, webpki_server_verifier, ClientCert, UpstreamVerifier,
+};
 pub use outcome::{alert_name, classify_io, classify_rustls, Outcome, Verdict};
-pub use server::{server_config, ClientAuth, ServerTlsMaterial};
+pub use server::{server_config, ClientAuth};
 pub use verify::{spiffe_id_of, AnyClientCert, SpiffeClientVerifier};
 
 /// A TLS protocol version certshift can speak.

@@ -121,6 +121,10 @@ pub fn classify_io(e: &io::Error) -> Outcome {
 pub fn classify_rustls(e: &rustls::Error) -> Outcome {
     match e {
         rustls::Error::AlertReceived(a) => Outcome::Alert(alert_name(*a)),
+        // Our own verifiers use this for "chain fine, identity wrong".
+        rustls::Error::InvalidCertificate(
+            rustls::CertificateError::ApplicationVerificationFailure,
+        ) => Outcome::Verify("identity_mismatch".into()),
         rustls::Error::InvalidCertificate(c) => Outcome::Verify(snake(&format!("{c:?}"))),
         other => Outcome::Tls(snake(&format!("{other:?}"))),
     }

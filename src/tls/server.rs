@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig};
-use rustls_pki_types::CertificateRevocationListDer;
+use rustls::ServerConfig;
 
 use super::{AnyClientCert, SpiffeClientVerifier, TlsVersions};
-use crate::creds::{provider, CredError};
+use crate::creds::{provider, CredError, ServerTlsMaterial};
 
 /// How a server treats client certificates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,14 +21,6 @@ pub enum ClientAuth {
     AnyCert,
     /// Do not ask.
     Off,
-}
-
-/// Everything a server TLS config is built from, already loaded and checked.
-pub struct ServerTlsMaterial {
-    pub identity: Arc<CertifiedKey>,
-    pub client_roots: RootCertStore,
-    pub crls: Vec<CertificateRevocationListDer<'static>>,
-    pub trust_domains: Vec<String>,
 }
 
 /// A server config for `auth`, offering HTTP/1.1 over ALPN.

@@ -187,3 +187,54 @@ pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
 pub fn sha256(der: &[u8]) -> String {
     certshift::pki::fingerprint(der)
 }
+
+pub struct RunningProxy {
+    pub addr: SocketAddr,
+    pub handle: certshift::proxy::ProxyHandle,
+    pub metrics: certshift::metrics::Metrics,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningProxy {
+    /// Stop accepting and drain; returns the final snapshot.
+    pub async fn stop(mut self) -> certshift::metrics::Snapshot {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        self.metrics.snapshot().await.expect("metrics snapshot")
+    }
+}
+
+/// Proxy options toward `upstream` with the test PKI, on 127.0.0.1:0, admin off.
+pub fn proxy_args(pki: &TestPki, upstream: SocketAddr) -> certshift::proxy::ProxyArgs {
+    let mut a = certshift::proxy::ProxyArgs::for_upstream(&upstream.to_string());
+    a.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    a.admin = "off".into();
+    a.pki = Some(pki.path().to_path_buf());
+    a.upstream_name = Some("localhost".into());
+    a.drain_timeout = Duration::from_secs(2);
+    a
+}
+
+pub async fn start_proxy(args: certshift::proxy::ProxyArgs) -> RunningProxy {
+    let metrics = certshift::metrics::Metrics::start();
+    let proxy =
+        certshift::proxy::Proxy::bind(args.into_config().expect("proxy config"), metrics.clone())
+            .await
+            .expect("proxy bind");
+    let addr = proxy.local_addr();
+    let handle = proxy.handle();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(proxy.run(async { drop(rx.await) }));
+    RunningProxy {
+        addr,
+        handle,
+        metrics,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}

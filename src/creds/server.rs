@@ -1,0 +1,73 @@
+//! A server's TLS material read from files: its own chain and key, the CAs
+//! client certificates must chain to, and CRLs. Read once per load, checked,
+//! and fingerprinted from the very bytes it was built from, so a reload can
+//! tell "unchanged" from "changed" without a second read racing a writer.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{add_roots, certified_key, parse_chain, parse_crls, parse_key, read, CredError};
+use std::sync::Arc;
+
+use rustls::sign::CertifiedKey;
+use rustls::RootCertStore;
+use rustls_pki_types::CertificateRevocationListDer;
+
+/// Everything a server TLS config is built from, already loaded and checked.
+pub struct ServerTlsMaterial {
+    pub identity: Arc<CertifiedKey>,
+    pub client_roots: RootCertStore,
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    pub trust_domains: Vec<String>,
+}
+
+/// The files a server's TLS material is read from (and re-read on reload).
+#[derive(Debug, Clone)]
+pub struct ServerFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cas: Vec<PathBuf>,
+    pub crls: Vec<PathBuf>,
+}
+
+impl ServerFiles {
+    pub fn all(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.cert.clone(), self.key.clone()];
+        v.extend(self.client_cas.iter().cloned());
+        v.extend(self.crls.iter().cloned());
+        v
+    }
+
+    /// Read and check every file; the fingerprint identifies the bytes read.
+    pub fn load(
+        &self,
+        trust_domains: &[String],
+    ) -> Result<(ServerTlsMaterial, Vec<u8>), CredError> {
+        let mut hash = Sha256::new();
+        let mut read = |p: &Path| -> Result<Vec<u8>, CredError> {
+            let b = read(p)?;
+            hash.update((b.len() as u64).to_be_bytes());
+            hash.update(&b);
+            Ok(b)
+        };
+        let chain = parse_chain(&self.cert, &read(&self.cert)?)?;
+        let key = parse_key(&self.key, &read(&self.key)?)?;
+        let identity = certified_key(&self.cert, chain, &self.key, key)?;
+        let mut client_roots = RootCertStore::empty();
+        for ca in &self.client_cas {
+            add_roots(&mut client_roots, ca, &read(ca)?)?;
+        }
+        let mut crls = Vec::new();
+        for crl in &self.crls {
+            crls.extend(parse_crls(crl, &read(crl)?)?);
+        }
+        let material = ServerTlsMaterial {
+            identity,
+            client_roots,
+            crls,
+            trust_domains: trust_domains.to_vec(),
+        };
+        Ok((material, hash.finalize().to_vec()))
+    }
+}

@@ -1,0 +1,182 @@
+//! One phase's latency distribution: an HdrHistogram in microseconds with 3
+//! significant digits, plus the exact sum Prometheus wants for `_sum`.
+//!
+//! Owns the unit and the precision, so every exporter reads the same numbers.
+//! Never shared between tasks: the aggregator owns one per phase and clones it
+//! into snapshots.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Values above this are clamped to it: a connection living longer than a day
+/// is recorded as one day. Fixed bounds (rather than auto-resize) keep every
+/// histogram the same shape, so merging two of them cannot fail.
+pub const HIGHEST_TRACKABLE_US: u64 = 24 * 3600 * 1_000_000;
+
+/// 3 significant digits: 0.1% relative error, the HdrHistogram default.
+const SIGFIG: u8 = 3;
+
+/// A latency distribution in microseconds.
+#[derive(Debug, Clone)]
+pub struct PhaseHist {
+    hist: Histogram<u64>,
+    /// Exact, not derived from the buckets: `_sum / _count` must be the true
+    /// mean even when values sit in wide high-magnitude buckets.
+    sum_us: u64,
+}
+
+/// The percentiles every report shows, in microseconds. Each is the highest
+/// value equivalent to the true percentile within 3 significant digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl PhaseHist {
+    pub fn new() -> Self {
+        // Invariant: 1 <= HIGHEST_TRACKABLE_US / 2 and SIGFIG <= 5 are the only
+        // ways creation can fail, and both are constants that satisfy them.
+        let hist = Histogram::new_with_bounds(1, HIGHEST_TRACKABLE_US, SIGFIG)
+            .expect("constant histogram bounds are valid");
+        PhaseHist { hist, sum_us: 0 }
+    }
+
+    pub fn record(&mut self, d: Duration) {
+        let us = u64::try_from(d.as_micros())
+            .unwrap_or(u64::MAX)
+            .min(HIGHEST_TRACKABLE_US);
+        self.hist.saturating_record(us);
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    pub fn merge(&mut self, other: &PhaseHist) {
+        if self.hist.add(&other.hist).is_err() {
+            // Only reachable if `other` was built with different bounds (none
+            // are, see HIGHEST_TRACKABLE_US); clamp rather than lose counts.
+            for v in other.hist.iter_recorded() {
+                self.hist
+                    .saturating_record_n(v.value_iterated_to(), v.count_at_value());
+            }
+        }
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.hist.len()
+    }
+
+    pub fn sum_us(&self) -> u64 {
+        self.sum_us
+    }
+
+    /// All zero when nothing was recorded (HdrHistogram would answer 0 for
+    /// quantiles anyway; this makes `max` agree).
+    pub fn percentiles(&self) -> Percentiles {
+        if self.hist.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            count: self.hist.len(),
+            p50: self.hist.value_at_quantile(0.50),
+            p90: self.hist.value_at_quantile(0.90),
+            p99: self.hist.value_at_quantile(0.99),
+            p999: self.hist.value_at_quantile(0.999),
+            max: self.hist.max(),
+        }
+    }
+
+    /// How many values are at most `le_us`, within the histogram's precision:
+    /// a value in the same 0.1%-wide bucket as the bound counts as below it.
+    /// Cumulative by construction, so Prometheus `_bucket` series built from
+    /// increasing bounds are monotonic.
+    pub fn count_le(&self, le_us: u64) -> u64 {
+        if self.hist.is_empty() {
+            return 0;
+        }
+        self.hist.count_between(0, le_us)
+    }
+
+    /// The raw histogram, for exporters that write HdrHistogram logs.
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.hist
+    }
+}
+
+impl Default for PhaseHist {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn within_precision(got: u64, want: u64) -> bool {
+        // 3 significant digits: relative error at most 1/1000, plus one unit.
+        got.abs_diff(want) <= want / 1000 + 1
+    }
+
+    #[test]
+    fn percentiles_of_1_to_1000_ms_are_where_a_user_expects_them() {
+        let mut h = PhaseHist::new();
+        for ms in 1..=1000u64 {
+            h.record(Duration::from_millis(ms));
+        }
+        let p = h.percentiles();
+        assert_eq!(p.count, 1000);
+        assert!(within_precision(p.p50, 500_000), "p50 {}", p.p50);
+        assert!(within_precision(p.p90, 900_000), "p90 {}", p.p90);
+        assert!(within_precision(p.p99, 990_000), "p99 {}", p.p99);
+        assert!(within_precision(p.p999, 999_000), "p999 {}", p.p999);
+        assert!(within_precision(p.max, 1_000_000), "max {}", p.max);
+        assert_eq!(h.sum_us(), 500_500_000, "sum is exact: 1000*1001/2 ms");
+    }
+
+    #[test]
+    fn empty_histogram_reports_zeros() {
+        let h = PhaseHist::new();
+        assert_eq!(h.percentiles(), Percentiles::default());
+        assert_eq!(h.count_le(1_000_000), 0);
+    }
+
+    #[test]
+    fn overlong_values_are_clamped_not_lost() {
+        let mut h = PhaseHist::new();
+        h.record(Duration::from_secs(3 * 24 * 3600));
+        assert_eq!(h.count(), 1);
+        assert!(within_precision(h.percentiles().max, HIGHEST_TRACKABLE_US));
+    }
+
+    #[test]
+    fn count_le_is_cumulative() {
+        let mut h = PhaseHist::new();
+        for us in [100, 400, 900, 5_000, 2_000_000] {
+            h.record(Duration::from_micros(us));
+        }
+        assert_eq!(h.count_le(99), 0);
+        assert_eq!(h.count_le(500), 2);
+        assert_eq!(h.count_le(1_000), 3);
+        assert_eq!(h.count_le(10_000), 4);
+        assert_eq!(h.count_le(HIGHEST_TRACKABLE_US), 5);
+    }
+
+    #[test]
+    fn merge_adds_counts_and_sums() {
+        let mut a = PhaseHist::new();
+        let mut b = PhaseHist::new();
+        a.record(Duration::from_millis(1));
+        b.record(Duration::from_millis(3));
+        b.record(Duration::from_millis(5));
+        a.merge(&b);
+        assert_eq!(a.count(), 3);
+        assert_eq!(a.sum_us(), 9_000);
+        assert!(within_precision(a.percentiles().max, 5_000));
+    }
+}

@@ -1,0 +1,380 @@
+//! Metrics: handshake and connection latency histograms, verdict counters and
+//! the failure/rotation timeline, with JSON, Prometheus and text exporters.
+//!
+//! ```text
+//!  connection task ──builds a ConnReport locally──▶ Metrics::record ──try_send──┐
+//!  rotation source ──Metrics::rotation / rotation_failure ───────────try_send──┤
+//!                                                                              ▼
+//!                                      one aggregator task (owns every histogram,
+//!                                      counter and the timeline: single owner, no lock)
+//!                                                                              │
+//!  /stats, /metrics, /timeline, final report ◀── Metrics::snapshot ◀─ oneshot ─┘
+//! ```
+//!
+//! Owns: the metric vocabulary ([`Phase`] names, `certshift_*` families, JSON
+//! shapes) and the aggregation. Never does: block or await on the connection
+//! path (`record` is a `try_send`), hold a lock, or keep unbounded state (the
+//! queue, the timeline and the event lists all have documented caps).
+//!
+//! Histograms are HdrHistograms in microseconds with 3 significant digits.
+//! Times in exports are milliseconds since the `Metrics` start (`t_ms`);
+//! `started_unix_ms` in the JSON anchors them to wall-clock time.
+
+mod expo;
+mod export;
+mod hist;
+mod prom;
+mod snapshot;
+mod timeline;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::pki::Expect;
+use crate::tls::Outcome;
+
+pub use hist::{Percentiles, PhaseHist, HIGHEST_TRACKABLE_US};
+pub use snapshot::{Snapshot, Totals, VariantStats};
+pub use timeline::{BUCKET_MS, MAX_BUCKETS, MAX_ROTATION_EVENTS};
+
+/// Events the aggregator can have queued before `record` starts dropping
+/// (and counting) them: at 10,000 connections/s the aggregator would have to
+/// stall for 6.5 s to fill it. About 200 bytes per queued report.
+pub const QUEUE_CAPACITY: usize = 65_536;
+
+/// A timed phase of a proxied connection. Names are a contract (JSON keys,
+/// table rows); never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Phase {
+    /// TLS handshake with the client, on the listener side.
+    DownstreamHandshake,
+    /// TCP connect to the service.
+    UpstreamConnect,
+    /// TLS handshake with the service, presenting the chosen certificate.
+    UpstreamHandshake,
+    /// From the start of the upstream connection to its first byte received.
+    FirstByte,
+    /// The whole connection, accept to close.
+    Lifetime,
+}
+
+impl Phase {
+    /// Every phase, in report order.
+    pub const ALL: [Phase; 5] = [
+        Phase::DownstreamHandshake,
+        Phase::UpstreamConnect,
+        Phase::UpstreamHandshake,
+        Phase::FirstByte,
+        Phase::Lifetime,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::DownstreamHandshake => "downstream_handshake",
+            Phase::UpstreamConnect => "upstream_connect",
+            Phase::UpstreamHandshake => "upstream_handshake",
+            Phase::FirstByte => "first_byte",
+            Phase::Lifetime => "lifetime",
+        }
+    }
+}
+
+/// How long each phase took; `None` for a phase that never ran (no
+/// downstream TLS in load mode, no first byte after a rejected handshake).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases([Option<Duration>; Phase::ALL.len()]);
+
+impl Phases {
+    pub fn set(&mut self, phase: Phase, d: Duration) {
+        self.0[phase as usize] = Some(d);
+    }
+
+    /// Builder form of [`Phases::set`].
+    pub fn with(mut self, phase: Phase, d: Duration) -> Self {
+        self.set(phase, d);
+        self
+    }
+
+    pub fn get(&self, phase: Phase) -> Option<Duration> {
+        self.0[phase as usize]
+    }
+}
+
+/// Everything one connection contributes, built locally by its task and
+/// handed over once, when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnReport {
+    /// When the connection started; places it on the timeline.
+    pub at: Instant,
+    /// The presented credential's name: "valid", "none", "expired", ...
+    pub variant: String,
+    /// The verdict a correctly configured service must give.
+    pub expect: Expect,
+    pub outcome: Outcome,
+    /// The first HTTP status seen, if any, even when the outcome is a later
+    /// failure (a reset mid-body).
+    pub http_status: Option<u16>,
+    pub phases: Phases,
+}
+
+/// A cheap handle to the aggregator: clone it into every task.
+///
+/// The aggregator stops when the last handle is dropped.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    tx: mpsc::Sender<Event>,
+    /// Events refused because the queue was full. An atomic, not a lock, and
+    /// touched only when something is already wrong.
+    dropped: Arc<AtomicU64>,
+}
+
+impl Metrics {
+    /// Starts the aggregator; times are measured from now.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, like `tokio::spawn`.
+    pub fn start() -> Metrics {
+        Self::start_at(Instant::now())
+    }
+
+    /// Starts the aggregator with an explicit time origin, so tests can place
+    /// events on the timeline exactly.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, like `tokio::spawn`.
+    pub fn start_at(start: Instant) -> Metrics {
+        Self::spawn(start, QUEUE_CAPACITY)
+    }
+
+    /// Hands a finished connection's report to the aggregator. Never blocks:
+    /// a bounded queue with `try_send`, because DESIGN.md wants every queue
+    /// bounded and a stalled aggregator must not grow memory without limit.
+    /// A report that does not fit is dropped and counted (`dropped_events` in
+    /// `/stats`, `certshift_metrics_dropped_events_total`), so a report with
+    /// missing data says so instead of looking clean.
+    pub fn record(&self, report: ConnReport) {
+        self.send(Event::Conn(report));
+    }
+
+    /// A credential of `kind` ("client", "server", "trust-bundle") was
+    /// published; `serial` is the new leaf's serial number, if it has one.
+    pub fn rotation(&self, at: Instant, kind: &str, serial: Option<String>) {
+        self.send(Event::Rotation {
+            at,
+            kind: kind.to_string(),
+            serial,
+        });
+    }
+
+    /// A new credential of `kind` was refused; the old one stays in service.
+    pub fn rotation_failure(&self, at: Instant, kind: &str, error: String) {
+        self.send(Event::RotationFailure {
+            at,
+            kind: kind.to_string(),
+            error,
+        });
+    }
+
+    /// Everything recorded before this call, from any handle: the request
+    /// queues behind those events on the same FIFO channel.
+    ///
+    /// Request/reply rather than the aggregator publishing an `Arc<Snapshot>`
+    /// after each change: snapshots are rare (a scrape every few seconds, one
+    /// final report), so copying the histograms per request is cheap while
+    /// copying them per event would not be; and a published value could lag
+    /// behind events already queued, which would break the guarantee above.
+    pub async fn snapshot(&self) -> Result<Snapshot, MetricsError> {
+        let (reply, answer) = oneshot::channel();
+        // `send`, not `try_send`: a snapshot request may wait for room, it
+        // is never on the connection path.
+        self.tx
+            .send(Event::Snapshot(reply))
+            .await
+            .map_err(|_| MetricsError::Stopped)?;
+        answer.await.map_err(|_| MetricsError::Stopped)
+    }
+
+    fn spawn(start: Instant, capacity: usize) -> Metrics {
+        let (tx, rx) = mpsc::channel(capacity);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let state = Snapshot::new(start, unix_ms_at(start));
+        tokio::spawn(aggregate(rx, state, Arc::clone(&dropped)));
+        Metrics { tx, dropped }
+    }
+
+    fn send(&self, event: Event) {
+        if self.tx.try_send(event).is_err() {
+            // Full, or the aggregator is gone (runtime shutting down): either
+            // way the event is lost, and the count is the honest record of it.
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The aggregator is gone, so there is nothing to snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetricsError {
+    #[error("the metrics aggregator has stopped (runtime shutting down or a bug in certshift); no statistics are available")]
+    Stopped,
+}
+
+enum Event {
+    Conn(ConnReport),
+    Rotation {
+        at: Instant,
+        kind: String,
+        serial: Option<String>,
+    },
+    RotationFailure {
+        at: Instant,
+        kind: String,
+        error: String,
+    },
+    Snapshot(oneshot::Sender<Snapshot>),
+}
+
+/// The single owner of all metric state. Runs until every handle is dropped.
+async fn aggregate(mut rx: mpsc::Receiver<Event>, mut state: Snapshot, dropped: Arc<AtomicU64>) {
+    while let Some(event) = rx.recv().await {
+        match event {
+            Event::Conn(report) => state.record_conn(report),
+            Event::Rotation { at, kind, serial } => state.record_rotation(at, &kind, serial),
+            Event::RotationFailure { at, kind, error } => {
+                state.record_rotation_failure(at, &kind, error)
+            }
+            Event::Snapshot(reply) => {
+                let mut snap = state.clone();
+                snap.set_taken(Instant::now(), dropped.load(Ordering::Relaxed));
+                // The requester may have given up (e.g. an HTTP client went
+                // away); nothing to do then.
+                let _ = reply.send(snap);
+            }
+        }
+    }
+}
+
+/// The wall-clock time of `start`, for anchoring relative times in exports.
+fn unix_ms_at(start: Instant) -> u64 {
+    let now = SystemTime::now() - Instant::now().saturating_duration_since(start);
+    now.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(start: Instant, variant: &str, expect: Expect, outcome: Outcome) -> ConnReport {
+        ConnReport {
+            at: start,
+            variant: variant.to_string(),
+            expect,
+            outcome,
+            http_status: None,
+            phases: Phases::default().with(Phase::UpstreamHandshake, Duration::from_millis(2)),
+        }
+    }
+
+    #[test]
+    fn phase_names_are_the_contract() {
+        let names: Vec<&str> = Phase::ALL.iter().map(|p| p.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "downstream_handshake",
+                "upstream_connect",
+                "upstream_handshake",
+                "first_byte",
+                "lifetime"
+            ]
+        );
+        let p = Phases::default().with(Phase::FirstByte, Duration::from_millis(7));
+        assert_eq!(p.get(Phase::FirstByte), Some(Duration::from_millis(7)));
+        assert_eq!(p.get(Phase::Lifetime), None);
+    }
+
+    #[test]
+    fn handle_can_be_shared_across_tasks() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        shareable::<Metrics>();
+    }
+
+    #[tokio::test]
+    async fn snapshot_sees_every_report_recorded_before_it() {
+        let start = Instant::now();
+        let m = Metrics::start_at(start);
+        for _ in 0..1000 {
+            m.record(report(start, "valid", Expect::Accept, Outcome::Http(200)));
+        }
+        let s = m.snapshot().await.unwrap();
+        assert_eq!(s.totals().connections, 1000);
+        assert_eq!(s.phase(Phase::UpstreamHandshake).count(), 1000);
+        assert_eq!(s.totals().dropped_events, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reports_from_many_tasks_are_all_counted() {
+        let start = Instant::now();
+        let m = Metrics::start_at(start);
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let m = m.clone();
+                tokio::spawn(async move {
+                    for _ in 0..250 {
+                        m.record(report(start, "expired", Expect::Reject, Outcome::Reset));
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let s = m.snapshot().await.unwrap();
+        assert_eq!(s.totals().connections, 2000);
+        assert_eq!(s.variant("expired").unwrap().outcomes["reset"], 2000);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        let start = Instant::now();
+        // Current-thread runtime: the aggregator cannot run until we await,
+        // so exactly `capacity` events fit.
+        let m = Metrics::spawn(start, 2);
+        for _ in 0..5 {
+            m.record(report(start, "valid", Expect::Accept, Outcome::Ok));
+        }
+        m.rotation(start, "client", None);
+        let s = m.snapshot().await.unwrap();
+        assert_eq!(s.totals().connections, 2);
+        assert_eq!(s.totals().dropped_events, 4);
+        assert_eq!(s.to_stats_json()["dropped_events"], 4);
+    }
+
+    #[tokio::test]
+    async fn rotations_reach_stats_and_timeline_through_the_channel() {
+        let start = Instant::now();
+        let m = Metrics::start_at(start);
+        m.rotation(
+            start + Duration::from_millis(1_234),
+            "server",
+            Some("2a".into()),
+        );
+        m.rotation_failure(
+            start + Duration::from_millis(2_000),
+            "client",
+            "key does not match".into(),
+        );
+        let s = m.snapshot().await.unwrap();
+        let stats = s.to_stats_json();
+        assert_eq!(stats["rotations"]["server"], 1);
+        assert_eq!(stats["rotation_failures"]["client"], 1);
+        assert_eq!(stats["last_rotation"]["serial"], "2a");
+        assert_eq!(stats["last_rotation_error"]["error"], "key does not match");
+        let tl = s.timeline_json();
+        assert_eq!(tl["rotations"][0]["t_ms"], 1_234);
+        assert_eq!(tl["rotation_failures"][0]["t_ms"], 2_000);
+    }
+}
