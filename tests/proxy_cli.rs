@@ -1,0 +1,425 @@
+//! `certshift proxy` as a user runs it: startup lines, the admin API
+//! (stats, Prometheus metrics, timeline, rotate, token), the final summary
+//! on SIGTERM, and configuration errors.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use certshift::serve::Mode;
+use common::*;
+
+struct Running {
+    child: Child,
+    lines: Vec<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start the binary and read its first `n` stdout lines.
+fn spawn(args: &[String], n: usize) -> Running {
+    let mut child = certshift()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..n {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        lines.push(l.trim().to_string());
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while out.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+    Running { child, lines }
+}
+
+fn after<'a>(lines: &'a [String], prefix: &str) -> &'a str {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` line in {lines:?}"))
+}
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (body.to_string(), code.to_string())
+}
+
+type Labels = Vec<(String, String)>;
+type Sample = (String, Labels, f64);
+
+/// A strict parser of the Prometheus text format: every line is a comment
+/// (`# HELP name ...`, `# TYPE name counter|gauge|histogram|summary|untyped`)
+/// or a sample `name{label="value",...} float`. Returns the samples.
+fn parse_prometheus(text: &str) -> Vec<Sample> {
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(c) = line.strip_prefix("# ") {
+            let mut parts = c.splitn(3, ' ');
+            let (kind, name, rest) = (
+                parts.next().unwrap(),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+            );
+            assert!(name_ok(name), "bad name in {line:?}");
+            match kind {
+                "HELP" => {}
+                "TYPE" => assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&rest),
+                    "{line:?}"
+                ),
+                _ => panic!("unknown comment {line:?}"),
+            }
+            continue;
+        }
+        assert!(!line.is_empty(), "empty line in exposition");
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line:?}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            None => (series, Vec::new()),
+            Some((n, rest)) => {
+                let body = rest
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels: {line:?}"));
+                let mut labels = Vec::new();
+                let mut chars = body.chars().peekable();
+                while chars.peek().is_some() {
+                    let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+                    assert_eq!(chars.next(), Some('"'), "{line:?}");
+                    let mut val = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('\\') => val.push(chars.next().unwrap()),
+                            Some('"') => break,
+                            Some(c) => val.push(c),
+                            None => panic!("unterminated label value: {line:?}"),
+                        }
+                    }
+                    assert!(name_ok(&key), "bad label name in {line:?}");
+                    labels.push((key, val));
+                    if chars.peek() == Some(&',') {
+                        chars.next();
+                    }
+                }
+                (n, labels)
+            }
+        };
+        assert!(name_ok(name), "bad metric name in {line:?}");
+        samples.push((name.to_string(), labels, value));
+    }
+    samples
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_api_metrics_stats_timeline_rotate_and_the_summary_on_sigterm() {
+    let pki = TestPki::default_flat();
+    let serve = start_serve(&pki, Mode::Strict).await;
+    let json = pki.file("summary.json");
+    let dir = pki.path().to_str().unwrap().to_string();
+    let args: Vec<String> = [
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--upstream",
+        &serve.addr.to_string(),
+        "--upstream-name",
+        "localhost",
+        "--pki",
+        &dir,
+        "--present",
+        "valid=80,expired=20",
+        "--seed",
+        "42",
+        "--json",
+        json.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut p = spawn(&args, 3);
+    let listen = after(&p.lines, "listening on ").to_string();
+    let admin = after(&p.lines, "admin on ").to_string();
+    assert_eq!(
+        after(&p.lines, "presenting: "),
+        "weights valid=80 expired=20, seed 42"
+    );
+
+    // Before any traffic every contract family is declared.
+    let (metrics, code) = curl(&[&format!("http://{admin}/metrics")]);
+    assert_eq!(code, "200");
+    for family in [
+        "certshift_connections_total",
+        "certshift_unexpected_accept_total",
+        "certshift_unexpected_reject_total",
+        "certshift_rotations_total",
+        "certshift_rotation_failures_total",
+        "certshift_handshake_duration_seconds",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {family} ")),
+            "{family} must be declared before its first sample"
+        );
+    }
+    parse_prometheus(&metrics);
+
+    for _ in 0..20 {
+        curl(&[&format!("http://{listen}/api/x")]);
+    }
+    let (metrics, _) = curl(&[&format!("http://{admin}/metrics")]);
+    let samples = parse_prometheus(&metrics);
+    let sum = |name: &str, pred: &dyn Fn(&Labels) -> bool| -> f64 {
+        samples
+            .iter()
+            .filter(|(n, l, _)| n == name && pred(l))
+            .map(|(_, _, v)| v)
+            .sum()
+    };
+    assert_eq!(sum("certshift_connections_total", &|_| true), 20.0);
+    let upstream = |l: &Labels| l.iter().any(|(k, v)| k == "side" && v == "upstream");
+    assert_eq!(
+        sum("certshift_handshake_duration_seconds_count", &upstream),
+        20.0
+    );
+    let label = |k: &'static str, v: &'static str| {
+        move |l: &Labels| l.iter().any(|(a, b)| a == k && b == v)
+    };
+    let expired = sum("certshift_connections_total", &label("variant", "expired"));
+    assert!(
+        expired > 0.0 && expired < 10.0,
+        "seed 42 picks some expired: {expired}"
+    );
+    assert_eq!(sum("certshift_unexpected_accept_total", &|_| true), 0.0);
+
+    let (stats, code) = curl(&[&format!("http://{admin}/stats")]);
+    assert_eq!(code, "200");
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["connections"]["total"], 20);
+    assert_eq!(stats["seed"], 42);
+    assert_eq!(
+        stats["outcomes"]["expired"]["alert:certificate_expired"].as_f64(),
+        Some(expired)
+    );
+    for k in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(
+            stats["latency_us"]["upstream_handshake"][k]
+                .as_u64()
+                .unwrap()
+                > 0,
+            "{k}"
+        );
+    }
+
+    // POST /rotate?mint mints a new identity and it lands on the timeline.
+    let (rotated, code) = curl(&["-X", "POST", &format!("http://{admin}/rotate?mint")]);
+    assert_eq!(code, "200", "{rotated}");
+    let serial = serde_json::from_str::<serde_json::Value>(&rotated).unwrap()["minted_serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (timeline, _) = curl(&[&format!("http://{admin}/timeline")]);
+    let timeline: serde_json::Value = serde_json::from_str(&timeline).unwrap();
+    assert_eq!(timeline["bucket_ms"], 100);
+    assert!(timeline["rotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["serial"] == serial.as_str()));
+    let (body, _) = curl(&[&format!("http://{listen}/api/x")]);
+    // 80% valid: retry a few times to land on the valid identity.
+    let mut seen = body;
+    for _ in 0..10 {
+        if seen.contains(&serial) {
+            break;
+        }
+        seen = curl(&[&format!("http://{listen}/api/x")]).0;
+    }
+    assert!(
+        seen.contains(&serial),
+        "the service must see the minted serial: {seen}"
+    );
+    let (_, code) = curl(&["-X", "GET", &format!("http://{admin}/rotate")]);
+    assert_eq!(code, "405");
+
+    // SIGTERM: drain, print the summary, write the JSON, exit 0 (no wrong verdicts).
+    let pid = p.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "proxy must exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(summary["stats"]["connections"]["total"].as_u64().unwrap() >= 21);
+    assert_eq!(summary["stats"]["rotations"]["client"], 1);
+    assert!(summary["timeline"]["buckets"]
+        .as_array()
+        .is_some_and(|b| !b.is_empty()));
+    serve.stop().await;
+}
+
+#[test]
+fn admin_token_is_required_off_loopback_and_checked_when_set() {
+    let pki = TestPki::default_flat();
+    let dir = pki.path().to_str().unwrap();
+    let out = certshift()
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "0.0.0.0:0",
+            "--upstream",
+            "127.0.0.1:9",
+            "--pki",
+            dir,
+        ])
+        .env_remove("CERTSHIFT_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--admin") && err.contains("--admin-token"),
+        "{err}"
+    );
+
+    // With a token (on loopback here), every request must carry it.
+    let args: Vec<String> = [
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--admin-token",
+        "s3cret",
+        "--upstream",
+        "127.0.0.1:9",
+        "--pki",
+        dir,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let p = spawn(&args, 2);
+    let admin = after(&p.lines, "admin on ");
+    let (_, code) = curl(&[&format!("http://{admin}/stats")]);
+    assert_eq!(code, "401");
+    let (_, code) = curl(&[
+        "-H",
+        "Authorization: Bearer wrong",
+        &format!("http://{admin}/stats"),
+    ]);
+    assert_eq!(code, "401");
+    let (_, code) = curl(&[
+        "-H",
+        "Authorization: Bearer s3cret",
+        &format!("http://{admin}/healthz"),
+    ]);
+    assert_eq!(code, "200");
+}
+
+#[test]
+fn configuration_errors_name_the_flag_and_exit_2() {
+    let pki = TestPki::default_flat();
+    let dir = pki.path().to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let out = certshift()
+            .args(["proxy", "--listen", "127.0.0.1:0", "--admin", "off"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &[
+                "--upstream",
+                "127.0.0.1:9",
+                "--pki",
+                dir,
+                "--present",
+                "valid=90,expird=10",
+            ],
+            "expird",
+        ),
+        (
+            &[
+                "--upstream",
+                "127.0.0.1:9",
+                "--pki",
+                dir,
+                "--present-sequence",
+                "valid,missing-intermediate",
+            ],
+            "missing-intermediate",
+        ),
+        (&["--upstream", "127.0.0.1:9"], "--client-cert"),
+        (&["--upstream", "no-port", "--pki", dir], "--upstream"),
+        (
+            &[
+                "--upstream",
+                "127.0.0.1:9",
+                "--pki",
+                dir,
+                "--on-rotate",
+                "later",
+            ],
+            "drain:",
+        ),
+    ];
+    for (args, needle) in cases {
+        let (code, err) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
