@@ -1,0 +1,171 @@
+//! The proxy's cost: one mTLS experiment through the proxy (TLS terminated
+//! and re-originated, handshakes on both sides) against the same experiment
+//! direct to the service, and relay throughput for a bulk transfer. All
+//! in-process on loopback, against `serve --mode strict` (or, for bulk, a
+//! strict mTLS server that streams a fixed body).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use certshift::creds;
+use certshift::metrics::Metrics;
+use certshift::pki::{self, PkiOptions};
+use certshift::probe::{self, Probe};
+use certshift::proxy::{Proxy, ProxyArgs, TlsMode};
+use certshift::serve::{ServeArgs, Service};
+use certshift::tls::{client_config, ClientCert, Outcome, TlsVersions};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BULK: usize = 16 * 1024 * 1024;
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+async fn start_serve(dir: &std::path::Path) -> SocketAddr {
+    let args = ServeArgs {
+        listen: loopback(),
+        pki: Some(dir.to_path_buf()),
+        no_watch: true,
+        ..ServeArgs::default()
+    };
+    let service = Service::bind(args.into_config().unwrap()).await.unwrap();
+    let addr = service.local_addr();
+    tokio::spawn(service.run(std::future::pending(), Duration::from_secs(1)));
+    addr
+}
+
+async fn start_proxy(
+    dir: &std::path::Path,
+    upstream: SocketAddr,
+    listen_tls: TlsMode,
+) -> SocketAddr {
+    let mut a = ProxyArgs::for_upstream(&upstream.to_string());
+    a.listen = loopback();
+    a.listen_tls = listen_tls;
+    a.admin = "off".into();
+    a.pki = Some(dir.to_path_buf());
+    a.upstream_name = Some("localhost".into());
+    a.no_watch = true;
+    let proxy = Proxy::bind(a.into_config().unwrap(), Metrics::start())
+        .await
+        .unwrap();
+    let addr = proxy.local_addr();
+    tokio::spawn(proxy.run(std::future::pending()));
+    addr
+}
+
+/// A strict mTLS server that writes `BULK` bytes to every client, then closes.
+async fn start_bulk_server(dir: &std::path::Path) -> SocketAddr {
+    let files = creds::ServerFiles {
+        cert: dir.join("server/tls.crt"),
+        key: dir.join("server/tls.key"),
+        client_cas: vec![dir.join("ca/ca.crt")],
+        crls: vec![],
+    };
+    let (material, _) = files.load(&["cluster.local".to_string()]).unwrap();
+    let config = certshift::tls::server_config(
+        material,
+        certshift::tls::ClientAuth::Required,
+        &TlsVersions::all(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let chunk = vec![0x5au8; 64 * 1024];
+        while let Ok((s, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let chunk = chunk.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(s).await {
+                    // Read the request first: closing with unread input makes
+                    // the kernel reset the connection and drop data in flight.
+                    let mut req = [0u8; 2];
+                    if tls.read_exact(&mut req).await.is_err() {
+                        return;
+                    }
+                    for _ in 0..BULK / chunk.len() {
+                        if tls.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn proxy_benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = PkiOptions {
+        services: vec!["order-service".into()],
+        ..PkiOptions::default()
+    };
+    pki::init(dir.path(), &opts, false).unwrap();
+    let (serve, proxy_mtls, bulk_proxy) = rt.block_on(async {
+        let serve = start_serve(dir.path()).await;
+        let proxy_mtls = start_proxy(dir.path(), serve, TlsMode::Mtls).await;
+        let bulk = start_bulk_server(dir.path()).await;
+        let bulk_proxy = start_proxy(dir.path(), bulk, TlsMode::Off).await;
+        (serve, proxy_mtls, bulk_proxy)
+    });
+    let roots = creds::load_roots(&[dir.path().join("ca/ca.crt")]).unwrap();
+    let cert = creds::load_certified_key(
+        &dir.path().join("clients/order-service/tls.crt"),
+        &dir.path().join("clients/order-service/tls.key"),
+    )
+    .unwrap();
+    let config =
+        Arc::new(client_config(roots, ClientCert::Always(cert), &TlsVersions::all()).unwrap());
+    let name = ServerName::try_from("localhost").unwrap();
+
+    let mut group = c.benchmark_group("mtls_request");
+    group
+        .measurement_time(Duration::from_secs(4))
+        .sample_size(50);
+    for (label, addr) in [("direct", serve), ("proxied", proxy_mtls)] {
+        let p = Probe::new(addr, Some((config.clone(), name.clone())));
+        group.bench_function(label, |b| {
+            b.to_async(&rt).iter(|| async {
+                assert_eq!(probe::run(&p).await.outcome, Outcome::Http(200));
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("relay");
+    group
+        .throughput(Throughput::Bytes(BULK as u64))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
+    group.bench_function("bulk_16MiB_plain_in_mtls_out", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut s = tokio::net::TcpStream::connect(bulk_proxy).await.unwrap();
+            s.write_all(b"go").await.unwrap();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut total = 0;
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+            assert_eq!(total, BULK, "bytes relayed");
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, proxy_benches);
+criterion_main!(benches);
