@@ -30,6 +30,7 @@
 //! `pki`; nothing below depends on what is above it.
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod admin;
 pub mod cli;
 pub mod creds;

@@ -10,6 +10,7 @@
 //! `tls::Outcome`), or keeps statistics itself (that is `metrics`).
 
 mod config;
+pub mod file;
 mod relay;
 mod rotation;
 
@@ -24,12 +25,13 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 pub use config::{split_host_port, ConfigError, OnRotate, ProxyArgs, ProxyConfig, TlsMode};
 pub use relay::{http_status, relay, Relayed};
 pub use rotation::{Rotating, KIND_CLIENT, KIND_SERVER, KIND_TRUST};
 
+use crate::accept::{serve_connections, RunState};
 use crate::creds::{self, CredError, ReloaderHandle};
 use crate::metrics::{ConnReport, Metrics, Phase, Phases};
 use crate::pki::Variant;
@@ -136,44 +138,16 @@ impl Proxy {
     /// Proxy until `shutdown` resolves; then stop accepting, wait up to
     /// `--drain-timeout` for open connections, and close the rest.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let max = self.shared.cfg.max_connections;
-        let limit = Arc::new(Semaphore::new(max));
-        let (closing_tx, closing_rx) = watch::channel(false);
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                _ = &mut shutdown => break,
-                p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            };
-            let (stream, peer) = tokio::select! {
-                _ = &mut shutdown => break,
-                r = self.listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let shared = self.shared.clone();
-            let closing = closing_rx.clone();
-            tokio::spawn(async move {
-                connection(shared, stream, peer, closing).await;
-                drop(permit);
-            });
-        }
-        drop(self.listener);
-        let all = u32::try_from(max).unwrap_or(u32::MAX);
-        let drain = self.shared.cfg.drain_timeout;
-        if tokio::time::timeout(drain, limit.acquire_many(all))
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections still open after --drain-timeout {drain:?}; closing them");
-            let _ = closing_tx.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(2), limit.acquire_many(all)).await;
-        }
+        let shared = self.shared.clone();
+        let (max, drain) = (shared.cfg.max_connections, shared.cfg.drain_timeout);
+        serve_connections(
+            self.listener,
+            max,
+            shutdown,
+            drain,
+            move |stream, peer, phase| connection(shared.clone(), stream, peer, phase),
+        )
+        .await;
     }
 }
 
@@ -237,7 +211,7 @@ async fn connection(
     shared: Arc<Shared>,
     down: TcpStream,
     peer: SocketAddr,
-    closing: watch::Receiver<bool>,
+    closing: watch::Receiver<RunState>,
 ) {
     let at = Instant::now();
     let _ = down.set_nodelay(true);
@@ -304,7 +278,7 @@ async fn experiment(
     presented: Presented,
     phases: &mut Phases,
     mut down: Box<dyn Io>,
-    closing: watch::Receiver<bool>,
+    closing: watch::Receiver<RunState>,
     client_gen: watch::Receiver<u64>,
     server_gen: watch::Receiver<u64>,
 ) -> (Outcome, Option<u16>, bool) {
@@ -375,7 +349,7 @@ async fn experiment(
 async fn cancel_on(
     cfg: &ProxyConfig,
     presented: Presented,
-    mut closing: watch::Receiver<bool>,
+    mut closing: watch::Receiver<RunState>,
     mut client_gen: watch::Receiver<u64>,
     mut server_gen: watch::Receiver<u64>,
 ) {
@@ -400,7 +374,8 @@ async fn cancel_on(
     };
     tokio::select! {
         _ = policy => {}
-        _ = closing.wait_for(|c| *c) => {}
+        // Draining lets a connection finish; only Closing cuts it.
+        _ = closing.wait_for(|p| *p >= RunState::Closing) => {}
     }
 }
 

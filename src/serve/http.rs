@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::policy::principal_from_spiffe_id;
-use super::{Phase, Shared};
+use super::{RunState, Shared};
 use crate::tls::{spiffe_id_of, TlsVersion};
 
 /// What the service knows about the peer of one connection.
@@ -65,7 +65,7 @@ pub(crate) async fn serve<S>(
     shared: Arc<Shared>,
     io: S,
     peer: Peer,
-    mut phase: watch::Receiver<Phase>,
+    mut phase: watch::Receiver<RunState>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -91,11 +91,11 @@ pub(crate) async fn serve<S>(
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
         }
-        _ = async { drop(phase.wait_for(|p| *p >= Phase::Draining).await) } => {
+        _ = async { drop(phase.wait_for(|p| *p >= RunState::Draining).await) } => {
             conn.as_mut().graceful_shutdown();
             tokio::select! {
                 _ = conn.as_mut() => {}
-                _ = async { drop(phase.wait_for(|p| *p >= Phase::Closing).await) } => {}
+                _ = async { drop(phase.wait_for(|p| *p >= RunState::Closing).await) } => {}
             }
         }
     }

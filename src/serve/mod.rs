@@ -22,12 +22,13 @@ use std::time::Duration;
 use rustls::ServerConfig;
 use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 pub use crate::creds::ServerFiles;
 pub use config::{Mode, ServeArgs, ServeConfig, ServeError};
 pub use policy::{Policy, PolicyError};
 
+use crate::accept::{serve_connections, RunState};
 use crate::creds::{self, CredError, Live, ReloadStatus, ReloaderHandle};
 use crate::tls;
 
@@ -50,16 +51,6 @@ pub(crate) struct Shared {
     /// older files last. Never taken on the handshake or request path.
     reload_lock: Mutex<()>,
     counters: Counters,
-}
-
-/// Shutdown phases sent to connection tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Phase {
-    Serving,
-    /// Finish the request in flight, then close.
-    Draining,
-    /// The grace period is over: close now.
-    Closing,
 }
 
 /// A bound service, not yet accepting.
@@ -130,48 +121,16 @@ impl Service {
     /// Serve until `shutdown` resolves, then stop accepting, give open
     /// connections `grace` to finish their request, and close the rest.
     pub async fn run(self, shutdown: impl Future<Output = ()>, grace: Duration) {
-        let max = self.shared.cfg.max_connections;
-        let limit = Arc::new(Semaphore::new(max));
-        let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
-        tokio::pin!(shutdown);
-        loop {
-            // Take a slot before accepting: past the cap, clients wait in the
-            // backlog instead of being accepted and starved.
-            let permit = tokio::select! {
-                _ = &mut shutdown => break,
-                p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            };
-            let (stream, peer) = tokio::select! {
-                _ = &mut shutdown => break,
-                r = self.listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let shared = self.shared.clone();
-            let phase = phase_rx.clone();
-            tokio::spawn(async move {
-                connection(shared, stream, peer, phase).await;
-                drop(permit);
-            });
-        }
-        drop(self.listener);
-        // Every slot back means every connection task has ended.
-        let all = u32::try_from(max).unwrap_or(u32::MAX);
-        let _ = phase_tx.send(Phase::Draining);
-        if tokio::time::timeout(grace, limit.acquire_many(all))
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections still open after the {grace:?} grace period; closing them");
-            let _ = phase_tx.send(Phase::Closing);
-            let _ = tokio::time::timeout(Duration::from_secs(1), limit.acquire_many(all)).await;
-        }
+        let shared = self.shared.clone();
+        let max = shared.cfg.max_connections;
+        serve_connections(
+            self.listener,
+            max,
+            shutdown,
+            grace,
+            move |stream, peer, phase| connection(shared.clone(), stream, peer, phase),
+        )
+        .await;
     }
 }
 
@@ -261,7 +220,7 @@ async fn connection(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
-    phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<RunState>,
 ) {
     let c = &shared.counters;
     c.connections.fetch_add(1, Ordering::Relaxed);
