@@ -5,14 +5,17 @@
 //! handshakes over real sockets.
 //!
 //! ```text
+//!  client ──TCP/TLS/mTLS──▶ [proxy: listener] ──▶ [relay] ──▶ [connector] ──TLS + chosen cert──▶ service
+//!                               │                  │              ▲
+//!                         server creds         metrics        plan picks the credential;
+//!                          (rotating)      (histograms,      creds holds the live identity
+//!                                           timeline)        and the PKI's bad variants
+//!
 //!  pki ──writes──▶ test PKI on disk (manifest.toml: every credential and its expected verdict)
-//!                        │
-//!  creds ──loads, checks, publishes (Live<T>, reload on file change / SIGHUP)
-//!                        │
-//!  tls ──builds rustls configs from checked material; classifies failures (Outcome)
-//!                        │
-//!  probe ──one client experiment: connect, handshake with a chosen cert, request, verdict
-//!  serve ──the reference mTLS service (modes, policy) that probes are judged against
+//!  creds ──loads, checks, publishes (Live<T>); reload on file change / SIGHUP
+//!  tls ──rustls configs from checked material; Outcome and Verdict of every attempt
+//!  probe ──one client experiment: connect, handshake with a chosen cert, request
+//!  serve ──the reference mTLS service (modes, policy) experiments are judged against
 //!  demo  ──every credential × TLS 1.2/1.3 against a strict serve, as a table
 //! ```
 //!
@@ -22,12 +25,18 @@
 //! | [`pki`] | test PKI generation (rcgen), the variant catalogue, `manifest.toml`, inspection |
 //! | [`creds`] | loading and checking credential files; live values and reload triggers |
 //! | [`tls`] | rustls config builders, SPIFFE and accept-anything verifiers, [`tls::Outcome`] |
+//! | [`plan`] | which credential each proxied connection presents, and its expected verdict |
+//! | [`metrics`] | per-connection reports aggregated off the hot path: HdrHistograms, counters, timeline, exporters |
+//! | [`accept`] | the accept loop shared by servers: connection cap, back-off, drain then close |
+//! | [`proxy`] | the intercepting proxy: listener, connector, relay, rotation sources, `--on-rotate` |
+//! | [`admin`] | the proxy's admin HTTP API (stats, Prometheus metrics, timeline, rotate) |
 //! | [`probe`] | one connection experiment with per-phase timeouts |
 //! | [`serve`] | the reference mTLS HTTP/1.1 service with an Istio-style policy |
 //! | [`demo`] | the README's main job |
 //!
-//! Dependencies point down: `demo` and `serve` use `probe`, `tls`, `creds`,
-//! `pki`; nothing below depends on what is above it.
+//! Dependencies point down the data flow: `demo`, `proxy`, `admin` and
+//! `serve` use `plan`, `metrics`, `probe`, `tls`, `creds`, `pki`; nothing
+//! below depends on what is above it.
 #![forbid(unsafe_code)]
 
 pub mod accept;
