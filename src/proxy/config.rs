@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
 
+use super::file::{self, ConfigFile, FileError};
 use crate::creds::ServerFiles;
 use crate::pki::{Manifest, Role};
 use crate::plan::{Plan, PlanError};
@@ -61,6 +62,10 @@ impl std::str::FromStr for OnRotate {
 /// `certshift proxy` options.
 #[derive(Debug, Clone, Args)]
 pub struct ProxyArgs {
+    // `--config FILE`. First: it records which flags were given before the
+    // fields below take their values out of the matches (see `file.rs`).
+    #[command(flatten)]
+    pub config: ConfigFile,
     /// Downstream address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:15001")]
     pub listen: SocketAddr,
@@ -81,8 +86,14 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "FILE")]
     pub listen_crl: Vec<PathBuf>,
 
-    /// The service to forward to.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// The service to forward to (required unless --config sets upstream).
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        required_unless_present = "config",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub upstream: String,
     /// TLS toward the service.
     #[arg(long, value_enum, default_value_t = TlsMode::Mtls)]
@@ -199,6 +210,8 @@ pub enum ConfigError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Pki(#[from] crate::pki::PkiError),
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 fn flag(flag: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -250,7 +263,7 @@ pub struct ProxyConfig {
 }
 
 impl ProxyArgs {
-    pub fn into_config(self) -> Result<ProxyConfig, ConfigError> {
+    fn validate(self) -> Result<ProxyConfig, ConfigError> {
         let manifest = self.pki.as_deref().map(Manifest::load).transpose()?;
         let pki = |rel: &str| self.pki.as_deref().map(|d: &Path| d.join(rel));
 
@@ -497,4 +510,16 @@ pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
         .unwrap_or(host);
     (!host.is_empty()).then_some(())?;
     Some((host, port.parse().ok()?))
+}
+
+impl ProxyArgs {
+    /// Merges `--config FILE` under the given flags (`file.rs`), then
+    /// validates the result once, whichever source each setting came from.
+    pub fn into_config(self) -> Result<ProxyConfig, ConfigError> {
+        let (args, origin) = file::merge(self)?;
+        args.validate().map_err(|e| match origin {
+            Some(o) => o.blame(e),
+            None => e,
+        })
+    }
 }
