@@ -170,3 +170,64 @@ async fn the_downstream_server_certificate_rotates_on_file_change() {
     assert_eq!(snap.to_stats_json()["rotations"]["server"], 1);
     serve.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upstream_crl_rotates_with_the_trust_bundle() {
+    let pki = TestPki::default_flat();
+    let serve = start_serve(&pki, Mode::Strict).await;
+    let ca = certshift::pki::Authority::from_pem(
+        &std::fs::read_to_string(pki.file("ca/ca.crt")).unwrap(),
+        &std::fs::read_to_string(pki.file("ca/ca.key")).unwrap(),
+    )
+    .unwrap();
+    let server_serial = &pki
+        .manifest
+        .find(certshift::pki::Role::Server, "server")
+        .unwrap()
+        .serial;
+    let crl_revoking = |serials: &[&str]| {
+        let serials: Vec<_> = serials
+            .iter()
+            .map(|s| certshift::pki::serial_number(s).unwrap())
+            .collect();
+        ca.crl(
+            &serials,
+            time::OffsetDateTime::now_utc(),
+            Duration::from_secs(86400),
+        )
+        .unwrap()
+    };
+    let crl = pki.file("upstream-crl.pem");
+    std::fs::write(&crl, crl_revoking(&[server_serial])).unwrap();
+    let mut args = proxy_args(&pki, serve.addr);
+    args.upstream_crl = vec![crl.clone()];
+    let proxy = start_proxy(args).await;
+    let r = probe_plain(proxy.addr, "/").await;
+    assert_eq!(r.outcome, Outcome::Http(502));
+    assert!(
+        r.body_text().contains("verify:revoked"),
+        "{}",
+        r.body_text()
+    );
+
+    // A new CRL without the service's serial: the bundle rotates, traffic flows.
+    let tmp = pki.file("crl.tmp");
+    std::fs::write(&tmp, crl_revoking(&["0A"])).unwrap();
+    std::fs::rename(&tmp, &crl).unwrap();
+    let live = proxy.handle.rotating().upstream_roots.clone();
+    assert!(wait_until(Duration::from_secs(5), || live.status().reloads >= 1).await);
+    assert_eq!(
+        probe_plain(proxy.addr, "/").await.outcome,
+        Outcome::Http(200)
+    );
+    let snap = proxy.stop().await;
+    assert_eq!(snap.to_stats_json()["rotations"]["trust-bundle"], 1);
+    assert_eq!(
+        snap.variant("valid")
+            .unwrap()
+            .outcomes
+            .get("verify:revoked"),
+        Some(&1)
+    );
+    serve.stop().await;
+}

@@ -101,6 +101,9 @@ pub struct ProxyArgs {
     /// CA bundle the service's certificate must chain to (repeatable; default with --pki: ca/ca.crt).
     #[arg(long, value_name = "FILE")]
     pub upstream_ca: Vec<PathBuf>,
+    /// CRL the service's certificate is checked against (repeatable; rotates with the trust bundle).
+    #[arg(long, value_name = "FILE")]
+    pub upstream_crl: Vec<PathBuf>,
     /// Name sent as SNI and verified in the service's certificate (default: the host part of --upstream).
     #[arg(long, value_name = "NAME")]
     pub upstream_name: Option<String>,
@@ -239,6 +242,7 @@ pub struct ProxyConfig {
     pub upstream_tls: TlsMode,
     pub upstream_name: String,
     pub upstream_cas: Vec<PathBuf>,
+    pub upstream_crls: Vec<PathBuf>,
     pub upstream_spiffe_id: Option<String>,
     pub versions: TlsVersions,
     pub trust_domains: Vec<String>,
@@ -468,6 +472,7 @@ impl ProxyArgs {
             upstream: self.upstream.clone(),
             upstream_tls: self.upstream_tls,
             upstream_cas,
+            upstream_crls: self.upstream_crl.clone(),
             upstream_spiffe_id: self.upstream_spiffe_id,
             versions: self.tls_versions,
             trust_domains,

@@ -19,7 +19,7 @@
 //! | `listen`, `upstream`, `admin` | string: `"IP:PORT"`, `"HOST:PORT"`, `"IP:PORT"` or `"off"` |
 //! | `listen_tls`, `upstream_tls` | string: `"off"`, `"tls"` or `"mtls"` |
 //! | `listen_cert`, `listen_key`, `client_cert`, `client_key`, `pki`, `rotate_ca_cert`, `rotate_ca_key`, `json` | string: a path |
-//! | `listen_client_ca`, `listen_crl`, `upstream_ca` | a path or an array of paths |
+//! | `listen_client_ca`, `listen_crl`, `upstream_ca`, `upstream_crl` | a path or an array of paths |
 //! | `upstream_name`, `upstream_spiffe_id`, `identity`, `admin_token` | string |
 //! | `tls_versions` | string: `"1.2"`, `"1.3"` or `"1.2,1.3"` |
 //! | `present` | string: `"valid=90,expired=5,none=5"` |
@@ -286,6 +286,7 @@ pub(crate) fn merge(mut args: ProxyArgs) -> Result<(ProxyArgs, Option<Origin>), 
         upstream: host_port,
         upstream_tls: tls_mode,
         upstream_ca: &paths,
+        upstream_crl: &paths,
         upstream_name: text_value => Some,
         upstream_spiffe_id: text_value => Some,
         tls_versions: tls_versions,
@@ -344,6 +345,7 @@ struct Raw {
     upstream: Option<Spanned<String>>,
     upstream_tls: Option<Spanned<String>>,
     upstream_ca: Option<Spanned<Paths>>,
+    upstream_crl: Option<Spanned<Paths>>,
     upstream_name: Option<Spanned<String>>,
     upstream_spiffe_id: Option<Spanned<String>>,
     tls_versions: Option<Spanned<String>>,

@@ -59,7 +59,7 @@ impl Rotating {
             }
             None => None,
         };
-        let (verifier, fp) = load_roots(&cfg.upstream_cas)?;
+        let (verifier, fp) = load_roots(&cfg.upstream_cas, &cfg.upstream_crls)?;
         let minter = match (&cfg.rotate_ca, &client) {
             (Some((cert, key)), Some(live)) => Some(Minter::new(cert, key, &live.current())?),
             _ => None,
@@ -88,6 +88,7 @@ impl Rotating {
             v.extend(files.all());
         }
         v.extend(self.cfg.upstream_cas.iter().cloned());
+        v.extend(self.cfg.upstream_crls.iter().cloned());
         v
     }
 
@@ -121,7 +122,7 @@ impl Rotating {
                 Err(e) => errors.push((KIND_SERVER, self.refused(live, KIND_SERVER, e))),
             }
         }
-        match load_roots(&self.cfg.upstream_cas) {
+        match load_roots(&self.cfg.upstream_cas, &self.cfg.upstream_crls) {
             Ok((v, fp)) => {
                 if self.upstream_roots.publish(v, fp) {
                     self.metrics.rotation(Instant::now(), KIND_TRUST, None);
@@ -218,7 +219,11 @@ fn load_server(
     ))
 }
 
-fn load_roots(cas: &[PathBuf]) -> Result<(Arc<dyn ServerCertVerifier>, Vec<u8>), CredError> {
+/// The upstream trust bundle (and CRLs) as a verifier; both rotate together.
+fn load_roots(
+    cas: &[PathBuf],
+    crl_files: &[PathBuf],
+) -> Result<(Arc<dyn ServerCertVerifier>, Vec<u8>), CredError> {
     let mut roots = rustls::RootCertStore::empty();
     let mut hash = Sha256::new();
     for ca in cas {
@@ -226,13 +231,19 @@ fn load_roots(cas: &[PathBuf]) -> Result<(Arc<dyn ServerCertVerifier>, Vec<u8>),
         hash.update(&bytes);
         creds::add_roots(&mut roots, ca, &bytes)?;
     }
+    let mut crls = Vec::new();
+    for crl in crl_files {
+        let bytes = creds::read(crl)?;
+        hash.update(&bytes);
+        crls.extend(creds::parse_crls(crl, &bytes)?);
+    }
     if roots.is_empty() {
         // Plaintext upstream: a verifier is never asked; keep one anyway so
         // the type is uniform. An empty store cannot verify anything.
         return Ok((Arc::new(NoRoots), hash.finalize().to_vec()));
     }
     Ok((
-        tls::webpki_server_verifier(roots, Vec::new())?,
+        tls::webpki_server_verifier(roots, crls)?,
         hash.finalize().to_vec(),
     ))
 }
