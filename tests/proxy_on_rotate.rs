@@ -20,12 +20,20 @@ async fn request(s: &mut TcpStream) -> Option<String> {
     s.write_all(b"GET /k HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .ok()?;
+    // Read until the JSON echo is complete: it may arrive in pieces.
+    let mut got = Vec::new();
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    (n > 0).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
+    while !got.ends_with(b"}") {
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    Some(String::from_utf8_lossy(&got).into_owned())
 }
 
 async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
@@ -50,8 +58,8 @@ async fn with_policy(policy: OnRotate) -> (bool, bool) {
         .rotating()
         .mint()
         .expect("mint a new client leaf");
-    let closed_fast = closed_within(&mut s, Duration::from_millis(300)).await;
-    let closed_later = closed_fast || closed_within(&mut s, Duration::from_secs(2)).await;
+    let closed_fast = closed_within(&mut s, Duration::from_millis(1000)).await;
+    let closed_later = closed_fast || closed_within(&mut s, Duration::from_secs(4)).await;
     proxy.stop().await;
     serve.stop().await;
     (closed_fast, closed_later)
@@ -65,7 +73,7 @@ async fn reset_closes_old_connections_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn drain_closes_them_after_the_grace() {
     assert_eq!(
-        with_policy(OnRotate::Drain(Duration::from_millis(800))).await,
+        with_policy(OnRotate::Drain(Duration::from_millis(2500))).await,
         (false, true)
     );
 }
@@ -78,7 +86,7 @@ async fn keep_leaves_them_serving_with_the_old_identity() {
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let before = request(&mut s).await.unwrap();
     let serial = proxy.handle.rotating().mint().unwrap();
-    assert!(!closed_within(&mut s, Duration::from_millis(300)).await);
+    assert!(!closed_within(&mut s, Duration::from_millis(500)).await);
     let after = request(&mut s)
         .await
         .expect("the kept connection still serves");

@@ -199,3 +199,54 @@ async fn a_kubernetes_secret_symlink_swap_rotates_the_client_credential() {
     assert_eq!(snap.to_stats_json()["rotations"]["client"], 1);
     serve.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_minted_leaf_survives_a_reload_of_unchanged_files() {
+    let pki = TestPki::default_flat();
+    let serve = start_serve(&pki, Mode::Strict).await;
+    let proxy = start_proxy(proxy_args(&pki, serve.addr)).await;
+    let rotating = proxy.handle.rotating().clone();
+    let serial = rotating.mint().unwrap();
+    let reloads = rotating.client.as_ref().unwrap().status().reloads;
+    assert!(rotating.reload_files().is_empty());
+    assert_eq!(
+        rotating.client.as_ref().unwrap().status().reloads,
+        reloads,
+        "unchanged files are no rotation"
+    );
+    assert_eq!(
+        echo(&probe_plain(proxy.addr, "/").await)["serial"],
+        serial.as_str(),
+        "the minted identity keeps serving"
+    );
+    proxy.stop().await;
+    serve.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_without_a_request_is_no_wrong_verdict() {
+    let pki = TestPki::default_flat();
+    let serve = start_serve(&pki, Mode::Strict).await;
+    let proxy = start_proxy(proxy_args(&pki, serve.addr)).await;
+    // A TCP health check: connect, close.
+    drop(tokio::net::TcpStream::connect(proxy.addr).await.unwrap());
+    let mut recorded = false;
+    for _ in 0..150 {
+        if proxy.metrics.snapshot().await.unwrap().totals().connections == 1 {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(recorded, "the connection must be recorded");
+    let snap = proxy.stop().await;
+    let v = snap.variant("valid").unwrap();
+    assert_eq!(v.unexpected_reject, 0, "{:?}", v.outcomes);
+    assert_eq!(
+        v.outcomes.get("client_closed"),
+        Some(&1),
+        "{:?}",
+        v.outcomes
+    );
+    serve.stop().await;
+}

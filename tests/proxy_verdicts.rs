@@ -68,7 +68,14 @@ async fn mtls_in_front_and_behind_and_the_proxy_refuses_a_client_without_a_certi
             "TLS {version}"
         );
     }
-    assert_eq!(proxy.handle.downstream_failures(), 4);
+    let h = proxy.handle.clone();
+    assert!(
+        wait_until(std::time::Duration::from_secs(3), || h
+            .downstream_failures()
+            == 4)
+        .await,
+        "4 refused downstream handshakes"
+    );
     let snap = proxy.stop().await;
     assert_eq!(
         snap.totals().connections,
@@ -127,6 +134,15 @@ async fn every_variant_gets_the_manifest_verdict_from_a_strict_service() {
                 *outcome == Outcome::Http(200),
                 want_ok,
                 "{p} over TLS {version}: {outcome}"
+            );
+            // The proxy's record of a refusal must be a refusal the service
+            // gave (a TLS alert), not a failure of ours.
+            let recorded = snap.variant(p.name()).unwrap();
+            let refused = recorded.outcomes.keys().all(|o| o.starts_with("alert:"));
+            assert_eq!(
+                refused, !want_ok,
+                "{p} over TLS {version}: {:?}",
+                recorded.outcomes
             );
         }
         let t = snap.totals();

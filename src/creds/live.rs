@@ -69,6 +69,17 @@ impl<T> Live<T> {
         true
     }
 
+    /// Publish a value that has no source file (minted in memory), keeping
+    /// the files' fingerprint: a later reload of unchanged files must not
+    /// put the old on-disk credential back.
+    pub fn publish_minted(&self, value: T) {
+        let _fp = lock(&self.fingerprint);
+        self.current.store(Arc::new(value));
+        let mut status = lock(&self.status);
+        status.reloads += 1;
+        status.last_reload = Some(SystemTime::now());
+    }
+
     /// A reload was refused; the current value stays.
     pub fn record_failure(&self, error: String) {
         let mut status = lock(&self.status);

@@ -144,7 +144,9 @@ impl Snapshot {
     pub(super) fn record_conn(&mut self, r: ConnReport) {
         let accepted = r.outcome.verdict() == Verdict::Accepted;
         let unexpected_accept = r.expect == Expect::Reject && accepted;
-        let unexpected_reject = r.expect == Expect::Accept && !accepted;
+        // A connection the client abandoned, or we cancelled, asked the
+        // service nothing: it is no availability failure.
+        let unexpected_reject = r.expect == Expect::Accept && !accepted && !r.outcome.not_judged();
         let outcome = r.outcome.to_string();
 
         let t = &mut self.totals;

@@ -326,6 +326,17 @@ impl ProxyArgs {
                 },
             ));
         }
+        if self.upstream_tls != TlsMode::Mtls
+            && plan.items().iter().any(|(p, w)| {
+                *w > 0
+                    && !matches!(
+                        p,
+                        crate::plan::Presented::Variant(crate::pki::Variant::Valid)
+                    )
+            })
+        {
+            return Err(flag("--present", "bad variants and `none` need --upstream-tls mtls: without client certificates upstream, every connection presents nothing"));
+        }
         let presents_valid = plan.items().iter().any(|(p, w)| {
             *w > 0 && *p == crate::plan::Presented::Variant(crate::pki::Variant::Valid)
         });

@@ -216,8 +216,6 @@ async fn connection(
     let at = Instant::now();
     let _ = down.set_nodelay(true);
     let cfg = &shared.cfg;
-    let n = shared.next.fetch_add(1, Ordering::Relaxed);
-    let presented = shared.cfg.plan.pick(n);
     let mut phases = Phases::default();
 
     let server_gen = shared.rotating.server_generation.subscribe();
@@ -245,8 +243,13 @@ async fn connection(
         _ => Box::new(down),
     };
 
+    // Picked only now, so refused downstream clients use up no plan slot.
+    let presented = shared
+        .cfg
+        .plan
+        .pick(shared.next.fetch_add(1, Ordering::Relaxed));
     let client_gen = shared.rotating.client_generation.subscribe();
-    let (outcome, http_status, relayed_down) = experiment(
+    let (outcome, http_status) = experiment(
         &shared,
         presented,
         &mut phases,
@@ -258,7 +261,6 @@ async fn connection(
     .await;
     phases.set(Phase::Lifetime, at.elapsed());
     tracing::debug!(%peer, variant = presented.name(), %outcome, "connection done");
-    let _ = relayed_down;
     shared.metrics.record(ConnReport {
         at,
         variant: presented.name().to_string(),
@@ -281,7 +283,7 @@ async fn experiment(
     closing: watch::Receiver<RunState>,
     client_gen: watch::Receiver<u64>,
     server_gen: watch::Receiver<u64>,
-) -> (Outcome, Option<u16>, bool) {
+) -> (Outcome, Option<u16>) {
     let cfg = &shared.cfg;
     let started = Instant::now();
     let tcp = match tokio::time::timeout(
@@ -299,7 +301,13 @@ async fn experiment(
     let up: Box<dyn Io> = if cfg.upstream_tls == TlsMode::Off {
         Box::new(tcp)
     } else {
-        let Some(config) = shared.upstream_configs.get(&presented) else {
+        // Without mTLS upstream every connection presents nothing.
+        let key = if cfg.upstream_tls == TlsMode::Mtls {
+            presented
+        } else {
+            Presented::None
+        };
+        let Some(config) = shared.upstream_configs.get(&key) else {
             // bind() builds a config for every credential the plan can pick.
             return fail(
                 &mut down,
@@ -326,7 +334,7 @@ async fn experiment(
     };
     let relay_start = started.elapsed();
     let cancel = cancel_on(cfg, presented, closing, client_gen, server_gen);
-    let r = relay(&mut down, up, cfg.idle_timeout, cancel).await;
+    let (r, mut down) = relay(down, up, cfg.idle_timeout, cancel).await;
     if let Some(fb) = r.first_byte {
         phases.set(Phase::FirstByte, relay_start + fb);
     }
@@ -335,13 +343,9 @@ async fn experiment(
             // Tell an HTTP client why, instead of an empty reply.
             let _ = write_502(&mut down, &r.outcome, presented).await;
         }
-        let _ = down.shutdown().await;
+        let _ = tokio::time::timeout(cfg.idle_timeout, down.shutdown()).await;
     }
-    let status = match r.outcome {
-        Outcome::Http(s) => Some(s),
-        _ => None,
-    };
-    (r.outcome, status, r.bytes_down > 0)
+    (r.outcome, r.http_status)
 }
 
 /// Resolves when this connection must end: the proxy is closing, or the
@@ -383,7 +387,7 @@ async fn fail(
     down: &mut Box<dyn Io>,
     outcome: Outcome,
     presented: Presented,
-) -> (Outcome, Option<u16>, bool) {
+) -> (Outcome, Option<u16>) {
     // Read what the client sent, briefly, to answer an HTTP client in kind.
     let mut buf = [0u8; 16];
     let http = matches!(
@@ -393,8 +397,8 @@ async fn fail(
     if http {
         let _ = write_502(down, &outcome, presented).await;
     }
-    let _ = down.shutdown().await;
-    (outcome, None, false)
+    let _ = tokio::time::timeout(Duration::from_secs(5), down.shutdown()).await;
+    (outcome, None)
 }
 
 async fn write_502<W: AsyncWrite + Unpin + ?Sized>(

@@ -1,26 +1,34 @@
 //! The byte relay between the downstream client and the upstream service,
 //! and the reading of the first upstream bytes that decides the outcome.
 //!
-//! One task drives both directions with a single idle clock, so a long
-//! download with a quiet upload is not mistaken for idleness. The first
-//! upstream read is the evidence: data means the service accepted (an HTTP/1
-//! status line is recorded as `http:NNN`), an error is classified (a TLS 1.3
-//! client-certificate rejection arrives here, after the handshake).
+//! Two one-way pumps run concurrently in one task, each blocked only by its
+//! own writes (a service that answers before reading the whole request, or a
+//! client that stops reading, cannot wedge the other direction), under one
+//! idle clock fed by both and a cancel signal. The first upstream bytes are
+//! the evidence: data means the service accepted (an HTTP/1 status line is
+//! recorded as `http:NNN`, even when split across reads), an error before
+//! them is classified (a TLS 1.3 client-certificate rejection arrives here,
+//! after the handshake), and a failure after them is recorded too.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 use crate::tls::{classify_io, Outcome};
 
 const BUF: usize = 16 * 1024;
+/// Enough of the response to hold `HTTP/1.1 200`.
+const HEAD: usize = 16;
 
 /// What the relay saw.
 #[derive(Debug, Clone)]
 pub struct Relayed {
     pub outcome: Outcome,
+    /// The status of the first response, kept even if the connection failed later.
+    pub http_status: Option<u16>,
     /// From the start of the relay to the first upstream byte.
     pub first_byte: Option<Duration>,
     pub bytes_up: u64,
@@ -31,86 +39,193 @@ pub struct Relayed {
     pub cancelled: bool,
 }
 
-/// Relay until both sides are done, `idle` passes with no traffic, or `cancel` resolves.
+/// Relay until the upstream is done, `idle` passes with no traffic either
+/// way, or `cancel` resolves. Gives `down` back so the caller can still
+/// answer the client when nothing came from upstream.
 pub async fn relay<D, U>(
-    mut down: D,
-    mut up: U,
+    down: D,
+    up: U,
     idle: Duration,
     cancel: impl Future<Output = ()>,
-) -> Relayed
+) -> (Relayed, D)
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
+    let activity = AtomicU64::new(0);
+    // What the client side did, readable whichever pump finishes first.
+    let upward = Upward {
+        bytes: AtomicU64::new(0),
+        http: AtomicBool::new(false),
+        eof: AtomicBool::new(false),
+    };
+    let (mut dr, mut dw) = tokio::io::split(down);
+    let (mut ur, mut uw) = tokio::io::split(up);
     let mut r = Relayed {
-        outcome: Outcome::ClosedEarly,
+        outcome: Outcome::ClientClosed,
+        http_status: None,
         first_byte: None,
         bytes_up: 0,
         bytes_down: 0,
         downstream_http: false,
         cancelled: false,
     };
-    let (mut down_buf, mut up_buf) = (vec![0u8; BUF], vec![0u8; BUF]);
-    let (mut down_open, mut up_open) = (true, true);
-    let mut deadline = Instant::now() + idle;
-    tokio::pin!(cancel);
-    while down_open || up_open {
-        tokio::select! {
-            n = down.read(&mut down_buf), if down_open => match n {
-                Ok(0) | Err(_) => {
-                    down_open = false;
-                    let _ = up.shutdown().await;
-                }
-                Ok(n) => {
-                    if r.bytes_up == 0 {
-                        r.downstream_http = looks_like_http_request(&down_buf[..n]);
-                    }
-                    r.bytes_up += n as u64;
-                    deadline = Instant::now() + idle;
-                    if up.write_all(&down_buf[..n]).await.is_err() {
-                        down_open = false;
-                    }
-                }
-            },
-            n = up.read(&mut up_buf), if up_open => match n {
-                // Nothing ever came back: the caller may still answer the
-                // client (a 502 naming the outcome), so leave downstream open.
-                Ok(0) if r.first_byte.is_none() => break,
-                Err(e) if r.first_byte.is_none() => {
-                    r.outcome = classify_io(&e);
+    {
+        let up_pump = pump_up(&mut dr, &mut uw, &upward, &activity, started, idle);
+        let downward = pump_down(&mut ur, &mut dw, &activity, started, idle);
+        tokio::pin!(up_pump, downward, cancel);
+        let mut up_done = false;
+        loop {
+            let last = Duration::from_millis(activity.load(Ordering::Relaxed));
+            tokio::select! {
+                () = &mut up_pump, if !up_done => up_done = true,
+                d = &mut downward => {
+                    r.bytes_down = d.bytes;
+                    r.first_byte = d.first_byte;
+                    r.http_status = d.status;
+                    r.outcome = match (d.first_byte, d.error) {
+                        (None, Some(e)) => e,
+                        // Nothing came back and nothing failed: the service
+                        // closed, or the client left first and it followed.
+                        (None, None) if upward.eof.load(Ordering::Relaxed) && upward.bytes.load(Ordering::Relaxed) == 0 => {
+                            Outcome::ClientClosed
+                        }
+                        (None, None) => Outcome::ClosedEarly,
+                        (Some(_), Some(e)) => e,
+                        (Some(_), None) => d.status.map_or(Outcome::Ok, Outcome::Http),
+                    };
                     break;
                 }
-                Ok(0) | Err(_) => {
-                    up_open = false;
-                    let _ = down.shutdown().await;
-                }
-                Ok(n) => {
-                    if r.first_byte.is_none() {
-                        r.first_byte = Some(started.elapsed());
-                        r.outcome = http_status(&up_buf[..n]).map_or(Outcome::Ok, Outcome::Http);
-                    }
-                    r.bytes_down += n as u64;
-                    deadline = Instant::now() + idle;
-                    if down.write_all(&up_buf[..n]).await.is_err() {
-                        // The client left; nothing more to deliver.
+                _ = tokio::time::sleep_until(started + last + idle) => {
+                    if started.elapsed() >= Duration::from_millis(activity.load(Ordering::Relaxed)) + idle {
+                        r.outcome = match r.first_byte {
+                            None => Outcome::Timeout,
+                            Some(_) => Outcome::Ok,
+                        };
                         break;
                     }
                 }
-            },
-            _ = tokio::time::sleep_until(deadline) => {
-                if r.first_byte.is_none() {
-                    r.outcome = Outcome::Timeout;
+                _ = &mut cancel => {
+                    r.cancelled = true;
+                    r.outcome = Outcome::Cancelled;
+                    break;
                 }
-                break;
-            }
-            _ = &mut cancel => {
-                r.cancelled = true;
-                break;
             }
         }
     }
-    r
+    r.bytes_up = upward.bytes.load(Ordering::Relaxed);
+    r.downstream_http = upward.http.load(Ordering::Relaxed);
+    (r, dr.unsplit(dw))
+}
+
+struct Upward {
+    bytes: AtomicU64,
+    http: AtomicBool,
+    /// The client closed its side.
+    eof: AtomicBool,
+}
+
+/// Client → service. Ends on the client's EOF (passed on as a half-close) or an error.
+async fn pump_up<D, U>(
+    from: &mut ReadHalf<D>,
+    to: &mut WriteHalf<U>,
+    out: &Upward,
+    activity: &AtomicU64,
+    started: Instant,
+    idle: Duration,
+) where
+    D: AsyncRead,
+    U: AsyncWrite,
+{
+    let mut buf = vec![0u8; BUF];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                out.eof.store(true, Ordering::Relaxed);
+                let _ = tokio::time::timeout(idle, to.shutdown()).await;
+                return;
+            }
+            Ok(n) => {
+                if out.bytes.load(Ordering::Relaxed) == 0 {
+                    out.http
+                        .store(looks_like_http_request(&buf[..n]), Ordering::Relaxed);
+                }
+                out.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                touch(activity, started);
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+                touch(activity, started);
+            }
+        }
+    }
+}
+
+struct Downward {
+    bytes: u64,
+    first_byte: Option<Duration>,
+    status: Option<u16>,
+    error: Option<Outcome>,
+}
+
+/// Service → client. Ends on the service's EOF or an error.
+async fn pump_down<U, D>(
+    from: &mut ReadHalf<U>,
+    to: &mut WriteHalf<D>,
+    activity: &AtomicU64,
+    started: Instant,
+    idle: Duration,
+) -> Downward
+where
+    U: AsyncRead,
+    D: AsyncWrite,
+{
+    let mut buf = vec![0u8; BUF];
+    let mut head = Vec::with_capacity(HEAD);
+    let mut out = Downward {
+        bytes: 0,
+        first_byte: None,
+        status: None,
+        error: None,
+    };
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) => {
+                if out.first_byte.is_some() {
+                    let _ = tokio::time::timeout(idle, to.shutdown()).await;
+                }
+                return out;
+            }
+            Err(e) => {
+                out.error = Some(match (out.first_byte, classify_io(&e)) {
+                    // A TLS peer that closes without close_notify after a
+                    // complete response is common and harmless.
+                    (Some(_), Outcome::ClosedEarly) => return out,
+                    (_, o) => o,
+                });
+                return out;
+            }
+            Ok(n) => {
+                out.first_byte.get_or_insert_with(|| started.elapsed());
+                if head.len() < HEAD {
+                    let take = n.min(HEAD - head.len());
+                    head.extend_from_slice(&buf[..take]);
+                    out.status = out.status.or_else(|| http_status(&head));
+                }
+                out.bytes += n as u64;
+                touch(activity, started);
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return out; // the client left; nothing more to deliver
+                }
+                touch(activity, started);
+            }
+        }
+    }
+}
+
+fn touch(activity: &AtomicU64, started: Instant) {
+    activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
 }
 
 /// `HTTP/1.x NNN` at the start of a response.
@@ -155,7 +270,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn relay_carries_both_ways_and_records_the_status() {
+    async fn relay_carries_both_ways_and_records_a_split_status_line() {
         let (client, mut client_peer) = tokio::io::duplex(1024);
         let (upstream, mut upstream_peer) = tokio::io::duplex(1024);
         let task = tokio::spawn(relay(
@@ -171,26 +286,70 @@ mod tests {
         let mut got = [0u8; 18];
         upstream_peer.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"GET / HTTP/1.1\r\n\r\n");
+        // The status line arrives in two pieces.
+        upstream_peer.write_all(b"HTTP/1.1 2").await.unwrap();
+        upstream_peer.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
         upstream_peer
-            .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .write_all(b"04 No Content\r\n\r\n")
             .await
             .unwrap();
         drop(upstream_peer);
         let mut back = Vec::new();
         client_peer.read_to_end(&mut back).await.unwrap();
         assert!(back.starts_with(b"HTTP/1.1 204"));
-        drop(client_peer);
-        let r = task.await.unwrap();
+        let (r, _) = task.await.unwrap();
         assert_eq!(r.outcome, Outcome::Http(204));
         assert!(r.downstream_http && r.first_byte.is_some());
         assert_eq!((r.bytes_up, r.bytes_down), (18, 27));
     }
 
     #[tokio::test]
-    async fn silence_is_a_timeout_not_an_accept() {
+    async fn an_early_answer_reaches_the_client_while_its_upload_is_stuck() {
+        // The service answers at once and never reads the upload; the client
+        // uploads and reads concurrently. Buffers are tiny: a relay whose two
+        // directions wait on each other would never deliver the answer.
+        let (client, client_peer) = tokio::io::duplex(64);
+        let (upstream, mut upstream_peer) = tokio::io::duplex(64);
+        let task = tokio::spawn(relay(
+            client,
+            upstream,
+            Duration::from_secs(5),
+            std::future::pending(),
+        ));
+        let (mut cr, mut cw) = tokio::io::split(client_peer);
+        let upload = tokio::spawn(async move {
+            let _ = cw.write_all(&[b'x'; 64 * 1024]).await;
+        });
+        let reader = tokio::spawn(async move {
+            let mut back = Vec::new();
+            let _ = cr.read_to_end(&mut back).await;
+            back.len()
+        });
+        let answer = b"HTTP/1.1 413 Too Large\r\n\r\n".repeat(50);
+        let len = answer.len();
+        let _ = upstream_peer.write_all(&answer).await;
+        drop(upstream_peer);
+        let (r, _) = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("relay must finish")
+            .unwrap();
+        assert_eq!(r.http_status, Some(413));
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(5), reader)
+                .await
+                .unwrap()
+                .unwrap(),
+            len
+        );
+        upload.abort();
+    }
+
+    #[tokio::test]
+    async fn silence_is_a_timeout_and_a_cancel_is_not_a_refusal() {
         let (client, _c) = tokio::io::duplex(64);
         let (upstream, _u) = tokio::io::duplex(64);
-        let r = relay(
+        let (r, _) = relay(
             client,
             upstream,
             Duration::from_millis(50),
@@ -198,6 +357,16 @@ mod tests {
         )
         .await;
         assert_eq!(r.outcome, Outcome::Timeout);
-        assert!(!r.outcome.accepted());
+        let (client, _c) = tokio::io::duplex(64);
+        let (upstream, _u) = tokio::io::duplex(64);
+        let (r, _) = relay(
+            client,
+            upstream,
+            Duration::from_secs(5),
+            std::future::ready(()),
+        )
+        .await;
+        assert_eq!(r.outcome, Outcome::Cancelled);
+        assert_ne!(r.outcome.verdict(), crate::tls::Verdict::Refused);
     }
 }

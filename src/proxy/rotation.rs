@@ -148,12 +148,7 @@ impl Rotating {
         match minter.mint() {
             Ok(ck) => {
                 let serial = leaf_serial(&ck);
-                let fp = ck
-                    .cert
-                    .first()
-                    .map(|c| Sha256::digest(c).to_vec())
-                    .unwrap_or_default();
-                live.publish(ck, fp);
+                live.publish_minted(ck);
                 self.published(KIND_CLIENT, serial.clone(), &self.client_generation);
                 Ok(serial.unwrap_or_default())
             }

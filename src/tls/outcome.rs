@@ -33,6 +33,11 @@ pub enum Outcome {
     Tls(String),
     /// Any other I/O error.
     Io(String),
+    /// The downstream client left before anything came back; the service
+    /// was never asked to decide.
+    ClientClosed,
+    /// We ended the connection ourselves (rotation policy, shutdown).
+    Cancelled,
 }
 
 /// What an outcome says about the service's decision.
@@ -57,6 +62,12 @@ impl Outcome {
         self.verdict() == Verdict::Accepted
     }
 
+    /// Outcomes that say nothing about the service: not counted as a wrong
+    /// verdict either way.
+    pub fn not_judged(&self) -> bool {
+        matches!(self, Outcome::ClientClosed | Outcome::Cancelled)
+    }
+
     pub fn verdict(&self) -> Verdict {
         match self {
             Outcome::Ok => Verdict::Accepted,
@@ -69,7 +80,9 @@ impl Outcome {
             | Outcome::HandshakeTimeout
             | Outcome::Timeout
             | Outcome::Tls(_)
-            | Outcome::Io(_) => Verdict::Inconclusive,
+            | Outcome::Io(_)
+            | Outcome::ClientClosed
+            | Outcome::Cancelled => Verdict::Inconclusive,
         }
     }
 }
@@ -89,6 +102,8 @@ impl fmt::Display for Outcome {
             Outcome::ClosedEarly => f.write_str("closed_early"),
             Outcome::Tls(e) => write!(f, "tls:{e}"),
             Outcome::Io(e) => write!(f, "io:{e}"),
+            Outcome::ClientClosed => f.write_str("client_closed"),
+            Outcome::Cancelled => f.write_str("cancelled"),
         }
     }
 }
