@@ -4,56 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use certshift::serve::Mode;
 use common::*;
-
-struct Running {
-    child: Child,
-    lines: Vec<String>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start the binary and read its first `n` stdout lines.
-fn spawn(args: &[String], n: usize) -> Running {
-    let mut child = certshift()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    for _ in 0..n {
-        let mut l = String::new();
-        out.read_line(&mut l).unwrap();
-        lines.push(l.trim().to_string());
-    }
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while out.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-            sink.clear();
-        }
-    });
-    Running { child, lines }
-}
-
-fn after<'a>(lines: &'a [String], prefix: &str) -> &'a str {
-    lines
-        .iter()
-        .find_map(|l| l.strip_prefix(prefix))
-        .unwrap_or_else(|| panic!("no `{prefix}` line in {lines:?}"))
-}
 
 fn curl(args: &[&str]) -> (String, String) {
     let out = Command::new("curl")
@@ -174,11 +129,11 @@ async fn admin_api_metrics_stats_timeline_rotate_and_the_summary_on_sigterm() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut p = spawn(&args, 3);
-    let listen = after(&p.lines, "listening on ").to_string();
-    let admin = after(&p.lines, "admin on ").to_string();
+    let mut p = spawn_certshift(&args, |l| l.starts_with("presenting:"));
+    let listen = p.line("listening on ").to_string();
+    let admin = p.line("admin on ").to_string();
     assert_eq!(
-        after(&p.lines, "presenting: "),
+        p.line("presenting: "),
         "weights valid=80 expired=20, seed 42"
     );
 
@@ -347,8 +302,8 @@ fn admin_token_is_required_off_loopback_and_checked_when_set() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let p = spawn(&args, 2);
-    let admin = after(&p.lines, "admin on ");
+    let p = spawn_certshift(&args, |l| l.starts_with("presenting:"));
+    let admin = p.line("admin on ");
     let (_, code) = curl(&[&format!("http://{admin}/stats")]);
     assert_eq!(code, "401");
     let (_, code) = curl(&[

@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use certshift::pki::{self, Expect, PkiOptions};
@@ -176,61 +174,11 @@ async fn every_example_validates_binds_and_carries_traffic() {
     }
 }
 
-/// The binary as a user runs it; killed on drop.
-struct Running {
-    child: Child,
-    lines: Vec<String>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `certshift proxy ARGS`, until its `presenting:` line.
 fn spawn_proxy(args: &[String]) -> Running {
-    let mut child = certshift()
-        .arg("proxy")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    loop {
-        let mut l = String::new();
-        assert!(
-            out.read_line(&mut l).unwrap() > 0,
-            "proxy exited: {lines:?}"
-        );
-        lines.push(l.trim().to_string());
-        if l.starts_with("presenting:") {
-            break;
-        }
-    }
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while out.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-            sink.clear();
-        }
-    });
-    Running { child, lines }
-}
-
-impl Running {
-    fn line(&self, prefix: &str) -> &str {
-        self.lines
-            .iter()
-            .find_map(|l| l.strip_prefix(prefix))
-            .unwrap_or_else(|| panic!("no `{prefix}` line in {:?}", self.lines))
-    }
-
-    fn addr(&self) -> std::net::SocketAddr {
-        self.line("listening on ").parse().unwrap()
-    }
+    let mut all = vec!["proxy".to_string()];
+    all.extend(args.iter().cloned());
+    spawn_certshift(&all, |l| l.starts_with("presenting:"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,47 +3,25 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use certshift::tls::{Outcome, TlsVersion};
 use common::*;
 
-/// A `certshift serve` child process; killed on drop.
-struct ServeProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_serve(args: &[&str]) -> ServeProcess {
-    let mut child = certshift()
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn certshift serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("read first line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("first stdout line must be `listening on IP:PORT`, got {line:?}"))
-        .parse()
-        .expect("IP:PORT");
-    ServeProcess { child, addr }
+/// `certshift serve --listen 127.0.0.1:0 ARGS`, after its first line.
+fn spawn_serve(args: &[&str]) -> Running {
+    let mut all: Vec<String> = ["serve", "--listen", "127.0.0.1:0"]
+        .map(String::from)
+        .to_vec();
+    all.extend(args.iter().map(|a| a.to_string()));
+    let p = spawn_certshift(&all, |_| true);
+    assert!(
+        p.lines[0].starts_with("listening on "),
+        "first stdout line must be `listening on IP:PORT`: {:?}",
+        p.lines
+    );
+    p
 }
 
 fn curl(args: &[&str]) -> std::process::Output {
@@ -62,7 +40,7 @@ fn curl_with_a_valid_identity_gets_200_and_without_a_certificate_is_refused() {
     let serve = spawn_serve(&["--pki", dir]);
     let url = format!(
         "https://127.0.0.1:{}/api/payment/process",
-        serve.addr.port()
+        serve.addr().port()
     );
     let c = |f: &str| pki.file(f).to_str().unwrap().to_string();
     let (cert, key, ca) = (
@@ -143,7 +121,7 @@ async fn sighup_reloads_and_sigterm_stops_the_process() {
     let before = seen(
         probe_tls(
             &pki,
-            serve.addr,
+            serve.addr(),
             pki.cert("order-service"),
             TlsVersion::Tls13,
             "/",
@@ -159,7 +137,7 @@ async fn sighup_reloads_and_sigterm_stops_the_process() {
         seen(
             probe_tls(
                 &pki,
-                serve.addr,
+                serve.addr(),
                 pki.cert("order-service"),
                 TlsVersion::Tls13,
                 "/"
@@ -181,7 +159,7 @@ async fn sighup_reloads_and_sigterm_stops_the_process() {
         after = seen(
             probe_tls(
                 &pki,
-                serve.addr,
+                serve.addr(),
                 pki.cert("order-service"),
                 TlsVersion::Tls13,
                 "/",
@@ -328,7 +306,7 @@ fn sighup_right_after_the_first_line_is_handled() {
         pki.file("clients/order-service/tls.crt").to_str().unwrap(),
         "--key",
         pki.file("clients/order-service/tls.key").to_str().unwrap(),
-        &format!("https://127.0.0.1:{}/", serve.addr.port()),
+        &format!("https://127.0.0.1:{}/", serve.addr().port()),
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
 }

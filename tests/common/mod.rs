@@ -238,3 +238,67 @@ pub async fn start_proxy(args: certshift::proxy::ProxyArgs) -> RunningProxy {
         task: Some(task),
     }
 }
+
+/// The binary as a user runs it; killed on drop.
+pub struct Running {
+    pub child: std::process::Child,
+    pub lines: Vec<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    /// The rest of the first stdout line that starts with `prefix`.
+    pub fn line(&self, prefix: &str) -> &str {
+        self.lines
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in {:?}", self.lines))
+    }
+
+    /// The address of the `listening on IP:PORT` line.
+    pub fn addr(&self) -> SocketAddr {
+        self.line("listening on ")
+            .parse()
+            .expect("listening on IP:PORT")
+    }
+}
+
+/// `certshift ARGS`, reading stdout lines up to the first for which `last`
+/// is true; the rest of stdout is drained so the child never blocks.
+pub fn spawn_certshift(args: &[String], last: impl Fn(&str) -> bool) -> Running {
+    use std::io::{BufRead, BufReader};
+    let mut child = certshift()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn certshift");
+    let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut lines = Vec::new();
+    loop {
+        let mut l = String::new();
+        assert!(
+            out.read_line(&mut l).unwrap_or(0) > 0,
+            "certshift exited early: {lines:?}"
+        );
+        let l = l.trim().to_string();
+        let done = last(&l);
+        lines.push(l);
+        if done {
+            break;
+        }
+    }
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while out.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+    Running { child, lines }
+}
