@@ -35,7 +35,13 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the intercepting proxy: present planned client certificates upstream, rotate, record.
     Proxy(Box<ProxyArgs>),
-    /// Generate a PKI, start a strict service, and show the verdict for every credential.
+    /// Open-loop load with client certificates: latency corrected for coordinated omission.
+    Load(Box<crate::load::LoadArgs>),
+    /// Rotate client, server or CA-bundle credentials under load; exit 1 if anything was lost.
+    RotationTest(Box<crate::rotation_test::RotationTestArgs>),
+    /// Merge HdrHistogram logs from several load runs, or show a JSON report again.
+    Report(crate::report::ReportArgs),
+    /// The whole tool in 30 seconds: PKI, service, proxy, load, rotations, verdicts.
     Demo(DemoArgs),
 }
 
@@ -60,6 +66,11 @@ pub fn run(cli: Cli) -> ExitCode {
             .and_then(|rt| rt.block_on(serve(a)))
             .map(|()| true),
         Command::Proxy(a) => runtime().and_then(|rt| rt.block_on(proxy(*a))),
+        Command::Load(a) => runtime().and_then(|rt| rt.block_on(crate::load::command(*a))),
+        Command::RotationTest(a) => {
+            runtime().and_then(|rt| rt.block_on(crate::rotation_test::command(*a)))
+        }
+        Command::Report(a) => crate::report::cmd::run(&a),
         Command::Demo(a) => runtime().and_then(|rt| rt.block_on(crate::demo::run(&a))),
     };
     match result {

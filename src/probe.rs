@@ -195,7 +195,7 @@ where
 }
 
 /// Stops the connection task however the exchange ends.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
@@ -204,7 +204,7 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 /// Find the I/O or TLS error behind a hyper error.
-fn classify_hyper(e: &hyper::Error) -> Outcome {
+pub(crate) fn classify_hyper(e: &hyper::Error) -> Outcome {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {

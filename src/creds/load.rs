@@ -146,6 +146,32 @@ pub fn certified_key(
 }
 
 /// Trust anchors from one or more CA bundle files.
+/// A client certificate and key, checked, with the fingerprint of both
+/// files (so a rotation source can tell a real change from a touch).
+pub fn load_client_pair(cert: &Path, key: &Path) -> Result<(CertifiedKey, Vec<u8>), CredError> {
+    use sha2::{Digest, Sha256};
+    let (cert_bytes, key_bytes) = (read(cert)?, read(key)?);
+    let chain = parse_chain(cert, &cert_bytes)?;
+    let ck = certified_key(cert, chain, key, parse_key(key, &key_bytes)?)?;
+    let fp = Sha256::new()
+        .chain_update(&cert_bytes)
+        .chain_update(&key_bytes)
+        .finalize()
+        .to_vec();
+    Ok((Arc::unwrap_or_clone(ck), fp))
+}
+
+/// The serial of a credential's leaf, as hex (the manifest's spelling).
+pub fn leaf_serial(ck: &CertifiedKey) -> Option<String> {
+    ck.cert.first().map(serial_of)
+}
+
+pub fn serial_of(der: &CertificateDer<'_>) -> String {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, c)| crate::pki::serial_hex(c.raw_serial()))
+        .unwrap_or_default()
+}
+
 pub fn load_roots(paths: &[PathBuf]) -> Result<RootCertStore, CredError> {
     let mut roots = RootCertStore::empty();
     for path in paths {

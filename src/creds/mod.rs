@@ -12,8 +12,9 @@ mod watch;
 
 pub use live::{Live, ReloadStatus};
 pub use load::{
-    add_roots, certified_key, load_certified_key, load_chain, load_crls, load_key, load_roots,
-    parse_chain, parse_crls, parse_key, pem_labels, provider, read, CredError,
+    add_roots, certified_key, leaf_serial, load_certified_key, load_chain, load_client_pair,
+    load_crls, load_key, load_roots, parse_chain, parse_crls, parse_key, pem_labels, provider,
+    read, serial_of, CredError,
 };
 pub use server::{ServerFiles, ServerTlsMaterial};
 pub use watch::{spawn_reloader, ReloaderHandle};

@@ -28,7 +28,7 @@ pub struct PhaseHist {
 
 /// The percentiles every report shows, in microseconds. Each is the highest
 /// value equivalent to the true percentile within 3 significant digits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Percentiles {
     pub count: u64,
     pub p50: u64,
@@ -65,6 +65,26 @@ impl PhaseHist {
             }
         }
         self.sum_us = self.sum_us.saturating_add(other.sum_us);
+    }
+
+    /// A copy of a histogram read from a log. The exact sum is not in the
+    /// log; the histogram's mean stands in for it.
+    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+        let mut p = PhaseHist::new();
+        for v in h.iter_recorded() {
+            p.hist.saturating_record_n(
+                v.value_iterated_to().min(HIGHEST_TRACKABLE_US),
+                v.count_at_value(),
+            );
+        }
+        p.sum_us = (h.mean() * h.len() as f64).round() as u64;
+        p
+    }
+
+    /// Empty it, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.hist.reset();
+        self.sum_us = 0;
     }
 
     pub fn count(&self) -> u64 {

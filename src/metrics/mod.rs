@@ -22,6 +22,7 @@
 
 mod expo;
 mod export;
+pub mod hdrlog;
 mod hist;
 mod prom;
 mod snapshot;

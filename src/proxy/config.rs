@@ -15,19 +15,7 @@ use crate::tls::{ClientAuth, TlsVersions};
 const MAX_CONNECTIONS: usize = 1 << 20;
 const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
-/// TLS on one side of the proxy.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum TlsMode {
-    /// Plaintext TCP.
-    Off,
-    /// TLS, no client certificate.
-    Tls,
-    /// TLS with client certificates.
-    Mtls,
-}
+pub use crate::tls::TlsMode;
 
 /// What becomes of connections established with a credential that rotated away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

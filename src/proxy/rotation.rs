@@ -192,15 +192,7 @@ impl Rotating {
 }
 
 fn load_client(f: &ClientFiles) -> Result<(CertifiedKey, Vec<u8>), CredError> {
-    let (cert, key) = (creds::read(&f.cert)?, creds::read(&f.key)?);
-    let chain = creds::parse_chain(&f.cert, &cert)?;
-    let ck = creds::certified_key(&f.cert, chain, &f.key, creds::parse_key(&f.key, &key)?)?;
-    let fp = Sha256::new()
-        .chain_update(&cert)
-        .chain_update(&key)
-        .finalize()
-        .to_vec();
-    Ok((Arc::unwrap_or_clone(ck), fp))
+    creds::load_client_pair(&f.cert, &f.key)
 }
 
 fn load_server(
@@ -243,15 +235,7 @@ fn load_roots(
     ))
 }
 
-fn leaf_serial(ck: &CertifiedKey) -> Option<String> {
-    ck.cert.first().map(serial_of)
-}
-
-fn serial_of(der: &CertificateDer<'_>) -> String {
-    x509_parser::parse_x509_certificate(der)
-        .map(|(_, c)| pki::serial_hex(c.raw_serial()))
-        .unwrap_or_default()
-}
+use creds::{leaf_serial, serial_of};
 
 /// Mints leaves with the identity of the current credential.
 struct Minter {

@@ -19,6 +19,21 @@ pub use outcome::{alert_name, classify_io, classify_rustls, Outcome, Verdict};
 pub use server::{server_config, ClientAuth};
 pub use verify::{spiffe_id_of, AnyClientCert, SpiffeClientVerifier};
 
+/// TLS on one side of a connection: the proxy's listener and upstream, the
+/// load generator's target.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plaintext TCP.
+    Off,
+    /// TLS, no client certificate.
+    Tls,
+    /// TLS with client certificates.
+    Mtls,
+}
+
 /// A TLS protocol version certshift can speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum TlsVersion {

@@ -1,0 +1,281 @@
+//! `certshift report merge LOG...` and `certshift report show FILE.json`.
+//!
+//! Merging is how certshift scales past one machine: every `load` instance
+//! (a process, a pod of a Kubernetes Job) writes an HdrHistogram interval
+//! log; merge adds the histograms, aligns the intervals on wall-clock time,
+//! and sums the counts certshift keeps in the logs' comment lines. Logs from
+//! other HdrHistogram writers merge too: their counts come from the
+//! histograms alone.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+
+use super::output::{write_json, write_plot};
+use super::plot::Point;
+use super::{Downtime, LoadReport, RotationMark, RunInfo};
+use crate::load::analysis::Bucket;
+use crate::load::record::LoadPhase;
+use crate::metrics::hdrlog::{self, ParsedLog};
+use crate::metrics::PhaseHist;
+
+/// `certshift report`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    #[command(subcommand)]
+    pub command: ReportCommand,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ReportCommand {
+    /// Merge HdrHistogram interval logs from several `load` runs into one report.
+    Merge {
+        /// Logs written by `certshift load --hdr-log` (or any HdrHistogram interval log).
+        #[arg(required = true, value_name = "LOG")]
+        logs: Vec<PathBuf>,
+        /// Write the merged report as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Plot the merged run as SVG.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+    },
+    /// Print the tables of a JSON report again.
+    Show {
+        #[arg(value_name = "FILE.json")]
+        file: PathBuf,
+    },
+}
+
+/// Run `report`; Ok(false) when the report shows lost operations.
+pub fn run(args: &ReportArgs) -> anyhow::Result<bool> {
+    match &args.command {
+        ReportCommand::Merge { logs, json, plot } => {
+            let parsed = logs
+                .iter()
+                .map(|p| {
+                    let bytes =
+                        std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+                    hdrlog::read(&bytes).with_context(|| {
+                        format!("{} is not an HdrHistogram interval log", p.display())
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let names: Vec<String> = logs.iter().map(|p| p.display().to_string()).collect();
+            let (report, points, bucket_ms) = merge(&parsed, names)?;
+            print!("{}", report.table());
+            if let Some(path) = json {
+                write_json(path, &report)?;
+                println!("json written to {}", path.display());
+            }
+            if let Some(path) = plot {
+                write_plot(path, &report, &points, bucket_ms)?;
+                println!("plot written to {}", path.display());
+            }
+            Ok(report.lost() == 0)
+        }
+        ReportCommand::Show { file } => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            let report: LoadReport = serde_json::from_value(value.clone()).with_context(|| {
+                format!(
+                    "{} is not a certshift load or rotation-test report",
+                    file.display()
+                )
+            })?;
+            print!("{}", report.table());
+            if let Some(rt) = value.get("rotation_test") {
+                print!("{}", crate::rotation_test::render_value(rt));
+            }
+            Ok(report.lost() == 0)
+        }
+    }
+}
+
+/// Merge parsed logs: the report, plot points per interval, and the
+/// interval width.
+pub fn merge(
+    logs: &[ParsedLog],
+    names: Vec<String>,
+) -> anyhow::Result<(LoadReport, Vec<Point>, u64)> {
+    // Align every log on the earliest start.
+    let start_of = |l: &ParsedLog| {
+        l.start
+            .unwrap_or_else(|| l.at(l.intervals.first().map_or(0, |i| i.start_ms)))
+    };
+    let origin = logs.iter().map(start_of).min().unwrap_or(UNIX_EPOCH);
+    let ms_since = |t: SystemTime| t.duration_since(origin).unwrap_or_default().as_millis() as u64;
+
+    let mut totals: BTreeMap<String, PhaseHist> = BTreeMap::new();
+    // Interval start (ms from origin) → tag → histogram.
+    let mut by_interval: BTreeMap<u64, BTreeMap<String, PhaseHist>> = BTreeMap::new();
+    let mut bucket_ms = u64::MAX;
+    for log in logs {
+        for iv in &log.intervals {
+            let at = ms_since(log.at(iv.start_ms));
+            bucket_ms = bucket_ms.min(iv.length_ms.max(1));
+            for (tag, h) in &iv.hists {
+                let tag = if tag.is_empty() {
+                    "request"
+                } else {
+                    tag.as_str()
+                };
+                totals.entry(tag.to_string()).or_default().merge(h);
+                by_interval
+                    .entry(at)
+                    .or_default()
+                    .entry(tag.to_string())
+                    .or_default()
+                    .merge(h);
+            }
+        }
+    }
+    if bucket_ms == u64::MAX {
+        bucket_ms = 1000;
+    }
+    let metas: Vec<LoadReport> = logs
+        .iter()
+        .filter_map(|l| l.meta.iter().find_map(|m| serde_json::from_str(m).ok()))
+        .collect();
+    let count = |tag: &str| totals.get(tag).map_or(0, PhaseHist::count);
+    let pct = |prefix: &str| {
+        LoadPhase::ALL
+            .iter()
+            .map(|p| {
+                let tag = format!("{prefix}{}", p.name());
+                (
+                    p.name().to_string(),
+                    totals
+                        .get(&tag)
+                        .map(PhaseHist::percentiles)
+                        .unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let mut report = LoadReport {
+        info: RunInfo::default(),
+        rate: 0.0,
+        duration_s: 0.0,
+        warmup_s: 0.0,
+        started_unix_ms: origin
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64,
+        attempted: 0,
+        succeeded: 0,
+        failed: 0,
+        dropped: 0,
+        cancelled: 0,
+        achieved_rate: 0.0,
+        throughput: 0.0,
+        outcomes: BTreeMap::new(),
+        latency_us: pct(""),
+        service_time_us: pct("service-"),
+        resumption: None,
+        confirmations: BTreeMap::new(),
+        downtime: Downtime::default(),
+        timeline: Vec::new(),
+        rotations: Vec::new(),
+        interrupted: false,
+        ops_not_logged: 0,
+        merged_from: names,
+    };
+    if metas.len() == logs.len() && !metas.is_empty() {
+        // Every log is certshift's: sum what it counted.
+        let targets: std::collections::BTreeSet<&str> =
+            metas.iter().map(|m| m.info.target.as_str()).collect();
+        report.info = RunInfo {
+            target: targets.into_iter().collect::<Vec<_>>().join(","),
+            ..metas[0].info.clone()
+        };
+        for (m, log) in metas.iter().zip(logs) {
+            report.rate += m.rate;
+            report.duration_s = report.duration_s.max(m.duration_s);
+            report.attempted += m.attempted;
+            report.succeeded += m.succeeded;
+            report.failed += m.failed;
+            report.dropped += m.dropped;
+            report.cancelled += m.cancelled;
+            report.achieved_rate += m.achieved_rate;
+            report.throughput += m.throughput;
+            report.interrupted |= m.interrupted;
+            report.ops_not_logged += m.ops_not_logged;
+            for (k, v) in &m.outcomes {
+                *report.outcomes.entry(k.clone()).or_default() += v;
+            }
+            for (k, v) in &m.confirmations {
+                *report.confirmations.entry(k.clone()).or_default() += v;
+            }
+            // Rotations are placed on the merged timeline.
+            let shift = ms_since(start_of(log));
+            report
+                .rotations
+                .extend(m.rotations.iter().map(|r| RotationMark {
+                    t_ms: r.t_ms + shift,
+                    ..r.clone()
+                }));
+            report.downtime.lost += m.downtime.lost;
+            report.downtime.longest_failure_run = match (
+                report.downtime.longest_failure_run,
+                m.downtime.longest_failure_run,
+            ) {
+                (Some(a), Some(b)) => Some(if b.ops > a.ops { b } else { a }),
+                (a, b) => a.or(b),
+            };
+        }
+        report.rotations.sort_by_key(|r| r.t_ms);
+    } else {
+        // Histograms only: every operation reached `request`, `failed` ones failed.
+        report.info.mode = "merged".into();
+        report.attempted = count("request");
+        report.failed = count("failed");
+        report.succeeded = report.attempted - report.failed;
+        report.outcomes.insert("ok".into(), report.succeeded);
+        if report.failed > 0 {
+            report.outcomes.insert("failed".into(), report.failed);
+        }
+        report.downtime.lost = report.failed;
+        let span = by_interval.keys().last().map_or(0, |l| l + bucket_ms);
+        report.duration_s = span as f64 / 1000.0;
+        report.achieved_rate = if span == 0 {
+            0.0
+        } else {
+            report.attempted as f64 * 1000.0 / span as f64
+        };
+        report.throughput = if span == 0 {
+            0.0
+        } else {
+            report.succeeded as f64 * 1000.0 / span as f64
+        };
+    }
+    let mut points = Vec::new();
+    for (at, hists) in &by_interval {
+        let n = |t: &str| hists.get(t).map_or(0, PhaseHist::count);
+        let q = hists
+            .get("request")
+            .map(PhaseHist::percentiles)
+            .unwrap_or_default();
+        let (total, failed) = (n("request"), n("failed"));
+        report.timeline.push(Bucket {
+            t_ms: *at,
+            ok: total - failed.min(total),
+            failed,
+            dropped: 0,
+        });
+        points.push(Point {
+            t_ms: *at,
+            p50_us: q.p50,
+            p90_us: q.p90,
+            p99_us: q.p99,
+            max_us: q.max,
+            ok: total - failed.min(total),
+            failed,
+        });
+    }
+    Ok((report, points, bucket_ms))
+}

@@ -1,0 +1,356 @@
+//! Reports of load runs: the JSON document (its keys are a contract), the
+//! human table, the files a run writes (JSON, HdrHistogram log, SVG), and
+//! `certshift report merge|show`.
+//!
+//! Owns the shape of what users keep; never measures anything itself. Every
+//! report, whether from a live run or from merged logs, is a [`LoadReport`],
+//! so `report show` prints them all the same way.
+
+pub mod cmd;
+mod output;
+pub mod plot;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
+
+pub use cmd::{ReportArgs, ReportCommand};
+pub use output::{write_json as write_json_file, write_outputs, Outputs};
+
+use crate::load::analysis::{Bucket, FailureRun, Ops, Window};
+use crate::load::record::LoadPhase;
+use crate::load::LoadRun;
+use crate::metrics::Percentiles;
+
+/// Width of the JSON timeline's buckets (a contract: `timeline` is per 100 ms).
+pub const TIMELINE_MS: u64 = 100;
+
+/// What was run, for the report's header.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunInfo {
+    pub target: String,
+    pub mode: String,
+    pub tls: String,
+}
+
+/// A rotation on the timeline.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RotationMark {
+    pub t_ms: u64,
+    pub kind: String,
+    pub serial: Option<String>,
+}
+
+/// Session resumption over the run.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Resumption {
+    pub handshakes: u64,
+    pub resumed: u64,
+    /// `resumed / handshakes`, 0 when there were none.
+    pub share: f64,
+}
+
+/// Losses and the longest outage.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Downtime {
+    /// Failed plus dropped operations.
+    pub lost: u64,
+    pub longest_failure_run: Option<FailureRun>,
+}
+
+/// The report of one load run (or of merged runs). Field names are the JSON
+/// contract; new fields get `#[serde(default)]` so older files still load.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoadReport {
+    #[serde(flatten)]
+    pub info: RunInfo,
+    /// Asked rate, operations per second.
+    pub rate: f64,
+    pub duration_s: f64,
+    #[serde(default)]
+    pub warmup_s: f64,
+    pub started_unix_ms: u64,
+    /// Every measured operation: succeeded + failed + dropped + cancelled.
+    pub attempted: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    /// Ended by us at shutdown; not a verdict on the service.
+    #[serde(default)]
+    pub cancelled: u64,
+    /// Operations started per second of the schedule they covered: the rate
+    /// the generator held.
+    pub achieved_rate: f64,
+    /// Successful operations per second, to the last response.
+    #[serde(default)]
+    pub throughput: f64,
+    pub outcomes: BTreeMap<String, u64>,
+    /// From each operation's intended start: coordinated omission corrected.
+    pub latency_us: BTreeMap<String, Percentiles>,
+    /// From each operation's actual start: what the service alone took.
+    pub service_time_us: BTreeMap<String, Percentiles>,
+    #[serde(default)]
+    pub resumption: Option<Resumption>,
+    /// Handshake mode: how acceptance was known (`ticket`, `handshake`, `data`, `quiet`).
+    #[serde(default)]
+    pub confirmations: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub downtime: Downtime,
+    pub timeline: Vec<Bucket>,
+    pub rotations: Vec<RotationMark>,
+    #[serde(default)]
+    pub interrupted: bool,
+    /// Operations past the per-operation log's cap: in the totals, not in the
+    /// timeline, the downtime or the HdrHistogram log.
+    #[serde(default)]
+    pub ops_not_logged: u64,
+    /// The logs a merged report was made from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
+}
+
+impl LoadReport {
+    pub fn from_run(run: &LoadRun, info: RunInfo) -> Self {
+        let rec = &run.recorder;
+        let ops = Ops::new(rec, &run.schedule);
+        let rate = run.schedule.rate();
+        let issued = rec.attempted() - rec.dropped;
+        let issue_span = rec.last_start.as_secs_f64() + 1.0 / rate;
+        let phases = |h: &[crate::metrics::PhaseHist; 3]| {
+            LoadPhase::ALL
+                .iter()
+                .map(|p| (p.name().to_string(), h[*p as usize].percentiles()))
+                .collect()
+        };
+        let duration = run.schedule.measured_offset(run.schedule.measured_ops());
+        let warmup = run.schedule.offset(run.schedule.warmup_ops());
+        LoadReport {
+            info,
+            rate,
+            duration_s: duration.as_secs_f64(),
+            warmup_s: warmup.as_secs_f64(),
+            started_unix_ms: run
+                .started_wall
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
+            attempted: rec.attempted(),
+            succeeded: rec.succeeded,
+            failed: rec.failed,
+            dropped: rec.dropped,
+            cancelled: rec.cancelled,
+            achieved_rate: if issued == 0 {
+                0.0
+            } else {
+                issued as f64 / issue_span
+            },
+            throughput: per_second(rec.succeeded, rec.last_end),
+            outcomes: rec.outcomes(),
+            latency_us: phases(&rec.latency),
+            service_time_us: phases(&rec.service),
+            resumption: (rec.handshakes > 0).then(|| Resumption {
+                handshakes: rec.handshakes,
+                resumed: rec.resumed,
+                share: rec.resumed as f64 / rec.handshakes as f64,
+            }),
+            confirmations: rec
+                .confirmations
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            downtime: Downtime {
+                lost: rec.failed + rec.dropped,
+                longest_failure_run: ops.longest_failure_run(),
+            },
+            timeline: ops.timeline(TIMELINE_MS),
+            rotations: run
+                .marks
+                .iter()
+                .filter_map(|m| {
+                    Some(RotationMark {
+                        t_ms: run.t_ms(m.at)?,
+                        kind: m.kind.clone(),
+                        serial: m.serial.clone(),
+                    })
+                })
+                .collect(),
+            interrupted: run.interrupted,
+            ops_not_logged: rec.ops_not_logged,
+            merged_from: Vec::new(),
+        }
+    }
+
+    /// Failed plus dropped.
+    pub fn lost(&self) -> u64 {
+        self.failed + self.dropped
+    }
+
+    /// The human summary.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "load {} ({} over {}): {:.0}/s asked for {:.1}s{}",
+            self.info.target,
+            self.info.mode,
+            self.info.tls,
+            self.rate,
+            self.duration_s,
+            if self.interrupted {
+                ", interrupted"
+            } else {
+                ""
+            }
+        );
+        if !self.merged_from.is_empty() {
+            let _ = writeln!(
+                s,
+                "merged from {} logs: {}",
+                self.merged_from.len(),
+                self.merged_from.join(", ")
+            );
+        }
+        let _ = writeln!(
+            s,
+            "attempted {}  succeeded {}  failed {}  dropped {}{}  achieved {:.1}/s  throughput {:.1}/s",
+            self.attempted,
+            self.succeeded,
+            self.failed,
+            self.dropped,
+            if self.cancelled > 0 { format!("  cancelled {}", self.cancelled) } else { String::new() },
+            self.achieved_rate,
+            self.throughput,
+        );
+        let rows = [
+            (
+                "latency (from intended start, coordinated omission corrected)",
+                &self.latency_us,
+            ),
+            (
+                "service time (from actual start, uncorrected)",
+                &self.service_time_us,
+            ),
+        ];
+        for (title, m) in rows {
+            let _ = writeln!(s, "\n{title}");
+            let _ = writeln!(
+                s,
+                "  {:<10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                "to end of", "count", "p50", "p90", "p99", "p99.9", "max"
+            );
+            for p in LoadPhase::ALL {
+                let Some(q) = m.get(p.name()) else { continue };
+                let _ = writeln!(
+                    s,
+                    "  {:<10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                    p.name(),
+                    q.count,
+                    fmt_us(q.p50),
+                    fmt_us(q.p90),
+                    fmt_us(q.p99),
+                    fmt_us(q.p999),
+                    fmt_us(q.max)
+                );
+            }
+        }
+        let _ = writeln!(s, "\noutcomes");
+        for (o, n) in &self.outcomes {
+            let _ = writeln!(s, "  {o:<28} {n:>8}");
+        }
+        if let Some(r) = &self.resumption {
+            let _ = writeln!(
+                s,
+                "resumed {} of {} handshakes ({:.1}%)",
+                r.resumed,
+                r.handshakes,
+                r.share * 100.0
+            );
+        }
+        if !self.confirmations.is_empty() {
+            let list: Vec<String> = self
+                .confirmations
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(s, "acceptance confirmed by: {}", list.join(", "));
+        }
+        let _ = writeln!(s, "{}", self.downtime_line());
+        if !self.rotations.is_empty() {
+            let list: Vec<String> = self
+                .rotations
+                .iter()
+                .map(|r| format!("{} at {}", r.kind, fmt_ms(r.t_ms)))
+                .collect();
+            let _ = writeln!(s, "rotations: {}", list.join(", "));
+        }
+        if self.ops_not_logged > 0 {
+            let _ = writeln!(
+                s,
+                "note: {} operations past the per-operation log's cap are in the totals only",
+                self.ops_not_logged
+            );
+        }
+        s
+    }
+
+    /// One line on losses and the longest outage.
+    pub fn downtime_line(&self) -> String {
+        match &self.downtime.longest_failure_run {
+            None if self.downtime.lost == 0 => "downtime: none (nothing lost)".into(),
+            None => format!("downtime: {} lost", self.downtime.lost),
+            Some(r) => format!(
+                "downtime: longest failure run {} ops ({}) from {} to {}; {} lost in all",
+                r.ops,
+                fmt_ms(r.duration_ms),
+                fmt_ms(r.from_ms),
+                fmt_ms(r.to_ms),
+                self.downtime.lost
+            ),
+        }
+    }
+}
+
+/// One rotation's window, as `rotation-test` reports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RotationWindow {
+    pub rotation: RotationMark,
+    /// Before and after the rotation, each half a window long.
+    pub before: Window,
+    pub after: Window,
+}
+
+/// `count / d`, 0 for an empty span.
+fn per_second(count: u64, d: Duration) -> f64 {
+    if d.is_zero() {
+        0.0
+    } else {
+        count as f64 / d.as_secs_f64()
+    }
+}
+
+/// Microseconds for humans: `850µs`, `1.50ms`, `2.35s`.
+pub fn fmt_us(us: u64) -> String {
+    match us {
+        0..=999 => format!("{us}µs"),
+        1_000..=999_999 => format!("{:.2}ms", us as f64 / 1e3),
+        _ => format!("{:.2}s", us as f64 / 1e6),
+    }
+}
+
+/// Milliseconds since the start for humans: `1.25s`.
+pub fn fmt_ms(ms: u64) -> String {
+    format!("{:.2}s", ms as f64 / 1e3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(fmt_us(850), "850µs");
+        assert_eq!(fmt_us(1500), "1.50ms");
+        assert_eq!(fmt_us(2_345_000), "2.35s");
+        assert_eq!(fmt_ms(1250), "1.25s");
+    }
+}

@@ -1,0 +1,143 @@
+//! The files a run writes: `--json`, `--hdr-log`, `--plot`. Each is written
+//! to a temporary file beside the target and renamed into place, so a
+//! reader never sees half a report.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::Context;
+
+use super::plot::{self, Marker, PlotInput, Point};
+use super::{LoadReport, RotationMark};
+use crate::load::analysis::Ops;
+use crate::load::LoadRun;
+use crate::metrics::hdrlog;
+
+/// Where a run's files go.
+#[derive(Debug, Clone, Default)]
+pub struct Outputs {
+    pub json: Option<PathBuf>,
+    pub hdr_log: Option<PathBuf>,
+    pub hdr_interval: Duration,
+    pub plot: Option<PathBuf>,
+}
+
+/// Write every requested file; one line per file written, for the user.
+pub fn write_outputs(
+    run: &LoadRun,
+    report: &LoadReport,
+    out: &Outputs,
+) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    if let Some(path) = &out.json {
+        write_json(path, report)?;
+        lines.push(format!("json written to {}", path.display()));
+    }
+    if let Some(path) = &out.hdr_log {
+        let ops = Ops::new(&run.recorder, &run.schedule);
+        let interval_ms = out.hdr_interval.as_millis().max(1) as u64;
+        let intervals = ops.intervals(interval_ms);
+        let start = UNIX_EPOCH + Duration::from_millis(report.started_unix_ms);
+        let mut buf = Vec::new();
+        hdrlog::write(&mut buf, start, &intervals, &[log_meta(report)?])?;
+        atomic_write(path, &buf)?;
+        lines.push(format!(
+            "HdrHistogram interval log written to {}",
+            path.display()
+        ));
+    }
+    if let Some(path) = &out.plot {
+        let ops = Ops::new(&run.recorder, &run.schedule);
+        let bucket_ms = plot_bucket_ms(report.duration_s);
+        write_plot(path, report, &ops.points(bucket_ms), bucket_ms)?;
+        lines.push(format!("plot written to {}", path.display()));
+    }
+    Ok(lines)
+}
+
+/// The summary carried in an HdrHistogram log's `#[certshift]` comment:
+/// the report without the parts the histograms carry.
+pub(super) fn log_meta(report: &LoadReport) -> anyhow::Result<String> {
+    let mut meta = report.clone();
+    meta.timeline.clear();
+    meta.latency_us.clear();
+    meta.service_time_us.clear();
+    Ok(serde_json::to_string(&meta)?)
+}
+
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    atomic_write(path, &bytes)
+}
+
+pub(super) fn write_plot(
+    path: &Path,
+    report: &LoadReport,
+    points: &[Point],
+    bucket_ms: u64,
+) -> anyhow::Result<()> {
+    let markers: Vec<Marker> = report.rotations.iter().map(marker).collect();
+    let title = format!(
+        "certshift load {} ({}, {}) at {:.0}/s",
+        report.info.target, report.info.mode, report.info.tls, report.rate
+    );
+    let svg = plot::render_svg(&PlotInput {
+        title: &title,
+        bucket_ms,
+        points,
+        markers: &markers,
+    })?;
+    atomic_write(path, svg.as_bytes())
+}
+
+fn marker(r: &RotationMark) -> Marker {
+    Marker {
+        t_ms: r.t_ms,
+        kind: r.kind.clone(),
+        serial: r.serial.clone(),
+    }
+}
+
+/// 100 ms buckets up to a minute, then wider so a plot keeps ~600 points.
+pub(super) fn plot_bucket_ms(duration_s: f64) -> u64 {
+    let ms = (duration_s * 1000.0 / 600.0).ceil() as u64;
+    ms.max(100).div_ceil(100) * 100
+}
+
+fn atomic_write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| {
+        format!(
+            "writing {}: cannot create a file in {}",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    std::io::Write::write_all(&mut tmp, bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // Reports are for sharing (CI artifacts); temp files start out 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = tmp
+        .as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644));
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plots_keep_about_600_points() {
+        assert_eq!(plot_bucket_ms(2.0), 100);
+        assert_eq!(plot_bucket_ms(60.0), 100);
+        assert_eq!(plot_bucket_ms(600.0), 1000);
+        assert_eq!(plot_bucket_ms(3600.0), 6000);
+    }
+}

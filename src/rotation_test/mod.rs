@@ -1,0 +1,357 @@
+//! `certshift rotation-test`: does certificate rotation cause downtime?
+//! Open-loop load runs while credentials rotate on a schedule; the report
+//! gives, per rotation, the window around it, the longest run of failures
+//! and the total lost. Exit 0 when nothing was lost, 1 otherwise.
+//!
+//! ```text
+//!  embedded default (all in this process, PKI in a temp dir):
+//!    request/keepalive: load ──plaintext──▶ proxy ──mTLS (rotating client cert)──▶ serve (strict)
+//!    handshake:         load ──mTLS (rotating client cert)──────────────────────▶ serve (strict)
+//!  --target ADDR: load ──mTLS──▶ your service; client rotations minted from --pki's CA
+//! ```
+//!
+//! A CA-bundle rotation follows the sequence a mesh needs: add the new root
+//! to every trust bundle, switch issuance to it, then drop the old root.
+//! `--no-overlap` skips the first step, and the outage that follows is the
+//! point of the flag.
+
+mod rig;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::load::analysis::{FailureRun, Ops, Window};
+use crate::load::{LoadConfig, Marks, Mode};
+use crate::pki::KeyType;
+use crate::report::{fmt_ms, fmt_us, LoadReport, Outputs, RotationMark};
+
+pub use rig::Rig;
+
+/// What rotates.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rotate {
+    /// The client certificate presented to the service.
+    Client,
+    /// The service's own certificate.
+    Server,
+    /// The root CA: trust bundles and issuance.
+    CaBundle,
+    /// Client, server and CA bundle in turn.
+    All,
+}
+
+impl Rotate {
+    /// The kind rotation `i` performs.
+    pub fn kind(self, i: usize) -> Rotate {
+        match self {
+            Rotate::All => [Rotate::Client, Rotate::Server, Rotate::CaBundle][i % 3],
+            k => k,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Rotate::Client => "client",
+            Rotate::Server => "server",
+            Rotate::CaBundle => "ca-bundle",
+            Rotate::All => "all",
+        }
+    }
+}
+
+/// `certshift rotation-test` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RotationTestArgs {
+    /// What to rotate.
+    #[arg(long, value_enum, default_value_t = Rotate::Client)]
+    pub rotate: Rotate,
+    /// How many rotations.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub rotations: usize,
+    /// Time between rotations (also before the first and after the last).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Operations per second.
+    #[arg(long, default_value_t = 200.0, value_name = "N")]
+    pub rate: f64,
+    /// What one operation is (as in `load`).
+    #[arg(long, value_enum, default_value_t = Mode::Request)]
+    pub mode: Mode,
+    /// Persistent connections (keepalive mode).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub connections: usize,
+    /// Bound on each operation.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// CA-bundle rotation without adding the new root first: shows the outage.
+    #[arg(long)]
+    pub no_overlap: bool,
+    /// Key algorithm of the embedded PKI.
+    #[arg(long, value_enum, default_value_t = KeyType::EcdsaP256)]
+    pub key_type: KeyType,
+    /// Test your own service instead of the embedded default (client rotations only).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub target: Option<String>,
+    /// With --target: the PKI whose CA issues the rotated client certificates.
+    #[arg(long, value_name = "DIR", requires = "target")]
+    pub pki: Option<PathBuf>,
+    /// With --target: the service identity to present (default: the PKI's first).
+    #[arg(long, value_name = "SERVICE", requires = "target")]
+    pub identity: Option<String>,
+    /// With --target: the name to verify the service's certificate against.
+    #[arg(long, value_name = "NAME", requires = "target")]
+    pub server_name: Option<String>,
+    /// With --target: the request path.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// Write the report as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Plot the run as SVG, rotations marked.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Never draw the live progress line.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// One rotation, as the report shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WindowReport {
+    pub index: usize,
+    pub kind: String,
+    pub t_ms: u64,
+    /// Half an interval before the rotation.
+    pub before: Window,
+    /// From the rotation to the next one (or the end).
+    pub after: Window,
+    /// Lost in the two windows together.
+    pub lost: u64,
+}
+
+/// The `rotation_test` section of the JSON report.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Summary {
+    pub rotate: String,
+    pub topology: String,
+    pub rotations: usize,
+    pub interval_ms: u64,
+    pub no_overlap: bool,
+    pub windows: Vec<WindowReport>,
+    pub longest_failure_run: Option<FailureRun>,
+    pub lost: u64,
+    pub passed: bool,
+}
+
+/// `certshift rotation-test`: Ok(false) when anything was lost.
+pub async fn command(args: RotationTestArgs) -> anyhow::Result<bool> {
+    if args.rotations == 0 {
+        anyhow::bail!("--rotations: must be at least 1");
+    }
+    if args.interval < Duration::from_millis(100) {
+        anyhow::bail!("--interval: must be at least 100ms, so each rotation has a window");
+    }
+    if !(args.rate.is_finite() && args.rate > 0.0) {
+        anyhow::bail!(
+            "--rate: {} must be a positive number of operations per second",
+            args.rate
+        );
+    }
+    if args.target.is_some() && args.rotate != Rotate::Client {
+        anyhow::bail!(
+            "--rotate {}: with --target only client rotations are possible (certshift does not control your service's certificate or trust bundle); run without --target for the embedded default",
+            args.rotate.name()
+        );
+    }
+    let tmp = tempfile::tempdir().context("creating a temporary directory for the PKI")?;
+    let rig = Rig::start(&args, tmp.path()).await?;
+    println!("{}", rig.describe());
+    let (report, summary) = run(&args, &rig).await?;
+    rig.stop().await;
+    print!("{}", report.table());
+    print!("{}", render(&summary));
+    #[derive(serde::Serialize)]
+    struct Doc<'a> {
+        #[serde(flatten)]
+        report: &'a LoadReport,
+        rotation_test: &'a Summary,
+    }
+    if let Some(path) = &args.json {
+        crate::report::write_json_file(
+            path,
+            &Doc {
+                report: &report,
+                rotation_test: &summary,
+            },
+        )?;
+        println!("json written to {}", path.display());
+    }
+    Ok(summary.passed)
+}
+
+/// Drive the load and the rotations; the run's report and its rotation summary.
+pub async fn run(args: &RotationTestArgs, rig: &Rig) -> anyhow::Result<(LoadReport, Summary)> {
+    let n = args.rotations;
+    let interval = args.interval;
+    let duration = interval * (n as u32 + 1);
+    let mut cfg = LoadConfig::new(rig.target(args), args.mode, args.rate, duration);
+    cfg.connections = args.connections;
+    cfg.timeout = args.timeout;
+    cfg.progress = !args.no_progress;
+    cfg.max_in_flight = 10_000;
+    let marks = Marks::default();
+    let load = {
+        let (cfg, marks) = (cfg.clone(), marks.clone());
+        tokio::spawn(async move { crate::load::run(&cfg, &marks, std::future::pending()).await })
+    };
+    // The engine's measurement starts 20 ms after it is spawned; rotation i
+    // happens i intervals after that.
+    let origin = tokio::time::Instant::now() + Duration::from_millis(20);
+    let mut failures = Vec::new();
+    for i in 0..n {
+        tokio::time::sleep_until(origin + interval * (i as u32 + 1)).await;
+        if let Err(e) = rig
+            .rotate(args.rotate.kind(i), args.no_overlap, interval, &marks)
+            .await
+        {
+            failures.push(format!("rotation {}: {e:#}", i + 1));
+        }
+    }
+    let run = load.await.context("the load task failed")?;
+    if !failures.is_empty() {
+        anyhow::bail!("{}", failures.join("; "));
+    }
+    let report = LoadReport::from_run(&run, rig.info(args));
+    let ops = Ops::new(&run.recorder, &run.schedule);
+    // Rotation i starts at the first mark of its kind after (i+1) intervals.
+    let interval_ms = interval.as_millis() as u64;
+    let starts: Vec<RotationMark> = (0..n)
+        .filter_map(|i| {
+            let due = interval_ms * (i as u64 + 1);
+            report
+                .rotations
+                .iter()
+                .find(|r| r.t_ms + 50 >= due)
+                .cloned()
+        })
+        .collect();
+    let end_ms = (report.duration_s * 1000.0) as u64;
+    let windows: Vec<WindowReport> = starts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let next = starts.get(i + 1).map_or(end_ms, |s| s.t_ms);
+            let before = ops.window(m.t_ms.saturating_sub(interval_ms / 2), m.t_ms);
+            let after = ops.window(m.t_ms, next.max(m.t_ms + 1));
+            WindowReport {
+                index: i + 1,
+                kind: args.rotate.kind(i).name().into(),
+                t_ms: m.t_ms,
+                lost: before.failed + before.dropped + after.failed + after.dropped,
+                before,
+                after,
+            }
+        })
+        .collect();
+    let summary = Summary {
+        rotate: args.rotate.name().into(),
+        topology: rig.topology(args).into(),
+        rotations: n,
+        interval_ms,
+        no_overlap: args.no_overlap,
+        windows,
+        longest_failure_run: report.downtime.longest_failure_run,
+        lost: report.lost(),
+        passed: report.lost() == 0 && report.attempted > 0,
+    };
+    if let Some(path) = &args.plot {
+        let outputs = Outputs {
+            plot: Some(path.clone()),
+            ..Outputs::default()
+        };
+        for line in crate::report::write_outputs(&run, &report, &outputs)? {
+            println!("{line}");
+        }
+    }
+    Ok((report, summary))
+}
+
+/// The per-rotation table and the verdict.
+pub fn render(s: &Summary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nrotation-test: {} × {} every {} ({}){}",
+        s.rotations,
+        s.rotate,
+        fmt_ms(s.interval_ms),
+        s.topology,
+        if s.no_overlap { ", no overlap" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "  {:>3} {:<10} {:>8} {:>9} {:>9} {:>11} {:>11}  lost outcomes",
+        "#", "kind", "at", "attempted", "lost", "p99 before", "p99 after"
+    );
+    for w in &s.windows {
+        let mut outcomes: std::collections::BTreeMap<&str, u64> = Default::default();
+        for (k, v) in w.before.outcomes.iter().chain(&w.after.outcomes) {
+            *outcomes.entry(k).or_default() += v;
+        }
+        let list: Vec<String> = outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            out,
+            "  {:>3} {:<10} {:>8} {:>9} {:>9} {:>11} {:>11}  {}",
+            w.index,
+            w.kind,
+            fmt_ms(w.t_ms),
+            w.before.attempted + w.after.attempted,
+            w.lost,
+            fmt_us(w.before.p99_us),
+            fmt_us(w.after.p99_us),
+            if list.is_empty() {
+                "-".into()
+            } else {
+                list.join(", ")
+            }
+        );
+    }
+    let downtime = match &s.longest_failure_run {
+        Some(r) => format!(
+            "{} ({} ops in a row from {})",
+            fmt_ms(r.duration_ms),
+            r.ops,
+            fmt_ms(r.from_ms)
+        ),
+        None => "none".into(),
+    };
+    let _ = writeln!(
+        out,
+        "downtime (longest failure run): {downtime}; total lost: {}",
+        s.lost
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        if s.passed {
+            "PASS: no operation was lost across the rotations"
+        } else {
+            "FAIL: operations were lost across the rotations"
+        }
+    );
+    out
+}
+
+/// `report show` of a rotation-test JSON's `rotation_test` section.
+pub fn render_value(v: &serde_json::Value) -> String {
+    match serde_json::from_value::<Summary>(v.clone()) {
+        Ok(s) => render(&s),
+        Err(e) => format!("(rotation_test section unreadable: {e})\n"),
+    }
+}
