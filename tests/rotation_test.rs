@@ -1,0 +1,126 @@
+//! `certshift rotation-test` on the embedded default: correct rotations lose
+//! nothing; a CA rotation without overlap shows its outage and exits 1.
+
+mod common;
+
+use common::certshift;
+
+fn rotation_test(args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("rt.json");
+    let out = certshift()
+        .args([
+            "rotation-test",
+            "--rotations",
+            "2",
+            "--interval",
+            "600ms",
+            "--rate",
+            "100",
+        ])
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run rotation-test");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v = serde_json::from_slice(&std::fs::read(&json).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {stdout}"));
+    (out.status.code(), v, stdout)
+}
+
+fn assert_nothing_lost(args: &[&str], kinds: &[&str]) {
+    let (code, v, out) = rotation_test(args);
+    assert_eq!(code, Some(0), "{out}");
+    let rt = &v["rotation_test"];
+    assert_eq!(rt["lost"].as_u64(), Some(0), "{out}");
+    assert_eq!(rt["passed"].as_bool(), Some(true));
+    assert!(rt["longest_failure_run"].is_null());
+    let windows = rt["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 2, "{out}");
+    // 1.8 s at 100/s, every one answered.
+    let attempted = v["attempted"].as_u64().unwrap();
+    assert!((178..=182).contains(&attempted), "{attempted}");
+    assert_eq!(v["succeeded"].as_u64(), Some(attempted));
+    let marked: Vec<&str> = v["rotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["kind"].as_str())
+        .collect();
+    for k in kinds {
+        assert!(marked.contains(k), "{k} not in {marked:?}");
+    }
+    assert!(out.contains("PASS"), "{out}");
+}
+
+#[test]
+fn client_rotations_lose_nothing() {
+    assert_nothing_lost(&["--rotate", "client"], &["client"]);
+}
+
+#[test]
+fn server_rotations_lose_nothing() {
+    assert_nothing_lost(&["--rotate", "server"], &["server"]);
+}
+
+#[test]
+fn ca_bundle_rotations_in_the_safe_order_lose_nothing() {
+    assert_nothing_lost(
+        &["--rotate", "ca-bundle"],
+        &[
+            "ca-bundle:add-root",
+            "ca-bundle:issue",
+            "ca-bundle:drop-root",
+        ],
+    );
+}
+
+#[test]
+fn ca_bundle_rotations_lose_nothing_in_handshake_mode_too() {
+    assert_nothing_lost(
+        &["--rotate", "ca-bundle", "--mode", "handshake"],
+        &["ca-bundle:issue"],
+    );
+}
+
+#[test]
+fn a_ca_rotation_without_overlap_shows_the_outage_and_exits_1() {
+    let (code, v, out) = rotation_test(&["--rotate", "ca-bundle", "--no-overlap"]);
+    assert_eq!(code, Some(1), "{out}");
+    let rt = &v["rotation_test"];
+    let run = &rt["longest_failure_run"];
+    // New leaves from a root nobody trusts until the bundles switch, 200 ms
+    // (a third of the interval) later: about 20 operations at 100/s.
+    let ops = run["ops"].as_u64().unwrap();
+    assert!((10..=30).contains(&ops), "{run}");
+    assert!(run["duration_ms"].as_u64().unwrap() >= 100, "{run}");
+    assert!(rt["lost"].as_u64().unwrap() >= ops);
+    assert!(!rt["passed"].as_bool().unwrap());
+    // Each rotation's window holds its losses; the proxy answers 502.
+    for w in rt["windows"].as_array().unwrap() {
+        assert!(w["lost"].as_u64().unwrap() > 0, "{w}");
+    }
+    assert!(
+        v["outcomes"]["http:502"].as_u64().unwrap() > 0,
+        "{}",
+        v["outcomes"]
+    );
+    assert!(out.contains("FAIL"), "{out}");
+}
+
+#[test]
+fn server_rotation_against_a_given_target_is_refused() {
+    let out = certshift()
+        .args([
+            "rotation-test",
+            "--rotate",
+            "server",
+            "--target",
+            "127.0.0.1:9",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only client rotations"));
+}
