@@ -243,11 +243,11 @@ fn configuration_errors_exit_2_and_name_the_flag() {
 }
 
 #[test]
-fn demo_runs_the_whole_matrix_and_exits_0() {
-    let json = tempfile::NamedTempFile::new().unwrap();
+fn demo_runs_load_through_the_proxy_with_rotations_and_judges_every_variant() {
+    let out_dir = tempfile::tempdir().unwrap();
     let out = certshift()
-        .args(["demo", "--json"])
-        .arg(json.path())
+        .args(["demo", "--duration", "3s", "--rate", "100", "--out"])
+        .arg(out_dir.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -257,26 +257,39 @@ fn demo_runs_the_whole_matrix_and_exits_0() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // 4 services + 10 variants + no certificate, over TLS 1.2 and 1.3.
+    assert!(stdout.contains("PASS"), "{stdout}");
+    // The verdict matrix: the valid identity accepted, each bad variant
+    // refused with its own alert.
+    for (variant, alert) in [
+        ("revoked", "alert:certificate_revoked"),
+        ("untrusted-ca", "alert:unknown_ca"),
+        ("expired", "alert:certificate_expired"),
+        ("none", "alert:certificate_required"),
+    ] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{variant} ")))
+            .unwrap_or_else(|| panic!("no {variant} row in {stdout}"));
+        assert!(
+            row.contains("reject") && row.contains(alert) && row.ends_with("ok"),
+            "{row}"
+        );
+    }
+    assert!(stdout.contains("latency (from intended start"), "{stdout}");
     assert!(
-        stdout.contains("30 checks: 30 as a strict mTLS server must answer, 0 wrong"),
+        stdout.contains(
+            "rotation downtime: 2 client rotations; the valid identity was refused 0 times"
+        ),
         "{stdout}"
     );
-    assert!(
-        stdout.contains("alert:certificate_revoked") && stdout.contains("alert:unknown_ca"),
-        "{stdout}"
-    );
-    let rows: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(json.path()).unwrap()).unwrap();
-    let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 30);
-    assert!(rows.iter().all(|r| r["pass"] == true));
-    let revoked = rows
-        .iter()
-        .find(|r| r["credential"] == "revoked" && r["tls_version"] == "1.3")
-        .unwrap();
-    assert_eq!(revoked["observed"], "alert:certificate_revoked");
-    assert_eq!(revoked["expected"], "reject");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.path().join("demo.json")).unwrap()).unwrap();
+    let attempted = json["load"]["attempted"].as_u64().unwrap();
+    assert!((298..=302).contains(&attempted), "{attempted}");
+    assert_eq!(json["wrong_verdicts"].as_u64(), Some(0));
+    assert_eq!(json["load"]["rotations"].as_array().unwrap().len(), 2);
+    let svg = std::fs::read_to_string(out_dir.path().join("demo.svg")).unwrap();
+    roxmltree::Document::parse(&svg).expect("the plot is valid XML");
 }
 
 #[test]

@@ -190,7 +190,7 @@ impl LoadReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "load {} ({} over {}): {:.0}/s asked for {:.1}s{}",
+            "load {} ({}, tls {}): {:.0}/s asked for {:.1}s{}",
             self.info.target,
             self.info.mode,
             self.info.tls,
@@ -239,7 +239,11 @@ impl LoadReport {
                 "to end of", "count", "p50", "p90", "p99", "p99.9", "max"
             );
             for p in LoadPhase::ALL {
-                let Some(q) = m.get(p.name()) else { continue };
+                // A phase no operation went through (no TLS, or keep-alive
+                // reuse only) has no row rather than a row of zeros.
+                let Some(q) = m.get(p.name()).filter(|q| q.count > 0) else {
+                    continue;
+                };
                 let _ = writeln!(
                     s,
                     "  {:<10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",

@@ -1,35 +1,18 @@
-//! `certshift demo`: the README's main job on the embedded default. A test
-//! PKI in a temporary directory, the reference service in strict mode on a
-//! free loopback port, and every client credential and bad variant presented
-//! over TLS 1.2 and 1.3, with the verdict each got.
+//! The static verdict matrix: every client credential of a PKI (and no
+//! certificate at all) presented once per TLS version to a service, with
+//! the verdict each got. The audit and the tests judge services with it.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use rustls_pki_types::ServerName;
 
 use crate::creds;
-use crate::pki::{self, Expect, KeyType, Manifest, PkiOptions};
+use crate::pki::{Expect, Manifest};
 use crate::probe::{self, Probe};
-use crate::serve::{Mode, ServeArgs, Service};
 use crate::tls::{client_config, ClientCert, Outcome, TlsVersion, TlsVersions, Verdict};
-
-/// `certshift demo` options.
-#[derive(Debug, Clone, clap::Args)]
-pub struct DemoArgs {
-    /// Key algorithm of the generated PKI.
-    #[arg(long, value_enum, default_value_t = KeyType::EcdsaP256)]
-    pub key_type: KeyType,
-    /// Keep the generated PKI in DIR (must be empty) instead of a temporary directory.
-    #[arg(long, value_name = "DIR")]
-    pub keep_pki: Option<PathBuf>,
-    /// Write the verdict matrix as JSON.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-}
 
 /// One credential presented over one TLS version.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -76,59 +59,6 @@ impl Row {
 }
 
 /// Run the demo; `Ok(false)` when a verdict was wrong.
-pub async fn run(args: &DemoArgs) -> anyhow::Result<bool> {
-    let tmp;
-    let dir: &Path = match &args.keep_pki {
-        Some(d) => d,
-        None => {
-            tmp = tempfile::tempdir().context("creating a temporary directory for the PKI")?;
-            tmp.path()
-        }
-    };
-    let opts = PkiOptions {
-        key_type: args.key_type,
-        intermediate: true,
-        ..PkiOptions::default()
-    };
-    let manifest = pki::init(dir, &opts, false).context("generating the demo PKI")?;
-    println!(
-        "test PKI ({}, with an intermediate CA) in {}",
-        manifest.key_type,
-        dir.display()
-    );
-
-    let serve = ServeArgs {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        pki: Some(dir.to_path_buf()),
-        mode: Mode::Strict,
-        no_watch: true,
-        ..ServeArgs::default()
-    };
-    let service = Service::bind(serve.into_config()?).await?;
-    let addr = service.local_addr();
-    println!("certshift serve --mode strict listening on {addr}\n");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(service.run(async { drop(stop_rx.await) }, Duration::from_secs(2)));
-
-    let rows = matrix(addr, dir, &manifest, &TlsVersions::all()).await?;
-    let _ = stop_tx.send(());
-    let _ = server.await;
-
-    print!("{}", render(&rows));
-    let failed = rows.iter().filter(|r| !r.pass).count();
-    println!(
-        "\n{} checks: {} as a strict mTLS server must answer, {failed} wrong",
-        rows.len(),
-        rows.len() - failed
-    );
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&rows)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        println!("verdict matrix written to {}", path.display());
-    }
-    Ok(failed == 0)
-}
-
 /// Present every client credential of `manifest` (and no certificate at all)
 /// to the service at `addr`, once per TLS version.
 pub async fn matrix(
