@@ -187,11 +187,15 @@ pub fn merge(
     };
     if metas.len() == logs.len() && !metas.is_empty() {
         // Every log is certshift's: sum what it counted.
-        let targets: std::collections::BTreeSet<&str> =
-            metas.iter().map(|m| m.info.target.as_str()).collect();
+        // Distinct values, joined: logs of other targets or modes say so.
+        let distinct = |f: fn(&RunInfo) -> &str| {
+            let set: std::collections::BTreeSet<&str> = metas.iter().map(|m| f(&m.info)).collect();
+            set.into_iter().collect::<Vec<_>>().join(",")
+        };
         report.info = RunInfo {
-            target: targets.into_iter().collect::<Vec<_>>().join(","),
-            ..metas[0].info.clone()
+            target: distinct(|i| &i.target),
+            mode: distinct(|i| &i.mode),
+            tls: distinct(|i| &i.tls),
         };
         for (m, log) in metas.iter().zip(logs) {
             report.rate += m.rate;

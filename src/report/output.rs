@@ -79,7 +79,7 @@ pub(super) fn write_plot(
 ) -> anyhow::Result<()> {
     let markers: Vec<Marker> = report.rotations.iter().map(marker).collect();
     let title = format!(
-        "certshift load {} ({}, {}) at {:.0}/s",
+        "certshift load {} ({}, tls {}) at {:.0}/s",
         report.info.target, report.info.mode, report.info.tls, report.rate
     );
     let svg = plot::render_svg(&PlotInput {
