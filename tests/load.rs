@@ -36,7 +36,9 @@ fn target(pki: &TestPki, addr: SocketAddr) -> Target {
         method: hyper::Method::GET,
         path: "/".into(),
         authority: addr.to_string(),
-        confirm_window: Duration::from_millis(100),
+        // Generous: after a stall, a hundred queued handshakes finish at
+        // once on two busy cores, and a late ticket must not read as quiet.
+        confirm_window: Duration::from_secs(2),
     }
 }
 
@@ -259,6 +261,8 @@ async fn report_merge_of_two_logs_is_the_sum_and_show_prints_it_again() {
             "1s",
             "--mode",
             "handshake",
+            "--confirm-window",
+            "2s",
             "--cert",
             &pki.file("variants/untrusted-ca/tls.crt")
                 .display()
@@ -339,4 +343,67 @@ fn bad_flags_name_the_flag_and_exit_2() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_service_gives_timeouts_and_drops_never_gaps() {
+    let pki = TestPki::default_flat();
+    let serve = serve_process(&pki);
+    let pid = serve.child.id().to_string();
+    let kill = |sig: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    kill("-STOP");
+    let mut cfg = LoadConfig::new(
+        target(&pki, serve.addr()),
+        Mode::Handshake,
+        100.0,
+        Duration::from_secs(1),
+    );
+    cfg.timeout = Duration::from_millis(300);
+    cfg.max_in_flight = 10;
+    let run = load::run(&cfg, &Marks::default(), std::future::pending()).await;
+    kill("-CONT");
+    let r = LoadReport::from_run(&run, RunInfo::default());
+    // Every scheduled operation is accounted for: timed out or dropped.
+    assert_eq!(r.attempted, 100);
+    assert_eq!(r.succeeded, 0);
+    assert_eq!(r.failed + r.dropped, 100, "{:?}", r.outcomes);
+    assert!(r.dropped > 0, "{:?}", r.outcomes);
+    assert!(
+        r.outcomes.get("handshake_timeout").copied().unwrap_or(0) > 0,
+        "{:?}",
+        r.outcomes
+    );
+    let run = r.downtime.longest_failure_run.expect("a failure run");
+    assert_eq!(run.ops, 100);
+    // Timed-out operations recorded their latency (about the timeout).
+    assert!(r.latency_us["request"].max >= 300_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_reports_the_resumed_share() {
+    let pki = TestPki::default_flat();
+    let serve = common::start_serve(&pki, certshift::serve::Mode::Strict).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, resumed) in [(None, false), (Some("--resume"), true)] {
+        let mut extra = vec!["--rate", "50", "--duration", "1s"];
+        extra.extend(flag);
+        let out = load_cmd(&pki, serve.addr, dir.path(), "r", &extra);
+        assert!(out.status.success());
+        let j = json(&dir.path().join("r.json"));
+        let share = j["resumption"]["share"].as_f64().unwrap();
+        assert_eq!(j["resumption"]["handshakes"].as_u64(), Some(50));
+        if resumed {
+            // The first handshake is full; later ones resume once a ticket came.
+            assert!(share > 0.5, "{}", j["resumption"]);
+        } else {
+            assert_eq!(share, 0.0);
+        }
+    }
+    serve.stop().await;
 }

@@ -240,6 +240,7 @@ pub async fn run(cfg: &LoadConfig, marks: &Marks, shutdown: impl Future<Output =
             }
         }
     }
+    merged.sort_ops();
     let _ = clock.join();
     if let Some(p) = progress {
         p.finish().await;

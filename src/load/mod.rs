@@ -172,6 +172,9 @@ impl LoadArgs {
                 "must be longer than 0 (e.g. 10s)".into(),
             ));
         }
+        if self.duration.saturating_add(self.warmup) > Duration::from_secs(30 * 86_400) {
+            return Err(usage("--duration", "with --warmup, at most 30 days".into()));
+        }
         if self.max_in_flight == 0 {
             return Err(usage("--max-in-flight", "must be at least 1".into()));
         }

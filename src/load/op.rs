@@ -186,7 +186,10 @@ pub async fn handshake(t: &Target, budget: Duration) -> OpResult {
         Conn::Plain(_) => Ok(Confirmation::Handshake),
         Conn::Tls(_) if r.tls_version == Some(TlsVersion::Tls12) => Ok(Confirmation::Handshake),
         Conn::Tls(mut s) => {
-            let window = (start + r.handshake.unwrap_or_default() + t.confirm_window).min(deadline);
+            // At least three handshake times: on a long path the alert
+            // needs a round trip more than the ticket would.
+            let hs = r.handshake.unwrap_or_default();
+            let window = (start + hs + t.confirm_window.max(hs * 3)).min(deadline);
             confirm(&mut s, window).await
         }
     };
@@ -253,9 +256,26 @@ impl KeepAlive {
         let start = Instant::now();
         let deadline = start + budget;
         let mut r = OpResult::new(Outcome::Ok, start);
-        let mut http = match self.conn.take() {
-            Some(h) if !h.sender.is_closed() => h,
-            _ => {
+        // A kept connection is used only once its task says it can take
+        // another request; one the service closed meanwhile is replaced, as
+        // any HTTP client does, and that is not the service's failure.
+        let reused = match self.conn.take() {
+            Some(mut h) if !h.sender.is_closed() => {
+                match timeout_at(deadline, h.sender.ready()).await {
+                    Ok(Ok(())) => Some(h),
+                    Ok(Err(_)) => None,
+                    Err(_) => {
+                        r.outcome = Outcome::Timeout;
+                        r.end = start.elapsed();
+                        return r;
+                    }
+                }
+            }
+            _ => None,
+        };
+        let mut http = match reused {
+            Some(h) => h,
+            None => {
                 let (conn, opened) = match open(t, start, deadline).await {
                     Ok(c) => c,
                     Err(r) => return r,

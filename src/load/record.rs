@@ -185,6 +185,11 @@ impl Recorder {
         self.outcome_counts[usize::from(outcome)] += 1;
         let phases = [Some(r.connect), Some(r.handshake), Some(Some(r.end))];
         for (i, p) in phases.iter().enumerate() {
+            // Operations we ended at shutdown measured our patience, not
+            // the service.
+            if cancelled {
+                break;
+            }
             if let Some(Some(d)) = p {
                 self.service[i].record(*d);
                 self.latency[i].record(*d + lag);
@@ -233,7 +238,7 @@ impl Recorder {
         });
     }
 
-    /// Fold `other` in, keeping operation records sorted by `seq`.
+    /// Fold `other` in; call [`Recorder::sort_ops`] after the last merge.
     pub fn merge(&mut self, other: Recorder) {
         for i in 0..3 {
             self.latency[i].merge(&other.latency[i]);
@@ -262,11 +267,15 @@ impl Recorder {
             }
             r
         }));
-        self.ops.sort_unstable_by_key(|r| r.seq);
         self.ops_not_logged += other.ops_not_logged;
         self.op_cap = self.op_cap.max(other.op_cap);
         self.last_start = self.last_start.max(other.last_start);
         self.last_end = self.last_end.max(other.last_end);
+    }
+
+    /// Order the operation log by `seq`, once every recorder is merged in.
+    pub fn sort_ops(&mut self) {
+        self.ops.sort_unstable_by_key(|r| r.seq);
     }
 
     fn log(&mut self, r: OpRecord) {
@@ -355,6 +364,7 @@ mod tests {
         );
         b.record_dropped(3);
         a.merge(b);
+        a.sort_ops();
         assert_eq!(
             (a.succeeded, a.failed, a.dropped, a.attempted()),
             (2, 1, 1, 4)

@@ -20,7 +20,7 @@ impl Schedule {
         Schedule {
             rate,
             warmup_ops: ops_before(rate, warmup),
-            total_ops: ops_before(rate, warmup + duration),
+            total_ops: ops_before(rate, warmup.saturating_add(duration)),
         }
     }
 

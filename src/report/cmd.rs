@@ -113,11 +113,16 @@ pub fn merge(
     let mut totals: BTreeMap<String, PhaseHist> = BTreeMap::new();
     // Interval start (ms from origin) → tag → histogram.
     let mut by_interval: BTreeMap<u64, BTreeMap<String, PhaseHist>> = BTreeMap::new();
-    let mut bucket_ms = u64::MAX;
+    // Logs from instances that started a few ms apart share buckets of the
+    // narrowest interval, counted from the earliest start.
+    let bucket_ms = logs
+        .iter()
+        .flat_map(|l| l.intervals.iter().map(|i| i.length_ms.max(1)))
+        .min()
+        .unwrap_or(1000);
     for log in logs {
         for iv in &log.intervals {
-            let at = ms_since(log.at(iv.start_ms));
-            bucket_ms = bucket_ms.min(iv.length_ms.max(1));
+            let at = ms_since(log.at(iv.start_ms)) / bucket_ms * bucket_ms;
             for (tag, h) in &iv.hists {
                 let tag = if tag.is_empty() {
                     "request"
@@ -133,9 +138,6 @@ pub fn merge(
                     .merge(h);
             }
         }
-    }
-    if bucket_ms == u64::MAX {
-        bucket_ms = 1000;
     }
     let metas: Vec<LoadReport> = logs
         .iter()
@@ -238,7 +240,7 @@ pub fn merge(
         report.info.mode = "merged".into();
         report.attempted = count("request");
         report.failed = count("failed");
-        report.succeeded = report.attempted - report.failed;
+        report.succeeded = report.attempted.saturating_sub(report.failed);
         report.outcomes.insert("ok".into(), report.succeeded);
         if report.failed > 0 {
             report.outcomes.insert("failed".into(), report.failed);
@@ -282,4 +284,59 @@ pub fn merge(
         });
     }
     Ok((report, points, bucket_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::hdrlog::LogInterval;
+    use std::time::Duration;
+
+    fn log(start_ms: u64, counts: &[u64]) -> ParsedLog {
+        let start = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + start_ms);
+        ParsedLog {
+            start: Some(start),
+            base: start,
+            intervals: counts
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let mut h = PhaseHist::new();
+                    for _ in 0..*n {
+                        h.record(Duration::from_millis(2));
+                    }
+                    LogInterval {
+                        start_ms: i as u64 * 1000,
+                        length_ms: 1000,
+                        hists: vec![("request".into(), h)],
+                    }
+                })
+                .collect(),
+            meta: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn logs_that_started_apart_share_the_intervals_of_the_earliest() {
+        // Two pods, the second started 37 ms later.
+        let (r, points, bucket_ms) = merge(&[log(0, &[10, 20]), log(37, &[1, 2])], vec![]).unwrap();
+        assert_eq!(bucket_ms, 1000);
+        let t: Vec<(u64, u64)> = r.timeline.iter().map(|b| (b.t_ms, b.ok)).collect();
+        assert_eq!(t, [(0, 11), (1000, 22)]);
+        assert_eq!(points.len(), 2);
+        // Without certshift's metadata, counts come from the histograms.
+        assert_eq!((r.attempted, r.succeeded, r.failed), (33, 33, 0));
+        assert_eq!(r.latency_us["request"].count, 33);
+    }
+
+    #[test]
+    fn a_foreign_log_with_more_failures_than_requests_does_not_underflow() {
+        let mut l = log(0, &[1]);
+        let mut f = PhaseHist::new();
+        f.record(Duration::from_millis(1));
+        f.record(Duration::from_millis(1));
+        l.intervals[0].hists.push(("failed".into(), f));
+        let (r, _, _) = merge(&[l], vec![]).unwrap();
+        assert_eq!((r.attempted, r.failed, r.succeeded), (1, 2, 0));
+    }
 }

@@ -151,8 +151,8 @@ pub struct Summary {
 
 /// `certshift rotation-test`: Ok(false) when anything was lost.
 pub async fn command(args: RotationTestArgs) -> anyhow::Result<bool> {
-    if args.rotations == 0 {
-        anyhow::bail!("--rotations: must be at least 1");
+    if args.rotations == 0 || args.rotations > 10_000 {
+        anyhow::bail!("--rotations: must be between 1 and 10000");
     }
     if args.interval < Duration::from_millis(100) {
         anyhow::bail!("--interval: must be at least 100ms, so each rotation has a window");
@@ -172,6 +172,9 @@ pub async fn command(args: RotationTestArgs) -> anyhow::Result<bool> {
     let tmp = tempfile::tempdir().context("creating a temporary directory for the PKI")?;
     let rig = Rig::start(&args, tmp.path()).await?;
     println!("{}", rig.describe());
+    if args.mode == Mode::Keepalive {
+        println!("note: keepalive holds {} connections open; a rotated credential is used only by connections opened after it", args.connections);
+    }
     let (report, summary) = run(&args, &rig).await?;
     rig.stop().await;
     print!("{}", report.table());
@@ -199,7 +202,11 @@ pub async fn command(args: RotationTestArgs) -> anyhow::Result<bool> {
 pub async fn run(args: &RotationTestArgs, rig: &Rig) -> anyhow::Result<(LoadReport, Summary)> {
     let n = args.rotations;
     let interval = args.interval;
-    let duration = interval * (n as u32 + 1);
+    let duration = u32::try_from(n + 1)
+        .ok()
+        .and_then(|k| interval.checked_mul(k))
+        .filter(|d| *d <= Duration::from_secs(7 * 86_400))
+        .context("--rotations × --interval: longer than a week; use fewer rotations or a shorter interval")?;
     let mut cfg = LoadConfig::new(rig.target(args), args.mode, args.rate, duration);
     cfg.connections = args.connections;
     cfg.timeout = args.timeout;
@@ -214,8 +221,11 @@ pub async fn run(args: &RotationTestArgs, rig: &Rig) -> anyhow::Result<(LoadRepo
     // happens i intervals after that.
     let origin = tokio::time::Instant::now() + Duration::from_millis(20);
     let mut failures = Vec::new();
+    // Where each rotation's marks begin: the rotation starts at its first.
+    let mut first_mark = Vec::with_capacity(n);
     for i in 0..n {
         tokio::time::sleep_until(origin + interval * (i as u32 + 1)).await;
+        first_mark.push(marks.all().len());
         if let Err(e) = rig
             .rotate(args.rotate.kind(i), args.no_overlap, interval, &marks)
             .await
@@ -229,19 +239,30 @@ pub async fn run(args: &RotationTestArgs, rig: &Rig) -> anyhow::Result<(LoadRepo
     }
     let report = LoadReport::from_run(&run, rig.info(args));
     let ops = Ops::new(&run.recorder, &run.schedule);
-    // Rotation i starts at the first mark of its kind after (i+1) intervals.
     let interval_ms = interval.as_millis() as u64;
-    let starts: Vec<RotationMark> = (0..n)
-        .filter_map(|i| {
-            let due = interval_ms * (i as u64 + 1);
-            report
-                .rotations
-                .iter()
-                .find(|r| r.t_ms + 50 >= due)
-                .cloned()
+    let end_ms = (report.duration_s * 1000.0) as u64;
+    // A rotation that finished after the load did was not measured: say so
+    // rather than pass it.
+    if let Some(late) = report.rotations.iter().find(|r| r.t_ms >= end_ms) {
+        anyhow::bail!(
+            "the {} step at {} came after the load ended ({}): rotations took longer than --interval allows; use a longer --interval",
+            late.kind,
+            fmt_ms(late.t_ms),
+            fmt_ms(end_ms)
+        );
+    }
+    let all_marks = marks.all();
+    let starts: Vec<RotationMark> = first_mark
+        .iter()
+        .filter_map(|&i| all_marks.get(i))
+        .filter_map(|m| {
+            Some(RotationMark {
+                t_ms: run.t_ms(m.at)?,
+                kind: m.kind.clone(),
+                serial: m.serial.clone(),
+            })
         })
         .collect();
-    let end_ms = (report.duration_s * 1000.0) as u64;
     let windows: Vec<WindowReport> = starts
         .iter()
         .enumerate()
