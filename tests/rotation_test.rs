@@ -106,6 +106,12 @@ fn a_ca_rotation_without_overlap_shows_the_outage_and_exits_1() {
         "{}",
         v["outcomes"]
     );
+    // Behind the 502s: the proxy refused the service's new certificate, or
+    // the service refused the proxy's, both for an issuer nobody trusted yet.
+    let upstream = &rt["upstream_outcomes"];
+    let unknown = upstream["alert:unknown_ca"].as_u64().unwrap_or(0)
+        + upstream["verify:unknown_issuer"].as_u64().unwrap_or(0);
+    assert!(unknown > 0, "{upstream}");
     assert!(out.contains("FAIL"), "{out}");
 }
 

@@ -147,6 +147,9 @@ pub struct Summary {
     pub longest_failure_run: Option<FailureRun>,
     pub lost: u64,
     pub passed: bool,
+    /// Behind the proxy: what the service answered each upstream connection.
+    #[serde(default)]
+    pub upstream_outcomes: std::collections::BTreeMap<String, u64>,
 }
 
 /// `certshift rotation-test`: Ok(false) when anything was lost.
@@ -290,6 +293,7 @@ pub async fn run(args: &RotationTestArgs, rig: &Rig) -> anyhow::Result<(LoadRepo
         longest_failure_run: report.downtime.longest_failure_run,
         lost: report.lost(),
         passed: report.lost() == 0 && report.attempted > 0,
+        upstream_outcomes: rig.upstream_outcomes().await,
     };
     if let Some(path) = &args.plot {
         let outputs = Outputs {
@@ -352,6 +356,18 @@ pub fn render(s: &Summary) -> String {
         ),
         None => "none".into(),
     };
+    if !s.upstream_outcomes.is_empty() {
+        let list: Vec<String> = s
+            .upstream_outcomes
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "behind the proxy, the service answered: {}",
+            list.join(", ")
+        );
+    }
     let _ = writeln!(
         out,
         "downtime (longest failure run): {downtime}; total lost: {}",

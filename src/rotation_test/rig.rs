@@ -53,6 +53,8 @@ pub struct Rig {
     addr: SocketAddr,
     server_name: String,
     roots_generated: Mutex<u32>,
+    /// The proxy's metrics: what the service answered the proxy.
+    metrics: Metrics,
 }
 
 struct Running<H> {
@@ -102,6 +104,7 @@ impl Rig {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             server_name: "localhost".into(),
             roots_generated: Mutex::new(0),
+            metrics: Metrics::start(),
         };
         for d in ["serve", "proxy"] {
             std::fs::create_dir_all(dir.join(d))?;
@@ -142,7 +145,7 @@ impl Rig {
             p.admin = "off".into();
             p.no_watch = true;
             p.connect_timeout = Duration::from_secs(2);
-            let proxy = Proxy::bind(p.into_config()?, Metrics::start()).await?;
+            let proxy = Proxy::bind(p.into_config()?, rig.metrics.clone()).await?;
             let (stop, rx) = tokio::sync::oneshot::channel::<()>();
             let (handle, paddr) = (proxy.handle(), proxy.local_addr());
             let task = tokio::spawn(proxy.run(async { drop(rx.await) }));
@@ -188,6 +191,7 @@ impl Rig {
                 .clone()
                 .unwrap_or_else(|| "localhost".into()),
             roots_generated: Mutex::new(0),
+            metrics: Metrics::start(),
         };
         let (client, _, _) = rig.issue_client()?;
         rig.direct = Some(Direct::new(client, &rig.trusted_pem())?);
@@ -246,6 +250,25 @@ impl Rig {
             ));
         }
         s
+    }
+
+    /// Behind the proxy: the outcome of every upstream connection, which
+    /// names the cause the load only sees as a 502 (an alert, a failed
+    /// verification). Empty without a proxy.
+    pub async fn upstream_outcomes(&self) -> std::collections::BTreeMap<String, u64> {
+        if self.proxy.is_none() {
+            return Default::default();
+        }
+        let Ok(snap) = self.metrics.snapshot().await else {
+            return Default::default();
+        };
+        let mut out = std::collections::BTreeMap::new();
+        for (_, v) in snap.variants() {
+            for (o, n) in &v.outcomes {
+                *out.entry(o.clone()).or_default() += n;
+            }
+        }
+        out
     }
 
     /// Perform one rotation of `kind`, marking each step.
