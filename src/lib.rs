@@ -16,7 +16,11 @@
 //!  tls ──rustls configs from checked material; Outcome and Verdict of every attempt
 //!  probe ──one client experiment: connect, handshake with a chosen cert, request
 //!  serve ──the reference mTLS service (modes, policy) experiments are judged against
-//!  demo  ──every credential × TLS 1.2/1.3 against a strict serve, as a table
+//!  load  ──open-loop operations (handshake/request/keepalive) at intended times;
+//!          per-recorder histograms, an operation log, merged at the end
+//!  report ──load runs as JSON, table, HdrHistogram interval log, SVG; `report merge|show`
+//!  rotation_test ──load while client/server/CA-bundle credentials rotate; the downtime
+//!  demo  ──PKI + serve + proxy (mostly valid, every bad variant) + load + rotations
 //! ```
 //!
 //! | module | owns |
@@ -32,11 +36,16 @@
 //! | [`admin`] | the proxy's admin HTTP API (stats, Prometheus metrics, timeline, rotate) |
 //! | [`probe`] | one connection experiment with per-phase timeouts |
 //! | [`serve`] | the reference mTLS HTTP/1.1 service with an Istio-style policy |
+//! | [`load`] | the open-loop load generator: schedule, operations, recorders |
+//! | [`report`] | load reports: JSON contract, tables, output files, SVG plots, merge/show |
+//! | [`rotation_test`] | rotations under load on the embedded default or a target; windows and downtime |
 //! | [`demo`] | the README's main job |
 //!
-//! Dependencies point down the data flow: `demo`, `proxy`, `admin` and
-//! `serve` use `plan`, `metrics`, `probe`, `tls`, `creds`, `pki`; nothing
-//! below depends on what is above it.
+//! Dependencies point down the data flow: `demo` and `rotation_test` drive
+//! `serve`, `proxy` and `load`; `report` renders `load` runs (and `load`'s
+//! command writes through it); `proxy`, `admin`, `serve` and `load` use
+//! `plan`, `metrics`, `probe`, `tls`, `creds`, `pki`; nothing below depends
+//! on what is above it.
 #![forbid(unsafe_code)]
 
 pub mod accept;

@@ -250,9 +250,7 @@ impl Recorder {
         self.cancelled += other.cancelled;
         self.handshakes += other.handshakes;
         self.resumed += other.resumed;
-        for (k, v) in &other.confirmations {
-            *self.confirmations.entry(k).or_default() += v;
-        }
+        crate::metrics::add_counts(&mut self.confirmations, &other.confirmations);
         let remap: Vec<u16> = other
             .outcome_names
             .iter()

@@ -58,20 +58,6 @@ impl Schedule {
         self.offset(seq + self.warmup_ops)
             .saturating_sub(self.offset(self.warmup_ops))
     }
-
-    /// The last operation due at or before `elapsed` since the start, if any.
-    pub fn last_due(&self, elapsed: Duration) -> Option<u64> {
-        let k = (elapsed.as_secs_f64() * self.rate).floor() as u64;
-        // Floating point may put the boundary one op off; trust `offset`.
-        let k = if self.offset(k) > elapsed {
-            k.checked_sub(1)?
-        } else if self.offset(k + 1) <= elapsed {
-            k + 1
-        } else {
-            k
-        };
-        (self.total_ops > 0).then(|| k.min(self.total_ops - 1))
-    }
 }
 
 /// Operations due strictly before `d`: `k / rate < d`. The small tolerance
@@ -118,17 +104,5 @@ mod tests {
         assert_eq!(s.total_ops(), 1);
         let s = Schedule::new(3.0, Duration::ZERO, Duration::ZERO);
         assert_eq!(s.total_ops(), 0);
-        assert_eq!(s.last_due(Duration::from_secs(1)), None);
-    }
-
-    #[test]
-    fn last_due_agrees_with_offset_at_every_boundary() {
-        let s = Schedule::new(7.0, Duration::ZERO, Duration::from_secs(10));
-        for k in 1..s.total_ops() {
-            let at = s.offset(k);
-            assert_eq!(s.last_due(at), Some(k), "exactly at op {k}");
-            assert_eq!(s.last_due(at - Duration::from_nanos(1)), Some(k - 1));
-        }
-        assert_eq!(s.last_due(Duration::from_secs(3600)), Some(69));
     }
 }

@@ -38,7 +38,7 @@ use crate::pki::Expect;
 use crate::tls::Outcome;
 
 pub use hist::{Percentiles, PhaseHist, HIGHEST_TRACKABLE_US};
-pub use snapshot::{Snapshot, Totals, VariantStats};
+pub use snapshot::{add_counts, Snapshot, Totals, VariantStats};
 pub use timeline::{BUCKET_MS, MAX_BUCKETS, MAX_ROTATION_EVENTS};
 
 /// Events the aggregator can have queued before `record` starts dropping

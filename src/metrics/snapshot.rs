@@ -212,7 +212,8 @@ impl VariantStats {
     }
 }
 
-fn add_counts<K: Ord + Clone>(into: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64>) {
+/// Add `from`'s counts into `into`, key by key.
+pub fn add_counts<K: Ord + Clone>(into: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64>) {
     for (k, n) in from {
         *into.entry(k.clone()).or_default() += n;
     }

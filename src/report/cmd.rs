@@ -19,7 +19,7 @@ use super::{Downtime, LoadReport, RotationMark, RunInfo};
 use crate::load::analysis::Bucket;
 use crate::load::record::LoadPhase;
 use crate::metrics::hdrlog::{self, ParsedLog};
-use crate::metrics::PhaseHist;
+use crate::metrics::{add_counts, PhaseHist};
 
 /// `certshift report`.
 #[derive(Debug, Clone, clap::Args)]
@@ -211,12 +211,8 @@ pub fn merge(
             report.throughput += m.throughput;
             report.interrupted |= m.interrupted;
             report.ops_not_logged += m.ops_not_logged;
-            for (k, v) in &m.outcomes {
-                *report.outcomes.entry(k.clone()).or_default() += v;
-            }
-            for (k, v) in &m.confirmations {
-                *report.confirmations.entry(k.clone()).or_default() += v;
-            }
+            add_counts(&mut report.outcomes, &m.outcomes);
+            add_counts(&mut report.confirmations, &m.confirmations);
             // Rotations are placed on the merged timeline.
             let shift = ms_since(start_of(log));
             report

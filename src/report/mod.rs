@@ -17,7 +17,7 @@ use std::time::{Duration, UNIX_EPOCH};
 pub use cmd::{ReportArgs, ReportCommand};
 pub use output::{write_json as write_json_file, write_outputs, Outputs};
 
-use crate::load::analysis::{Bucket, FailureRun, Ops, Window};
+use crate::load::analysis::{Bucket, FailureRun, Ops};
 use crate::load::record::LoadPhase;
 use crate::load::LoadRun;
 use crate::metrics::Percentiles;
@@ -312,15 +312,6 @@ impl LoadReport {
             ),
         }
     }
-}
-
-/// One rotation's window, as `rotation-test` reports it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct RotationWindow {
-    pub rotation: RotationMark,
-    /// Before and after the rotation, each half a window long.
-    pub before: Window,
-    pub after: Window,
 }
 
 /// `count / d`, 0 for an empty span.

@@ -264,9 +264,7 @@ impl Rig {
         };
         let mut out = std::collections::BTreeMap::new();
         for (_, v) in snap.variants() {
-            for (o, n) in &v.outcomes {
-                *out.entry(o.clone()).or_default() += n;
-            }
+            crate::metrics::add_counts(&mut out, &v.outcomes);
         }
         out
     }
