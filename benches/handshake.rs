@@ -6,14 +6,13 @@
 //! on loopback, per key type and TLS version. `pki_generate/*`: building a
 //! whole test PKI in memory (every key and certificate, no disk).
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use certshift::creds;
 use certshift::pki::{self, KeyType, PkiOptions};
 use certshift::probe::{self, Probe};
-use certshift::serve::{ServeArgs, Service};
 use certshift::tls::{client_config, ClientCert, Outcome, TlsVersion, TlsVersions};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use rustls_pki_types::ServerName;
@@ -28,31 +27,11 @@ fn handshake(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3))
         .sample_size(50);
     for key_type in [KeyType::EcdsaP256, KeyType::Ed25519, KeyType::Rsa2048] {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = PkiOptions {
-            key_type,
-            services: vec!["order-service".into()],
-            ..PkiOptions::default()
-        };
-        pki::init(dir.path(), &opts, false).unwrap();
-        let service = rt.block_on(async {
-            let args = ServeArgs {
-                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                pki: Some(dir.path().to_path_buf()),
-                no_watch: true,
-                ..ServeArgs::default()
-            };
-            Service::bind(args.into_config().unwrap()).await.unwrap()
-        });
-        let addr = service.local_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = rt.spawn(service.run(async { drop(stopped.await) }, Duration::from_secs(1)));
-        let roots = creds::load_roots(&[dir.path().join("ca/ca.crt")]).unwrap();
-        let cert = creds::load_certified_key(
-            &dir.path().join("clients/order-service/tls.crt"),
-            &dir.path().join("clients/order-service/tls.key"),
-        )
-        .unwrap();
+        let dir = common::order_service_pki(key_type);
+        let serving = rt.block_on(common::start_serve(dir.path()));
+        let addr = serving.addr;
+        let roots = common::roots(dir.path());
+        let cert = common::order_service_cert(dir.path());
         for version in TlsVersion::ALL {
             let config = client_config(
                 roots.clone(),
@@ -70,8 +49,7 @@ fn handshake(c: &mut Criterion) {
                 })
             });
         }
-        let _ = stop.send(());
-        let _ = rt.block_on(server);
+        rt.block_on(serving.stop());
     }
     group.finish();
 }

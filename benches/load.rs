@@ -6,14 +6,13 @@
 //! the issue asks for within 2%). Every operation must succeed, or the
 //! benchmark stops: a rate of failures is not a rate.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use certshift::creds;
 use certshift::load::{self, LoadConfig, Marks, Mode, Target};
-use certshift::pki::{self, PkiOptions};
-use certshift::serve::{ServeArgs, Service};
+use certshift::pki::KeyType;
 use certshift::tls::{client_config, ClientCert, TlsVersion, TlsVersions};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rustls_pki_types::ServerName;
@@ -25,31 +24,11 @@ fn rate(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let opts = PkiOptions {
-        services: vec!["order-service".into()],
-        ..PkiOptions::default()
-    };
-    pki::init(dir.path(), &opts, false).unwrap();
-    let service = rt.block_on(async {
-        let args = ServeArgs {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            pki: Some(dir.path().to_path_buf()),
-            no_watch: true,
-            max_connections: 4096,
-            ..ServeArgs::default()
-        };
-        Service::bind(args.into_config().unwrap()).await.unwrap()
-    });
-    let addr = service.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = rt.spawn(service.run(async { drop(stopped.await) }, Duration::from_secs(1)));
-    let roots = creds::load_roots(&[dir.path().join("ca/ca.crt")]).unwrap();
-    let cert = creds::load_certified_key(
-        &dir.path().join("clients/order-service/tls.crt"),
-        &dir.path().join("clients/order-service/tls.key"),
-    )
-    .unwrap();
+    let dir = common::order_service_pki(KeyType::EcdsaP256);
+    let serving = rt.block_on(common::start_serve(dir.path()));
+    let addr = serving.addr;
+    let roots = common::roots(dir.path());
+    let cert = common::order_service_cert(dir.path());
 
     let mut group = c.benchmark_group("load_rate");
     group
@@ -93,8 +72,7 @@ fn rate(c: &mut Criterion) {
         });
     }
     group.finish();
-    let _ = stop.send(());
-    rt.block_on(async { drop(server.await) });
+    rt.block_on(serving.stop());
 }
 
 criterion_group!(benches, rate);

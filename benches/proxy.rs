@@ -4,16 +4,17 @@
 //! in-process on loopback, against `serve --mode strict` (or, for bulk, a
 //! strict mTLS server that streams a fixed body).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use certshift::creds;
 use certshift::metrics::Metrics;
-use certshift::pki::{self, PkiOptions};
+use certshift::pki::KeyType;
 use certshift::probe::{self, Probe};
 use certshift::proxy::{Proxy, ProxyArgs, TlsMode};
-use certshift::serve::{ServeArgs, Service};
 use certshift::tls::{client_config, ClientCert, Outcome, TlsVersions};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rustls_pki_types::ServerName;
@@ -23,19 +24,6 @@ const BULK: usize = 16 * 1024 * 1024;
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-async fn start_serve(dir: &std::path::Path) -> SocketAddr {
-    let args = ServeArgs {
-        listen: loopback(),
-        pki: Some(dir.to_path_buf()),
-        no_watch: true,
-        ..ServeArgs::default()
-    };
-    let service = Service::bind(args.into_config().unwrap()).await.unwrap();
-    let addr = service.local_addr();
-    tokio::spawn(service.run(std::future::pending(), Duration::from_secs(1)));
-    addr
 }
 
 async fn start_proxy(
@@ -107,25 +95,18 @@ fn proxy_benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let opts = PkiOptions {
-        services: vec!["order-service".into()],
-        ..PkiOptions::default()
-    };
-    pki::init(dir.path(), &opts, false).unwrap();
-    let (serve, proxy_mtls, bulk_proxy) = rt.block_on(async {
-        let serve = start_serve(dir.path()).await;
-        let proxy_mtls = start_proxy(dir.path(), serve, TlsMode::Mtls).await;
+    let dir = common::order_service_pki(KeyType::EcdsaP256);
+    // `serving` lives to the end of the benchmark: dropping it stops `serve`.
+    let (serving, proxy_mtls, bulk_proxy) = rt.block_on(async {
+        let serving = common::start_serve(dir.path()).await;
+        let proxy_mtls = start_proxy(dir.path(), serving.addr, TlsMode::Mtls).await;
         let bulk = start_bulk_server(dir.path()).await;
         let bulk_proxy = start_proxy(dir.path(), bulk, TlsMode::Off).await;
-        (serve, proxy_mtls, bulk_proxy)
+        (serving, proxy_mtls, bulk_proxy)
     });
-    let roots = creds::load_roots(&[dir.path().join("ca/ca.crt")]).unwrap();
-    let cert = creds::load_certified_key(
-        &dir.path().join("clients/order-service/tls.crt"),
-        &dir.path().join("clients/order-service/tls.key"),
-    )
-    .unwrap();
+    let serve = serving.addr;
+    let roots = common::roots(dir.path());
+    let cert = common::order_service_cert(dir.path());
     let config =
         Arc::new(client_config(roots, ClientCert::Always(cert), &TlsVersions::all()).unwrap());
     let name = ServerName::try_from("localhost").unwrap();
