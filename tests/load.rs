@@ -15,6 +15,12 @@ use certshift::tls::{client_config, TlsVersions};
 use common::{certshift, spawn_certshift, Running, TestPki};
 use rustls_pki_types::ServerName;
 
+/// The tests of this file run one at a time. Each drives hundreds of TLS
+/// handshakes a second on a 2-core machine, and the stall tests measure
+/// service time: a neighbour's burst of handshakes landing in another
+/// test's stall recovery would be measured as the service's slowness.
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// `certshift serve --mode strict` as its own process, so it can be stopped
 /// with SIGSTOP the way a GC pause or a CPU-starved pod stops.
 fn serve_process(pki: &TestPki) -> Running {
@@ -82,6 +88,7 @@ async fn stalled_run(mode: Mode) -> LoadReport {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_shows_in_the_corrected_tail_but_not_in_service_time_keepalive() {
+    let _alone = ALONE.lock().await;
     let r = stalled_run(Mode::Keepalive).await;
     assert_eq!(r.failed + r.dropped, 0, "{:?}", r.outcomes);
     assert!((598..=602).contains(&r.attempted), "{}", r.attempted);
@@ -96,6 +103,7 @@ async fn a_stall_shows_in_the_corrected_tail_but_not_in_service_time_keepalive()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_shows_in_the_corrected_tail_handshake_mode() {
+    let _alone = ALONE.lock().await;
     let r = stalled_run(Mode::Handshake).await;
     assert_eq!(r.failed + r.dropped, 0, "{:?}", r.outcomes);
     let corrected = r.latency_us["request"].p99;
@@ -143,6 +151,7 @@ fn json(path: &Path) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_run_attempts_what_was_asked_and_writes_every_file() {
+    let _alone = ALONE.lock().await;
     let pki = TestPki::default_flat();
     let serve = common::start_serve(&pki, certshift::serve::Mode::Strict).await;
     let dir = tempfile::tempdir().unwrap();
@@ -238,6 +247,7 @@ fn read_log_counts(path: &Path) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_merge_of_two_logs_is_the_sum_and_show_prints_it_again() {
+    let _alone = ALONE.lock().await;
     let pki = TestPki::default_flat();
     let serve = common::start_serve(&pki, certshift::serve::Mode::Strict).await;
     let dir = tempfile::tempdir().unwrap();
@@ -347,6 +357,7 @@ fn bad_flags_name_the_flag_and_exit_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_service_gives_timeouts_and_drops_never_gaps() {
+    let _alone = ALONE.lock().await;
     let pki = TestPki::default_flat();
     let serve = serve_process(&pki);
     let pid = serve.child.id().to_string();
@@ -387,6 +398,7 @@ async fn a_stopped_service_gives_timeouts_and_drops_never_gaps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_reports_the_resumed_share() {
+    let _alone = ALONE.lock().await;
     let pki = TestPki::default_flat();
     let serve = common::start_serve(&pki, certshift::serve::Mode::Strict).await;
     let dir = tempfile::tempdir().unwrap();
