@@ -54,7 +54,12 @@ async fn start_bulk_server(dir: &std::path::Path) -> SocketAddr {
         client_cas: vec![dir.join("ca/ca.crt")],
         crls: vec![],
     };
-    let (material, _) = files.load(&["cluster.local".to_string()]).unwrap();
+    let material = files
+        .read(
+            &mut creds::Sources::default(),
+            &["cluster.local".to_string()],
+        )
+        .unwrap();
     let config = certshift::tls::server_config(
         material,
         certshift::tls::ClientAuth::Required,

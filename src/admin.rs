@@ -100,7 +100,7 @@ async fn route(
         (&Method::GET, "/stats") => match proxy.metrics().snapshot().await {
             Ok(s) => {
                 let mut stats = s.to_stats_json();
-                let r = proxy.rotating();
+                let r = proxy.credentials();
                 let cfg = proxy.config();
                 if let Some(obj) = stats.as_object_mut() {
                     obj.insert("plan".into(), json!(cfg.plan.describe()));
@@ -112,9 +112,9 @@ async fn route(
                     obj.insert(
                         "reload".into(),
                         json!({
-                            "client": r.client.as_ref().map(|l| l.status()),
-                            "server": r.server.as_ref().map(|l| l.status()),
-                            "trust_bundle": r.upstream_roots.status(),
+                            "client": r.client.as_ref().map(|p| p.status()),
+                            "server": r.server.as_ref().map(|p| p.status()),
+                            "trust_bundle": r.trust.status(),
                         }),
                     );
                 }
@@ -141,7 +141,7 @@ async fn route(
         },
         (&Method::POST, "/rotate") => {
             // Re-reading files touches the disk: keep it off the runtime threads.
-            let r = proxy.rotating().clone();
+            let r = proxy.credentials().clone();
             let mint = req
                 .uri()
                 .query()

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use crate::admin::Admin;
 use crate::demo::DemoArgs;
 use crate::metrics::Metrics;
+use crate::net::shutdown_signal;
 use crate::pki::cmd::{InitArgs, InspectArgs};
 use crate::proxy::{Proxy, ProxyArgs};
 use crate::serve::{ServeArgs, Service};
@@ -147,18 +148,4 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<bool> {
         println!("summary written to {}", path.display());
     }
     Ok(totals.unexpected_accept == 0 && totals.unexpected_reject == 0)
-}
-
-/// Resolves on SIGINT or SIGTERM; the handlers are installed by this call.
-pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down");
-    })
 }

@@ -4,48 +4,58 @@
 //! certificate rotation under load? certshift answers both with real TLS
 //! handshakes over real sockets.
 //!
-//! ```text
-//!  client ──TCP/TLS/mTLS──▶ [proxy: listener] ──▶ [relay] ──▶ [connector] ──TLS + chosen cert──▶ service
-//!                               │                  │              ▲
-//!                         server creds         metrics        plan picks the credential;
-//!                          (rotating)      (histograms,      creds holds the live identity
-//!                                           timeline)        and the PKI's bad variants
+//! One proxied connection, in the order things happen:
 //!
+//! ```text
+//!  client ──TCP/TLS/mTLS──▶ [proxy: accept] ──▶ [plan picks the credential] ──▶ [net: connect + handshake,
+//!                               │                      ▲                          presenting it] ──▶ service
+//!                         server creds           creds: the live identity             │
+//!                          (rotating)            and the PKI's bad variants           ▼
+//!                                                                      [relay: first upstream bytes decide
+//!                                                                       the Outcome] ──▶ metrics (histograms,
+//!                                                                                         outcomes, timeline)
+//! ```
+//!
+//! And around it:
+//!
+//! ```text
 //!  pki ──writes──▶ test PKI on disk (manifest.toml: every credential and its expected verdict)
 //!  creds ──loads, checks, publishes (Live<T>); reload on file change / SIGHUP
-//!  tls ──rustls configs from checked material; Outcome and Verdict of every attempt
+//!  tls ──rustls configs from checked material; the Outcome and Verdict of every attempt
+//!  net ──connect + handshake under per-phase deadlines, the HTTP/1.1 exchange; accept helpers
 //!  probe ──one client experiment: connect, handshake with a chosen cert, request
 //!  serve ──the reference mTLS service (modes, policy) experiments are judged against
 //!  load  ──open-loop operations (handshake/request/keepalive) at intended times;
-//!          per-recorder histograms, an operation log, merged at the end
-//!  report ──load runs as JSON, table, HdrHistogram interval log, SVG; `report merge|show`
+//!          per-recorder histograms, an operation log, merged at the end ──▶ report
+//!  report ──the shape users keep: JSON contract, tables, HdrHistogram logs, SVG; `report merge|show`
 //!  rotation_test ──load while client/server/CA-bundle credentials rotate; the downtime
 //!  demo  ──PKI + serve + proxy (mostly valid, every bad variant) + load + rotations
 //! ```
 //!
-//! | module | owns |
-//! |---|---|
-//! | [`cli`] | clap definitions, dispatch, exit codes (0 ok, 1 failure found, 2 usage/config) |
-//! | [`pki`] | test PKI generation (rcgen), the variant catalogue, `manifest.toml`, inspection |
-//! | [`creds`] | loading and checking credential files; live values and reload triggers |
-//! | [`tls`] | rustls config builders, SPIFFE and accept-anything verifiers, [`tls::Outcome`] |
-//! | [`plan`] | which credential each proxied connection presents, and its expected verdict |
-//! | [`metrics`] | per-connection reports aggregated off the hot path: HdrHistograms, counters, timeline, exporters |
-//! | [`accept`] | the accept loop shared by servers: connection cap, back-off, drain then close |
-//! | [`proxy`] | the intercepting proxy: listener, connector, relay, rotation sources, `--on-rotate` |
-//! | [`admin`] | the proxy's admin HTTP API (stats, Prometheus metrics, timeline, rotate) |
-//! | [`probe`] | one connection experiment with per-phase timeouts |
-//! | [`serve`] | the reference mTLS HTTP/1.1 service with an Istio-style policy |
-//! | [`load`] | the open-loop load generator: schedule, operations, recorders |
-//! | [`report`] | load reports: JSON contract, tables, output files, SVG plots, merge/show |
-//! | [`rotation_test`] | rotations under load on the embedded default or a target; windows and downtime |
-//! | [`demo`] | the README's main job |
+//! ## Layers
 //!
-//! Dependencies point down the data flow: `demo` and `rotation_test` drive
-//! `serve`, `proxy` and `load`; `report` renders `load` runs (and `load`'s
-//! command writes through it); `proxy`, `admin`, `serve` and `load` use
-//! `plan`, `metrics`, `probe`, `tls`, `creds`, `pki`; nothing below depends
-//! on what is above it.
+//! A module uses only modules of a strictly lower layer (a larger number):
+//! never sideways, never up. `tests/layers.rs` reads this table and every
+//! `crate::` path in `src/`, and fails on an edge against it.
+//!
+//! | layer | module | owns |
+//! |---|---|---|
+//! | 1 commands | [`cli`] | clap definitions, dispatch, exit codes (0 ok, 1 failure found, 2 usage/config) |
+//! | 2 runs | [`demo`] | the README's main job |
+//! | 2 runs | [`rotation_test`] | rotations under load on the embedded default or a target; windows and downtime |
+//! | 3 control | [`admin`] | the proxy's admin HTTP API (stats, Prometheus metrics, timeline, rotate) |
+//! | 4 engines | [`proxy`] | the intercepting proxy: listener, connector, relay, rotation sources, `--on-rotate` |
+//! | 4 engines | [`serve`] | the reference mTLS HTTP/1.1 service with an Istio-style policy |
+//! | 4 engines | [`load`] | the open-loop load generator: schedule, operations, recorders, the run's report |
+//! | 5 outputs | [`report`] | load and rotation reports: JSON contract, tables, output files, SVG plots, merge/show |
+//! | 6 measurements | [`metrics`] | per-connection reports aggregated off the hot path: HdrHistograms, counters, timeline, exporters |
+//! | 7 experiments | [`plan`] | which credential each proxied connection presents, and its expected verdict |
+//! | 7 experiments | [`probe`] | one connection experiment with per-phase timeouts |
+//! | 8 connections | [`net`] | connect + handshake + HTTP exchange under deadlines, every failure an `Outcome`; addresses; the shutdown signal |
+//! | 8 connections | [`accept`] | the accept loop shared by servers: connection cap, back-off, drain then close |
+//! | 9 tls | [`tls`] | rustls config builders, SPIFFE and accept-anything verifiers, [`tls::Outcome`] |
+//! | 10 credentials | [`creds`] | loading and checking credential files; live values and reload triggers |
+//! | 11 material | [`pki`] | test PKI generation (rcgen), the variant catalogue, `manifest.toml`, inspection |
 #![forbid(unsafe_code)]
 
 pub mod accept;
@@ -55,6 +65,7 @@ pub mod creds;
 pub mod demo;
 pub mod load;
 pub mod metrics;
+pub mod net;
 pub mod pki;
 pub mod plan;
 pub mod probe;

@@ -9,17 +9,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-use crate::tls::{classify_io, classify_rustls, Outcome, TlsVersion};
+use crate::net::{self, http, HttpClient, Stream, Timeouts};
+use crate::tls::{Outcome, TlsVersion};
 
 /// Largest response body a probe keeps.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -100,124 +98,41 @@ impl ProbeResult {
 
 /// Run one probe.
 pub async fn run(p: &Probe) -> ProbeResult {
-    let tcp = match tokio::time::timeout(p.connect_timeout, TcpStream::connect(p.addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return ProbeResult::failed(classify_io(&e)),
-        Err(_) => return ProbeResult::failed(Outcome::ConnectTimeout),
+    let t = Timeouts::per_phase(p.connect_timeout, p.handshake_timeout);
+    let opened = match net::open(p.addr, p.tls.as_ref(), t).await {
+        Ok(o) => o,
+        Err(f) => return ProbeResult::failed(f.outcome),
     };
-    let _ = tcp.set_nodelay(true);
-    let Some((config, name)) = &p.tls else {
-        let (outcome, body) = request(p, tcp).await;
-        return ProbeResult {
-            outcome,
-            tls_version: None,
-            body,
-            handshake: None,
-            server_cert: None,
-            key_exchange: None,
-        };
-    };
-    let started = Instant::now();
-    let connector = tokio_rustls::TlsConnector::from(config.clone());
-    let tls = match tokio::time::timeout(p.handshake_timeout, connector.connect(name.clone(), tcp))
-        .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return ProbeResult::failed(classify_io(&e)),
-        Err(_) => return ProbeResult::failed(Outcome::HandshakeTimeout),
-    };
-    let handshake = started.elapsed();
-    let conn = tls.get_ref().1;
-    let tls_version = conn.protocol_version().and_then(TlsVersion::of);
-    let key_exchange = conn
-        .negotiated_key_exchange_group()
-        .map(|g| format!("{:?}", g.name()));
-    let server_cert = conn
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.clone().into_owned());
-    let (outcome, body) = request(p, tls).await;
+    let handshake = opened.handshake_time();
+    let tls = opened.tls.unwrap_or_default();
+    let (outcome, body) = request(p, opened.stream).await;
     ProbeResult {
         outcome,
-        tls_version,
+        tls_version: tls.version,
         body,
-        handshake: Some(handshake),
-        server_cert,
-        key_exchange,
+        handshake,
+        server_cert: tls.server_cert,
+        key_exchange: tls.key_exchange,
     }
 }
 
-async fn request<S>(p: &Probe, io: S) -> (Outcome, Option<Bytes>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let req = hyper::Request::builder()
-        .method(p.method.clone())
-        .uri(&p.path)
-        .header(hyper::header::HOST, p.addr.to_string())
-        .header(hyper::header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new());
-    let req = match req {
+async fn request(p: &Probe, io: Stream) -> (Outcome, Option<Bytes>) {
+    let req = match http::request(&p.method, &p.path, &p.addr.to_string(), true) {
         Ok(r) => r,
-        // The path comes from flags or code; an invalid one is a usage error.
-        Err(e) => return (Outcome::Io(format!("invalid_request: {e}")), None),
+        Err(o) => return (o, None),
     };
-    let exchange = async {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
-        let mut driver = AbortOnDrop(tokio::spawn(conn));
-        match sender.send_request(req).await {
-            Ok(resp) => Ok((resp, driver)),
-            Err(e) => {
-                // The request side only learns that the connection closed; the
-                // cause (a TLS alert read after a TLS 1.3 handshake) is the
-                // connection driver's error.
-                match tokio::time::timeout(Duration::from_secs(1), &mut driver.0).await {
-                    Ok(Ok(Err(cause))) => Err(cause),
-                    _ => Err(e),
-                }
-            }
-        }
+    let until = Instant::now() + p.response_timeout;
+    let resp = match HttpClient::handshake(io, until).await {
+        Ok(mut client) => client.send(req, until).await,
+        Err(o) => Err(o),
     };
-    let (resp, _driver) = match tokio::time::timeout(p.response_timeout, exchange).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return (classify_hyper(&e), None),
-        Err(_) => return (Outcome::Timeout, None),
+    let resp = match resp {
+        Ok(r) => r,
+        Err(o) => return (o, None),
     };
     // The status line is the evidence; a body that stalls afterwards does not
     // turn an accepted request into a timeout.
     let status = resp.status().as_u16();
-    let body = Limited::new(resp.into_body(), BODY_LIMIT).collect();
-    let body = match tokio::time::timeout(p.response_timeout, body).await {
-        Ok(Ok(b)) => Some(b.to_bytes()),
-        _ => None,
-    };
+    let body = http::collect(resp, BODY_LIMIT, Instant::now() + p.response_timeout).await;
     (Outcome::Http(status), body)
-}
-
-/// Stops the connection task however the exchange ends.
-pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Find the I/O or TLS error behind a hyper error.
-pub(crate) fn classify_hyper(e: &hyper::Error) -> Outcome {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return classify_io(io);
-        }
-        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
-            return classify_rustls(tls);
-        }
-        source = s.source();
-    }
-    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
-        Outcome::ClosedEarly
-    } else {
-        Outcome::Io(e.to_string())
-    }
 }

@@ -83,7 +83,7 @@ async fn stalled_run(mode: Mode) -> LoadReport {
     );
     let run = load::run(&cfg, &Marks::default(), std::future::pending()).await;
     stopper.join().unwrap();
-    LoadReport::from_run(&run, RunInfo::default())
+    run.report(RunInfo::default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,7 +379,7 @@ async fn a_stopped_service_gives_timeouts_and_drops_never_gaps() {
     cfg.max_in_flight = 10;
     let run = load::run(&cfg, &Marks::default(), std::future::pending()).await;
     kill("-CONT");
-    let r = LoadReport::from_run(&run, RunInfo::default());
+    let r = run.report(RunInfo::default());
     // Every scheduled operation is accounted for: timed out or dropped.
     assert_eq!(r.attempted, 100);
     assert_eq!(r.succeeded, 0);

@@ -55,7 +55,7 @@ async fn with_policy(policy: OnRotate) -> (bool, bool) {
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     proxy
         .handle
-        .rotating()
+        .credentials()
         .mint()
         .expect("mint a new client leaf");
     let closed_fast = closed_within(&mut s, Duration::from_millis(1000)).await;
@@ -85,7 +85,7 @@ async fn keep_leaves_them_serving_with_the_old_identity() {
     let proxy = start_proxy(proxy_args(&pki, serve.addr)).await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let before = request(&mut s).await.unwrap();
-    let serial = proxy.handle.rotating().mint().unwrap();
+    let serial = proxy.handle.credentials().mint().unwrap();
     assert!(!closed_within(&mut s, Duration::from_millis(500)).await);
     let after = request(&mut s)
         .await
@@ -171,7 +171,14 @@ async fn the_downstream_server_certificate_rotates_on_file_change() {
     std::fs::rename(&tmp, dir.join("tls.key")).unwrap();
     std::fs::write(&tmp, &cert).unwrap();
     std::fs::rename(&tmp, dir.join("tls.crt")).unwrap();
-    let live = proxy.handle.rotating().server.clone().unwrap();
+    let live = proxy
+        .handle
+        .credentials()
+        .server
+        .as_ref()
+        .unwrap()
+        .live()
+        .clone();
     assert!(wait_until(Duration::from_secs(5), || live.status().reloads >= 1).await);
     assert_ne!(seen().await, before);
     let snap = proxy.stop().await;
@@ -222,7 +229,7 @@ async fn the_upstream_crl_rotates_with_the_trust_bundle() {
     let tmp = pki.file("crl.tmp");
     std::fs::write(&tmp, crl_revoking(&["0A"])).unwrap();
     std::fs::rename(&tmp, &crl).unwrap();
-    let live = proxy.handle.rotating().upstream_roots.clone();
+    let live = proxy.handle.credentials().trust.live().clone();
     assert!(wait_until(Duration::from_secs(5), || live.status().reloads >= 1).await);
     assert_eq!(
         probe_plain(proxy.addr, "/").await.outcome,

@@ -105,7 +105,7 @@ async fn bad_client_files_keep_the_old_credential_and_each_failure_is_counted() 
         echo(&r)["serial"].as_str().unwrap().to_string()
     };
     assert_eq!(serial_seen().await, original);
-    let rotating = proxy.handle.rotating().clone();
+    let rotating = proxy.handle.credentials().clone();
     let failures = || rotating.client.as_ref().unwrap().status().failures;
     let good_cert = std::fs::read(&cert).unwrap();
     let good_key = std::fs::read(&key).unwrap();
@@ -184,7 +184,14 @@ async fn a_kubernetes_secret_symlink_swap_rotates_the_client_credential() {
     let v2 = stage("v2", "inventory-service");
     std::os::unix::fs::symlink(&v2, mount.join("..data_tmp")).unwrap();
     std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
-    let live = proxy.handle.rotating().client.clone().unwrap();
+    let live = proxy
+        .handle
+        .credentials()
+        .client
+        .as_ref()
+        .unwrap()
+        .live()
+        .clone();
     assert!(
         wait_until(Duration::from_secs(5), || live.status().reloads >= 1).await,
         "the swap must be picked up"
@@ -205,7 +212,7 @@ async fn a_minted_leaf_survives_a_reload_of_unchanged_files() {
     let pki = TestPki::default_flat();
     let serve = start_serve(&pki, Mode::Strict).await;
     let proxy = start_proxy(proxy_args(&pki, serve.addr)).await;
-    let rotating = proxy.handle.rotating().clone();
+    let rotating = proxy.handle.credentials().clone();
     let serial = rotating.mint().unwrap();
     let reloads = rotating.client.as_ref().unwrap().status().reloads;
     assert!(rotating.reload_files().is_empty());

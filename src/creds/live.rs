@@ -10,6 +10,8 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
+use super::Fingerprint;
+
 /// What reloading has done so far.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReloadStatus {
@@ -29,7 +31,7 @@ pub struct Live<T> {
     current: ArcSwap<T>,
     /// Identifies the published value's source bytes, so that a watcher
     /// firing on unchanged files does not count as a rotation.
-    fingerprint: Mutex<Vec<u8>>,
+    fingerprint: Mutex<Fingerprint>,
     status: Mutex<ReloadStatus>,
 }
 
@@ -42,7 +44,7 @@ impl<T> std::fmt::Debug for Live<T> {
 }
 
 impl<T> Live<T> {
-    pub fn new(value: T, fingerprint: Vec<u8>) -> Self {
+    pub fn new(value: T, fingerprint: Fingerprint) -> Self {
         Live {
             current: ArcSwap::from_pointee(value),
             fingerprint: Mutex::new(fingerprint),
@@ -56,7 +58,7 @@ impl<T> Live<T> {
     }
 
     /// Publish `value` unless its source is unchanged; returns whether it was published.
-    pub fn publish(&self, value: T, fingerprint: Vec<u8>) -> bool {
+    pub fn publish(&self, value: T, fingerprint: Fingerprint) -> bool {
         let mut fp = lock(&self.fingerprint);
         if *fp == fingerprint {
             return false;
@@ -125,10 +127,15 @@ mod tests {
 
     #[test]
     fn unchanged_source_is_not_a_rotation_and_failures_keep_the_value() {
-        let live = Live::new(1, vec![1]);
-        assert!(!live.publish(2, vec![1]));
+        let print = |b: &[u8]| {
+            let mut s = crate::creds::Sources::default();
+            s.add(b);
+            s.fingerprint()
+        };
+        let live = Live::new(1, print(b"1"));
+        assert!(!live.publish(2, print(b"1")));
         assert_eq!(*live.current(), 1);
-        assert!(live.publish(3, vec![2]));
+        assert!(live.publish(3, print(b"2")));
         live.record_failure("bad file".into());
         assert_eq!(*live.current(), 3);
         let s = live.status();

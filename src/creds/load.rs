@@ -11,6 +11,8 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
+use super::Sources;
+
 /// Why a credential file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum CredError {
@@ -145,20 +147,17 @@ pub fn certified_key(
     }
 }
 
-/// Trust anchors from one or more CA bundle files.
-/// A client certificate and key, checked, with the fingerprint of both
-/// files (so a rotation source can tell a real change from a touch).
-pub fn load_client_pair(cert: &Path, key: &Path) -> Result<(CertifiedKey, Vec<u8>), CredError> {
-    use sha2::{Digest, Sha256};
-    let (cert_bytes, key_bytes) = (read(cert)?, read(key)?);
+/// A client certificate and key, read through `src` (which fingerprints
+/// both files) and checked.
+pub fn read_client_pair(
+    src: &mut Sources,
+    cert: &Path,
+    key: &Path,
+) -> Result<CertifiedKey, CredError> {
+    let (cert_bytes, key_bytes) = (src.read(cert)?, src.read(key)?);
     let chain = parse_chain(cert, &cert_bytes)?;
     let ck = certified_key(cert, chain, key, parse_key(key, &key_bytes)?)?;
-    let fp = Sha256::new()
-        .chain_update(&cert_bytes)
-        .chain_update(&key_bytes)
-        .finalize()
-        .to_vec();
-    Ok((Arc::unwrap_or_clone(ck), fp))
+    Ok(Arc::unwrap_or_clone(ck))
 }
 
 /// The serial of a credential's leaf, as hex (the manifest's spelling).
@@ -172,6 +171,7 @@ pub fn serial_of(der: &CertificateDer<'_>) -> String {
         .unwrap_or_default()
 }
 
+/// Trust anchors from one or more CA bundle files.
 pub fn load_roots(paths: &[PathBuf]) -> Result<RootCertStore, CredError> {
     let mut roots = RootCertStore::empty();
     for path in paths {

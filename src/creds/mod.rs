@@ -1,20 +1,23 @@
 //! Live credentials: loading and checking credential files, the published
-//! value that TLS configs read once per handshake, and the sources that
-//! trigger a reload (directory watch, SIGHUP).
+//! value that TLS configs read once per handshake, the one publication path
+//! every rotation takes ([`Publisher`]), and the sources that trigger a
+//! reload (directory watch, SIGHUP).
 //!
 //! Never: decides what to do with a credential (that is `tls`) or mutates a
 //! published value in place.
 
 mod live;
 mod load;
+mod publish;
 mod server;
 mod watch;
 
 pub use live::{Live, ReloadStatus};
 pub use load::{
-    add_roots, certified_key, leaf_serial, load_certified_key, load_chain, load_client_pair,
-    load_crls, load_key, load_roots, parse_chain, parse_crls, parse_key, pem_labels, provider,
-    read, serial_of, CredError,
+    add_roots, certified_key, leaf_serial, load_certified_key, load_chain, load_crls, load_key,
+    load_roots, parse_chain, parse_crls, parse_key, pem_labels, provider, read, read_client_pair,
+    serial_of, CredError,
 };
+pub use publish::{Fingerprint, Loaded, Publisher, RotationKind, RotationLog, Sources};
 pub use server::{ServerFiles, ServerTlsMaterial};
 pub use watch::{spawn_reloader, ReloaderHandle};

@@ -1,13 +1,12 @@
 //! A server's TLS material read from files: its own chain and key, the CAs
-//! client certificates must chain to, and CRLs. Read once per load, checked,
-//! and fingerprinted from the very bytes it was built from, so a reload can
-//! tell "unchanged" from "changed" without a second read racing a writer.
+//! client certificates must chain to, and CRLs. Read once per load through
+//! [`Sources`], so the fingerprint comes from the very bytes it was built
+//! from and a reload tells "unchanged" from "changed" without a second read
+//! racing a writer.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use sha2::{Digest, Sha256};
-
-use super::{add_roots, certified_key, parse_chain, parse_crls, parse_key, read, CredError};
+use super::{add_roots, certified_key, parse_chain, parse_crls, parse_key, CredError, Sources};
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
@@ -39,35 +38,28 @@ impl ServerFiles {
         v
     }
 
-    /// Read and check every file; the fingerprint identifies the bytes read.
-    pub fn load(
+    /// Read and check every file through `src`, which fingerprints them.
+    pub fn read(
         &self,
+        src: &mut Sources,
         trust_domains: &[String],
-    ) -> Result<(ServerTlsMaterial, Vec<u8>), CredError> {
-        let mut hash = Sha256::new();
-        let mut read = |p: &Path| -> Result<Vec<u8>, CredError> {
-            let b = read(p)?;
-            hash.update((b.len() as u64).to_be_bytes());
-            hash.update(&b);
-            Ok(b)
-        };
-        let chain = parse_chain(&self.cert, &read(&self.cert)?)?;
-        let key = parse_key(&self.key, &read(&self.key)?)?;
+    ) -> Result<ServerTlsMaterial, CredError> {
+        let chain = parse_chain(&self.cert, &src.read(&self.cert)?)?;
+        let key = parse_key(&self.key, &src.read(&self.key)?)?;
         let identity = certified_key(&self.cert, chain, &self.key, key)?;
         let mut client_roots = RootCertStore::empty();
         for ca in &self.client_cas {
-            add_roots(&mut client_roots, ca, &read(ca)?)?;
+            add_roots(&mut client_roots, ca, &src.read(ca)?)?;
         }
         let mut crls = Vec::new();
         for crl in &self.crls {
-            crls.extend(parse_crls(crl, &read(crl)?)?);
+            crls.extend(parse_crls(crl, &src.read(crl)?)?);
         }
-        let material = ServerTlsMaterial {
+        Ok(ServerTlsMaterial {
             identity,
             client_roots,
             crls,
             trust_domains: trust_domains.to_vec(),
-        };
-        Ok((material, hash.finalize().to_vec()))
+        })
     }
 }

@@ -43,6 +43,7 @@ pub fn spawn_reloader(
     sighup: bool,
     reload: impl Fn() + Send + Sync + 'static,
 ) -> Result<ReloaderHandle, notify::Error> {
+    let reload = Arc::new(reload);
     let wake = Arc::new(Notify::new());
     let watcher = if paths.is_empty() {
         None
@@ -73,7 +74,12 @@ pub fn spawn_reloader(
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            reload();
+            // Reading files (and building configs from them) blocks: keep
+            // it off the runtime's threads that serve connections.
+            let r = reload.clone();
+            if tokio::task::spawn_blocking(move || r()).await.is_err() {
+                tracing::error!("a credential reload panicked; the previous values keep serving");
+            }
         }
     });
     Ok(ReloaderHandle {

@@ -24,11 +24,12 @@ use anyhow::Context;
 
 pub use matrix::{matrix, render, Row};
 
+use crate::creds::RotationKind;
 use crate::load::{self, LoadConfig, Marks, Mode, Target};
 use crate::metrics::{Metrics, Snapshot};
 use crate::pki::{self, Expect, KeyType, PkiOptions, Role};
 use crate::proxy::{Proxy, ProxyArgs};
-use crate::report::{LoadReport, Outputs, RunInfo};
+use crate::report::{Outputs, RunInfo};
 use crate::serve::{ServeArgs, Service};
 
 /// Weight of the valid identity in the demo's plan; every bad variant (and
@@ -148,7 +149,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<bool> {
         tokio::spawn(async move { load::run(&cfg, &marks, std::future::pending()).await })
     };
     let rotations = {
-        let (marks, rotating) = (marks.clone(), handle.rotating().clone());
+        let (marks, rotating) = (marks.clone(), handle.credentials().clone());
         let every = args.rotate_every;
         let end = tokio::time::Instant::now() + args.duration;
         tokio::spawn(async move {
@@ -157,7 +158,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<bool> {
             while tick.tick().await < end {
                 match rotating.mint() {
                     Ok(serial) => {
-                        marks.mark("client", Some(serial));
+                        marks.mark(RotationKind::Client, Some(serial));
                         minted += 1;
                     }
                     Err(e) => tracing::error!(error = %e, "minting a client certificate failed"),
@@ -173,14 +174,11 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<bool> {
     let _ = serve_stop.send(());
     let _ = tokio::join!(proxy_task, serve_task);
 
-    let report = LoadReport::from_run(
-        &run,
-        RunInfo {
-            target: proxy_addr.to_string(),
-            mode: "request".into(),
-            tls: "off".into(),
-        },
-    );
+    let report = run.report(RunInfo {
+        target: proxy_addr.to_string(),
+        mode: "request".into(),
+        tls: "off".into(),
+    });
     print!("{}", report.table());
     println!("(the bad variants' refusals reach the load as http:502 or a closed connection from the proxy: they are expected)\n");
     let (matrix, wrong) = verdict_matrix(&snap);
@@ -210,7 +208,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<bool> {
         }),
     )?;
     println!("json written to {}", json.display());
-    for line in crate::report::write_outputs(&run, &report, &outputs)? {
+    for line in crate::report::write_outputs(&run.ops(), &report, &outputs)? {
         println!("{line}");
     }
     let pass = wrong == 0 && valid.connections > 0;

@@ -6,14 +6,14 @@
 //! the schedule: an operation due just after a rotation is counted after
 //! it, however late the stalled service answered.
 
-use std::collections::BTreeMap;
+use std::time::Duration;
 
-use super::record::{LoadPhase, OpRecord, Recorder};
+use super::record::{OpRecord, Recorder};
 use super::schedule::Schedule;
 use crate::metrics::hdrlog::LogInterval;
 use crate::metrics::PhaseHist;
 use crate::report::plot::Point;
-use std::time::Duration;
+use crate::report::{interval_tags, Bucket, FailureRun, LoadPhase, RunViews, Window};
 
 /// The run's operations and the schedule that placed them.
 #[derive(Clone, Copy)]
@@ -22,58 +22,14 @@ pub struct Ops<'a> {
     pub schedule: &'a Schedule,
 }
 
-/// Operations due in one timeline bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct Bucket {
-    pub t_ms: u64,
-    pub ok: u64,
-    pub failed: u64,
-    #[serde(default)]
-    pub dropped: u64,
-}
+impl RunViews for Ops<'_> {
+    fn intervals(&self, interval_ms: u64) -> Vec<LogInterval> {
+        Ops::intervals(self, interval_ms)
+    }
 
-/// The longest stretch of consecutive lost operations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct FailureRun {
-    /// Operations lost in a row (failed or dropped).
-    pub ops: u64,
-    /// Intended start of the first and of the last, from the measurement start.
-    pub from_ms: u64,
-    pub to_ms: u64,
-    /// The schedule time the run covers: `ops / rate`.
-    pub duration_ms: u64,
-}
-
-/// What happened to operations due in `[from_ms, to_ms)`.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-pub struct Window {
-    pub from_ms: u64,
-    pub to_ms: u64,
-    pub attempted: u64,
-    pub failed: u64,
-    pub dropped: u64,
-    /// Outcomes of the lost operations.
-    pub outcomes: BTreeMap<String, u64>,
-    /// Corrected p99 of the operations that completed, in µs.
-    pub p99_us: u64,
-}
-
-/// Tags of [`Ops::intervals`]' histograms, in order: the three phases
-/// corrected, the three as service time (`service-` prefix), and `failed`
-/// (corrected end-to-end latency of the lost operations, so its count is
-/// the failures). A contract with `report merge`.
-pub fn interval_tags() -> Vec<String> {
-    let mut t: Vec<String> = LoadPhase::ALL
-        .iter()
-        .map(|p| p.name().to_string())
-        .collect();
-    t.extend(
-        LoadPhase::ALL
-            .iter()
-            .map(|p| format!("service-{}", p.name())),
-    );
-    t.push("failed".into());
-    t
+    fn points(&self, bucket_ms: u64) -> Vec<Point> {
+        Ops::points(self, bucket_ms)
+    }
 }
 
 impl<'a> Ops<'a> {

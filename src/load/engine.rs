@@ -29,8 +29,8 @@ use super::op::{self, KeepAlive, OpResult, Target};
 use super::record::{Recorder, MAX_OP_LOG};
 use super::schedule::Schedule;
 use super::Mode;
+use crate::creds::{RotationKind, RotationLog};
 use crate::metrics::PhaseHist;
-use crate::tls::Outcome;
 
 /// After a stop request, how long in-flight operations get to finish before
 /// they are cancelled.
@@ -88,15 +88,15 @@ pub struct Mark {
 pub struct Marks(Arc<Mutex<Vec<Mark>>>);
 
 impl Marks {
-    pub fn mark(&self, kind: &str, serial: Option<String>) {
+    pub fn mark(&self, kind: RotationKind, serial: Option<String>) {
         self.mark_at(std::time::Instant::now(), kind, serial);
     }
 
-    pub fn mark_at(&self, at: std::time::Instant, kind: &str, serial: Option<String>) {
+    pub fn mark_at(&self, at: std::time::Instant, kind: RotationKind, serial: Option<String>) {
         if let Ok(mut v) = self.0.lock() {
             v.push(Mark {
                 at,
-                kind: kind.to_string(),
+                kind: kind.name().to_string(),
                 serial,
             });
         }
@@ -105,6 +105,17 @@ impl Marks {
     pub fn all(&self) -> Vec<Mark> {
         self.0.lock().map(|v| v.clone()).unwrap_or_default()
     }
+}
+
+/// A run's timeline: every publication of the rotating credential. A
+/// refused reload is logged and counted by the publisher; the run's
+/// timeline shows what the service was presented.
+impl RotationLog for Marks {
+    fn published(&self, kind: RotationKind, serial: Option<&str>) {
+        self.mark(kind, serial.map(str::to_string));
+    }
+
+    fn refused(&self, _: RotationKind, _: &str) {}
 }
 
 /// A finished run.
@@ -364,7 +375,7 @@ impl WorkerRec {
         let lag = actual.saturating_duration_since(intended);
         let start = actual.saturating_duration_since(sh.measured_from);
         self.rec.record(seq, lag, start, r);
-        let counter = if matches!(r.outcome, Outcome::Ok | Outcome::Http(200..=399)) {
+        let counter = if r.succeeded() {
             &sh.live.ok
         } else {
             &sh.live.failed

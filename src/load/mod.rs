@@ -20,6 +20,7 @@ pub mod op;
 mod progress;
 pub mod record;
 pub mod schedule;
+mod summary;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,9 +34,9 @@ use rustls_pki_types::ServerName;
 pub use engine::{run, LoadConfig, LoadRun, Mark, Marks};
 pub use op::Target;
 
-use crate::creds::{self, Live};
+use crate::creds::{self, Loaded, Publisher, RotationKind, Sources};
 use crate::pki::Manifest;
-use crate::report::{LoadReport, Outputs};
+use crate::report::Outputs;
 use crate::tls::{client_config, ClientCert, TlsMode, TlsVersions};
 
 /// What one operation is.
@@ -146,7 +147,10 @@ pub struct LoadArgs {
 pub struct LoadSetup {
     pub config: LoadConfig,
     /// The presented credential and its files, when it can rotate.
-    pub client: Option<(Arc<Live<CertifiedKey>>, PathBuf, PathBuf)>,
+    pub client: Option<(Arc<Publisher<CertifiedKey>>, [PathBuf; 2])>,
+    /// Where the run's rotations are marked (the client credential's
+    /// publications among them).
+    pub marks: Marks,
     pub outputs: Outputs,
     pub tls: TlsMode,
     pub target_name: String,
@@ -205,7 +209,7 @@ impl LoadArgs {
                 format!("{:?} is not an absolute path (e.g. /api/health)", self.path),
             ));
         }
-        let (host, _) = crate::proxy::split_host_port(&self.target)
+        let (host, _) = crate::net::split_host_port(&self.target)
             .ok_or_else(|| usage("--target", format!("{:?} is not HOST:PORT", self.target)))?;
         let addr: SocketAddr = tokio::net::lookup_host(&self.target)
             .await
@@ -219,6 +223,7 @@ impl LoadArgs {
             })?;
         let manifest = self.pki.as_deref().map(Manifest::load).transpose()?;
 
+        let marks = Marks::default();
         let mut client = None;
         let tls = match self.tls {
             TlsMode::Off => None,
@@ -231,9 +236,22 @@ impl LoadArgs {
                 let roots = creds::load_roots(&cas)?;
                 let cert = if mode == TlsMode::Mtls {
                     let (cert, key) = self.client_files(manifest.as_ref())?;
-                    let (ck, fp) = creds::load_client_pair(&cert, &key)?;
-                    let live = Arc::new(Live::new(ck, fp));
-                    client = Some((live.clone(), cert, key));
+                    let files = [cert.clone(), key.clone()];
+                    let publisher = Publisher::load(
+                        RotationKind::Client,
+                        move || {
+                            let mut src = Sources::default();
+                            let ck = creds::read_client_pair(&mut src, &cert, &key)?;
+                            Ok::<_, creds::CredError>(Loaded {
+                                serial: creds::leaf_serial(&ck),
+                                value: ck,
+                                fingerprint: src.fingerprint(),
+                            })
+                        },
+                        Arc::new(marks.clone()),
+                    )?;
+                    let live = publisher.live().clone();
+                    client = Some((Arc::new(publisher), files));
                     ClientCert::Live(live)
                 } else {
                     ClientCert::None
@@ -280,6 +298,7 @@ impl LoadArgs {
         Ok(LoadSetup {
             config,
             client,
+            marks,
             outputs: Outputs {
                 json: self.json.clone(),
                 hdr_log: self.hdr_log.clone(),
@@ -315,28 +334,15 @@ impl LoadArgs {
 }
 
 impl LoadSetup {
-    /// Reload the client credential when its files change, marking each
-    /// rotation on the run's timeline. A bad file keeps the old one.
-    pub fn watch(&self, marks: &Marks) -> anyhow::Result<Option<creds::ReloaderHandle>> {
-        let Some((live, cert, key)) = self.client.clone().filter(|_| self.watch) else {
+    /// Reload the client credential when its files change; each
+    /// publication is marked on the run's timeline, and a bad file keeps
+    /// the old credential.
+    pub fn watch(&self) -> anyhow::Result<Option<creds::ReloaderHandle>> {
+        let Some((publisher, files)) = self.client.clone().filter(|_| self.watch) else {
             return Ok(None);
         };
-        let marks = marks.clone();
-        let paths = [cert.clone(), key.clone()];
-        let handle = creds::spawn_reloader(&paths, Duration::from_millis(200), false, move || {
-            match creds::load_client_pair(&cert, &key) {
-                Ok((ck, fp)) => {
-                    let serial = creds::leaf_serial(&ck);
-                    if live.publish(ck, fp) {
-                        tracing::info!(serial = serial.as_deref().unwrap_or("-"), "client certificate rotated");
-                        marks.mark("client", serial);
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "client certificate reload refused; the previous one stays");
-                    live.record_failure(e.to_string());
-                }
-            }
+        let handle = creds::spawn_reloader(&files, Duration::from_millis(200), false, move || {
+            let _ = publisher.reload();
         })
         .context("watching the client certificate files")?;
         Ok(Some(handle))
@@ -354,13 +360,12 @@ impl LoadSetup {
 /// `certshift load`: exit 1 when an operation was lost (failed or dropped).
 pub async fn command(args: LoadArgs) -> anyhow::Result<bool> {
     let setup = args.setup().await?;
-    let marks = Marks::default();
-    let _watch = setup.watch(&marks)?;
-    let stop = crate::cli::shutdown_signal()?;
-    let run = engine::run(&setup.config, &marks, stop).await;
-    let report = LoadReport::from_run(&run, setup.describe());
+    let _watch = setup.watch()?;
+    let stop = crate::net::shutdown_signal()?;
+    let run = engine::run(&setup.config, &setup.marks, stop).await;
+    let report = run.report(setup.describe());
     print!("{}", report.table());
-    for line in crate::report::write_outputs(&run, &report, &setup.outputs)? {
+    for line in crate::report::write_outputs(&run.ops(), &report, &setup.outputs)? {
         println!("{line}");
     }
     Ok(report.lost() == 0)

@@ -23,17 +23,14 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tokio_rustls::client::TlsStream;
 
-use crate::probe::{classify_hyper, AbortOnDrop};
+use crate::net::{self, http, HttpClient, Opened, Stream, Timeouts};
 use crate::tls::{classify_io, Outcome, TlsVersion};
 
 /// Where each operation goes and what it sends.
@@ -106,6 +103,13 @@ impl OpResult {
         }
     }
 
+    /// The load's one success rule: the service answered with data or a
+    /// 2xx/3xx status. A refusal (4xx, an alert) is a lost operation here,
+    /// even when it is the service's right answer.
+    pub fn succeeded(&self) -> bool {
+        matches!(self.outcome, Outcome::Ok | Outcome::Http(200..=399))
+    }
+
     fn new(outcome: Outcome, start: Instant) -> Self {
         OpResult {
             outcome,
@@ -119,59 +123,37 @@ impl OpResult {
     }
 }
 
-/// A connection, plaintext or TLS.
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-impl Conn {
-    fn boxed(self) -> Box<dyn Io> {
-        match self {
-            Conn::Plain(s) => Box::new(s),
-            Conn::Tls(s) => s,
+/// Connect and handshake under the operation's deadline, filling in the
+/// phases from `start`. `Err` carries the failed result.
+async fn open(
+    t: &Target,
+    start: Instant,
+    deadline: Instant,
+) -> Result<(Stream, OpResult), OpResult> {
+    let since = |at: Instant| at.saturating_duration_since(start);
+    match net::open(t.addr, t.tls.as_ref(), Timeouts::until(deadline)).await {
+        Ok(Opened {
+            stream,
+            connected,
+            handshaken,
+            tls,
+            ..
+        }) => {
+            let mut r = OpResult::new(Outcome::Ok, start);
+            r.connect = Some(since(connected));
+            r.handshake = handshaken.map(since);
+            if let Some(tls) = tls {
+                r.tls_version = tls.version;
+                r.resumed = tls.resumed;
+            }
+            Ok((stream, r))
+        }
+        Err(f) => {
+            let mut r = OpResult::new(f.outcome, start);
+            r.connect = f.connected.map(since);
+            Err(r)
         }
     }
-}
-
-/// Connect and handshake, filling in `r`'s phases. `Err` carries the
-/// failed result.
-async fn open(t: &Target, start: Instant, deadline: Instant) -> Result<(Conn, OpResult), OpResult> {
-    let tcp = match timeout_at(deadline, TcpStream::connect(t.addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(OpResult::new(classify_io(&e), start)),
-        Err(_) => return Err(OpResult::new(Outcome::ConnectTimeout, start)),
-    };
-    let _ = tcp.set_nodelay(true);
-    let mut r = OpResult::new(Outcome::Ok, start);
-    r.connect = Some(start.elapsed());
-    let Some((config, name)) = &t.tls else {
-        return Ok((Conn::Plain(tcp), r));
-    };
-    let connector = tokio_rustls::TlsConnector::from(config.clone());
-    let tls = match timeout_at(deadline, connector.connect(name.clone(), tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            r.outcome = classify_io(&e);
-            r.end = start.elapsed();
-            return Err(r);
-        }
-        Err(_) => {
-            r.outcome = Outcome::HandshakeTimeout;
-            r.end = start.elapsed();
-            return Err(r);
-        }
-    };
-    r.handshake = Some(start.elapsed());
-    let conn = tls.get_ref().1;
-    r.tls_version = conn.protocol_version().and_then(TlsVersion::of);
-    r.resumed = conn
-        .handshake_kind()
-        .map(|k| k == rustls::HandshakeKind::Resumed);
-    Ok((Conn::Tls(Box::new(tls)), r))
 }
 
 /// `--mode handshake`.
@@ -183,9 +165,9 @@ pub async fn handshake(t: &Target, budget: Duration) -> OpResult {
         Err(r) => return r,
     };
     let confirmed = match conn {
-        Conn::Plain(_) => Ok(Confirmation::Handshake),
-        Conn::Tls(_) if r.tls_version == Some(TlsVersion::Tls12) => Ok(Confirmation::Handshake),
-        Conn::Tls(mut s) => {
+        Stream::Plain(_) => Ok(Confirmation::Handshake),
+        Stream::Tls(_) if r.tls_version == Some(TlsVersion::Tls12) => Ok(Confirmation::Handshake),
+        Stream::Tls(mut s) => {
             // At least three handshake times: on a long path the alert
             // needs a round trip more than the ticket would.
             let hs = r.handshake.unwrap_or_default();
@@ -235,8 +217,8 @@ pub async fn request(t: &Target, budget: Duration) -> OpResult {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let outcome = match HttpConn::handshake(conn, deadline).await {
-        Ok(mut http) => http.exchange(t, deadline, true).await.0,
+    let outcome = match HttpClient::handshake(conn, deadline).await {
+        Ok(mut client) => exchange(&mut client, t, deadline, true).await.0,
         Err(o) => o,
     };
     r.outcome = outcome;
@@ -247,7 +229,7 @@ pub async fn request(t: &Target, budget: Duration) -> OpResult {
 /// `--mode keepalive`: one persistent connection, used by one task.
 #[derive(Default)]
 pub struct KeepAlive {
-    conn: Option<HttpConn>,
+    conn: Option<HttpClient>,
 }
 
 impl KeepAlive {
@@ -260,29 +242,27 @@ impl KeepAlive {
         // another request; one the service closed meanwhile is replaced, as
         // any HTTP client does, and that is not the service's failure.
         let reused = match self.conn.take() {
-            Some(mut h) if !h.sender.is_closed() => {
-                match timeout_at(deadline, h.sender.ready()).await {
-                    Ok(Ok(())) => Some(h),
-                    Ok(Err(_)) => None,
-                    Err(_) => {
-                        r.outcome = Outcome::Timeout;
-                        r.end = start.elapsed();
-                        return r;
-                    }
+            Some(mut client) => match client.ready(deadline).await {
+                Ok(true) => Some(client),
+                Ok(false) => None,
+                Err(o) => {
+                    r.outcome = o;
+                    r.end = start.elapsed();
+                    return r;
                 }
-            }
-            _ => None,
+            },
+            None => None,
         };
-        let mut http = match reused {
-            Some(h) => h,
+        let mut client = match reused {
+            Some(c) => c,
             None => {
                 let (conn, opened) = match open(t, start, deadline).await {
                     Ok(c) => c,
                     Err(r) => return r,
                 };
                 r = opened;
-                match HttpConn::handshake(conn, deadline).await {
-                    Ok(h) => h,
+                match HttpClient::handshake(conn, deadline).await {
+                    Ok(c) => c,
                     Err(o) => {
                         r.outcome = o;
                         r.end = start.elapsed();
@@ -291,88 +271,38 @@ impl KeepAlive {
                 }
             }
         };
-        let (outcome, reusable) = http.exchange(t, deadline, false).await;
+        let (outcome, reusable) = exchange(&mut client, t, deadline, false).await;
         r.outcome = outcome;
         r.end = start.elapsed();
         if reusable {
-            self.conn = Some(http);
+            self.conn = Some(client);
         }
         r
     }
 }
 
-/// An HTTP/1.1 client connection and the task driving it.
-struct HttpConn {
-    sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
-    driver: AbortOnDrop<Result<(), hyper::Error>>,
-}
-
-impl HttpConn {
-    async fn handshake(conn: Conn, deadline: Instant) -> Result<HttpConn, Outcome> {
-        let io = TokioIo::new(conn.boxed());
-        match timeout_at(deadline, hyper::client::conn::http1::handshake(io)).await {
-            Ok(Ok((sender, driver))) => Ok(HttpConn {
-                sender,
-                driver: AbortOnDrop(tokio::spawn(driver)),
-            }),
-            Ok(Err(e)) => Err(classify_hyper(&e)),
-            Err(_) => Err(Outcome::Timeout),
-        }
-    }
-
-    /// Send one request and read the whole response. Returns the outcome
-    /// and whether the connection can carry another request.
-    async fn exchange(&mut self, t: &Target, deadline: Instant, close: bool) -> (Outcome, bool) {
-        let mut req = hyper::Request::builder()
-            .method(t.method.clone())
-            .uri(&t.path)
-            .header(hyper::header::HOST, &t.authority);
-        if close {
-            req = req.header(hyper::header::CONNECTION, "close");
-        }
-        let req = match req.body(Empty::<Bytes>::new()) {
-            Ok(r) => r,
-            // Method and path were validated with the config; still no panic.
-            Err(e) => return (Outcome::Io(format!("invalid_request: {e}")), false),
-        };
-        let sent = async {
-            match self.sender.send_request(req).await {
-                Ok(resp) => Ok(resp),
-                Err(e) => {
-                    // The request side only learns that the connection
-                    // closed; the cause (a TLS 1.3 alert) is the driver's.
-                    match tokio::time::timeout(Duration::from_secs(1), &mut self.driver.0).await {
-                        Ok(Ok(Err(cause))) => Err(cause),
-                        _ => Err(e),
-                    }
-                }
-            }
-        };
-        let resp = match timeout_at(deadline, sent).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return (classify_hyper(&e), false),
-            Err(_) => return (Outcome::Timeout, false),
-        };
-        let status = resp.status().as_u16();
-        let keep = !close
-            && resp
-                .headers()
-                .get(hyper::header::CONNECTION)
-                .is_none_or(|v| !v.as_bytes().eq_ignore_ascii_case(b"close"));
-        // Drain the body frame by frame without keeping it: the operation is
-        // done when the whole response has arrived.
-        let mut body = resp.into_body();
-        let drained = timeout_at(deadline, async {
-            while let Some(frame) = body.frame().await {
-                frame?;
-            }
-            Ok::<(), hyper::Error>(())
-        })
-        .await;
-        match drained {
-            Ok(Ok(())) => (Outcome::Http(status), keep),
-            Ok(Err(e)) => (classify_hyper(&e), false),
-            Err(_) => (Outcome::Timeout, false),
-        }
+/// Send one request and read the whole response. Returns the outcome and
+/// whether the connection can carry another request.
+async fn exchange(
+    client: &mut HttpClient,
+    t: &Target,
+    deadline: Instant,
+    close: bool,
+) -> (Outcome, bool) {
+    let req = match http::request(&t.method, &t.path, &t.authority, close) {
+        Ok(r) => r,
+        Err(o) => return (o, false),
+    };
+    let resp = match client.send(req, deadline).await {
+        Ok(r) => r,
+        Err(o) => return (o, false),
+    };
+    let status = resp.status().as_u16();
+    let keep = !close && http::keeps_alive(&resp);
+    // Drain the body without keeping it: the operation is done when the
+    // whole response has arrived.
+    match http::drain(resp, deadline).await {
+        Ok(()) => (Outcome::Http(status), keep),
+        Err(o) => (o, false),
     }
 }

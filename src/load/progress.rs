@@ -81,7 +81,7 @@ fn line(r: &Reading, rate: f64) -> String {
         r.ok,
         r.failed,
         r.dropped,
-        crate::report::fmt_us(r.p99_us)
+        crate::metrics::fmt_us(r.p99_us)
     )
 }
 

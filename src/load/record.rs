@@ -11,36 +11,13 @@ use std::time::Duration;
 
 use super::op::OpResult;
 use crate::metrics::PhaseHist;
+use crate::report::LoadPhase;
 use crate::tls::Outcome;
 
 /// Most operations whose details a run keeps (24 bytes each, so at most
 /// 192 MiB): 2.2 hours at 1,000/s. Beyond it, totals and histograms stay
 /// exact and the report says the per-operation views are truncated.
 pub const MAX_OP_LOG: usize = 8 << 20;
-
-/// The phases of an operation, each timed from its start. Names are a
-/// contract (JSON keys, table rows, HdrHistogram log tags).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoadPhase {
-    /// TCP connected.
-    Connect,
-    /// TLS handshake done.
-    Handshake,
-    /// The verdict: response read, acceptance confirmed, or the failure.
-    Request,
-}
-
-impl LoadPhase {
-    pub const ALL: [LoadPhase; 3] = [LoadPhase::Connect, LoadPhase::Handshake, LoadPhase::Request];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            LoadPhase::Connect => "connect",
-            LoadPhase::Handshake => "handshake",
-            LoadPhase::Request => "request",
-        }
-    }
-}
 
 /// One measured operation. `u32` microseconds hold 71 minutes, far past any
 /// `--timeout`; `NONE` marks a phase the operation did not reach.
@@ -174,7 +151,7 @@ impl Recorder {
     /// Record a finished operation. `lag` is how late it started; `start`
     /// is its actual start from the measurement start.
     pub fn record(&mut self, seq: u64, lag: Duration, start: Duration, r: &OpResult) {
-        let succeeded = matches!(r.outcome, Outcome::Ok | Outcome::Http(200..=399));
+        let succeeded = r.succeeded();
         let cancelled = r.outcome.not_judged();
         match (succeeded, cancelled) {
             (true, _) => self.succeeded += 1,

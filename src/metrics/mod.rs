@@ -27,6 +27,7 @@ mod hist;
 mod prom;
 mod snapshot;
 mod timeline;
+mod units;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -40,6 +41,7 @@ use crate::tls::Outcome;
 pub use hist::{Percentiles, PhaseHist, HIGHEST_TRACKABLE_US};
 pub use snapshot::{add_counts, Snapshot, Totals, VariantStats};
 pub use timeline::{BUCKET_MS, MAX_BUCKETS, MAX_ROTATION_EVENTS};
+pub use units::{fmt_ms, fmt_us};
 
 /// Events the aggregator can have queued before `record` starts dropping
 /// (and counting) them: at 10,000 connections/s the aggregator would have to

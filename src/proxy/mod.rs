@@ -23,17 +23,18 @@ use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 pub use config::{split_host_port, ConfigError, OnRotate, ProxyArgs, ProxyConfig, TlsMode};
 pub use relay::{http_status, relay, Relayed};
-pub use rotation::{Rotating, KIND_CLIENT, KIND_SERVER, KIND_TRUST};
+pub use rotation::{MintError, ProxyCredentials};
 
 use crate::accept::{serve_connections, RunState};
 use crate::creds::{self, CredError, ReloaderHandle};
 use crate::metrics::{ConnReport, Metrics, Phase, Phases};
+use crate::net::{self, AbortOnDrop, AsyncIo, Timeouts, TlsTarget};
 use crate::pki::Variant;
 use crate::plan::Presented;
 use crate::tls::{self, ClientCert, Outcome, UpstreamVerifier};
@@ -59,12 +60,11 @@ pub enum ProxyError {
 /// State every connection task shares; read-mostly.
 pub(crate) struct Shared {
     pub(crate) cfg: Arc<ProxyConfig>,
-    pub(crate) rotating: Arc<Rotating>,
+    pub(crate) creds: Arc<ProxyCredentials>,
     pub(crate) metrics: Metrics,
     /// One client config per presentable credential, built once: rotation
     /// changes what their resolvers and verifier read, not the configs.
-    upstream_configs: HashMap<Presented, Arc<ClientConfig>>,
-    server_name: ServerName<'static>,
+    upstream_targets: HashMap<Presented, TlsTarget>,
     next: AtomicU64,
     pub(crate) downstream_failures: AtomicU64,
 }
@@ -74,7 +74,7 @@ pub struct Proxy {
     listener: TcpListener,
     shared: Arc<Shared>,
     _reloader: ReloaderHandle,
-    _schedule: Option<AbortOnDrop>,
+    _schedule: Option<AbortOnDrop<()>>,
 }
 
 /// Control of a running proxy.
@@ -87,10 +87,13 @@ impl Proxy {
     /// Load and check every credential, bind, start the rotation sources.
     pub async fn bind(cfg: ProxyConfig, metrics: Metrics) -> Result<Proxy, ProxyError> {
         let cfg = Arc::new(cfg);
-        let rotating = Arc::new(Rotating::load(cfg.clone(), metrics.clone())?);
+        let held = Arc::new(ProxyCredentials::load(cfg.clone(), metrics.clone())?);
         let server_name = ServerName::try_from(cfg.upstream_name.clone())
             .map_err(|_| ProxyError::ServerName(cfg.upstream_name.clone()))?;
-        let upstream_configs = upstream_configs(&cfg, &rotating)?;
+        let upstream_targets = upstream_configs(&cfg, &held)?
+            .into_iter()
+            .map(|(presented, config)| (presented, (config, server_name.clone())))
+            .collect();
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| ProxyError::Bind {
@@ -98,22 +101,21 @@ impl Proxy {
                 source,
             })?;
         let watched = if cfg.watch {
-            rotating.watched()
+            held.watched()
         } else {
             Vec::new()
         };
-        let r = rotating.clone();
+        let r = held.clone();
         let reloader =
             creds::spawn_reloader(&watched, Duration::from_millis(200), true, move || {
                 let _ = r.reload_files();
             })?;
-        let schedule = rotating.spawn_schedule().map(AbortOnDrop);
+        let schedule = held.spawn_schedule().map(AbortOnDrop);
         let shared = Arc::new(Shared {
             cfg,
-            rotating,
+            creds: held,
             metrics,
-            upstream_configs,
-            server_name,
+            upstream_targets,
             next: AtomicU64::new(0),
             downstream_failures: AtomicU64::new(0),
         });
@@ -160,8 +162,8 @@ impl ProxyHandle {
         &self.shared.metrics
     }
 
-    pub fn rotating(&self) -> &Arc<Rotating> {
-        &self.shared.rotating
+    pub fn credentials(&self) -> &Arc<ProxyCredentials> {
+        &self.shared.creds
     }
 
     /// Downstream handshakes that failed (not upstream experiments).
@@ -172,17 +174,17 @@ impl ProxyHandle {
 
 fn upstream_configs(
     cfg: &ProxyConfig,
-    rotating: &Rotating,
+    held: &ProxyCredentials,
 ) -> Result<HashMap<Presented, Arc<ClientConfig>>, CredError> {
     let verifier = Arc::new(UpstreamVerifier::new(
-        rotating.upstream_roots.clone(),
+        held.trust.live().clone(),
         cfg.upstream_spiffe_id.clone(),
     ));
     let mut certs: Vec<(Presented, ClientCert)> = vec![(Presented::None, ClientCert::None)];
-    if let Some(live) = &rotating.client {
+    if let Some(client) = &held.client {
         certs.push((
             Presented::Variant(Variant::Valid),
-            ClientCert::Live(live.clone()),
+            ClientCert::Live(client.live().clone()),
         ));
     }
     for (v, files) in &cfg.variants {
@@ -218,10 +220,10 @@ async fn connection(
     let cfg = &shared.cfg;
     let mut phases = Phases::default();
 
-    let server_gen = shared.rotating.server_generation.subscribe();
-    let down: Box<dyn Io> = match (&shared.rotating.server, cfg.listen_tls) {
-        (Some(live), TlsMode::Tls | TlsMode::Mtls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(live.current());
+    let server_gen = shared.creds.server.as_ref().map(|p| p.subscribe());
+    let down: Box<dyn AsyncIo> = match (&shared.creds.server, cfg.listen_tls) {
+        (Some(server), TlsMode::Tls | TlsMode::Mtls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(server.current());
             let started = Instant::now();
             match tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(down)).await {
                 Ok(Ok(s)) => {
@@ -248,7 +250,7 @@ async fn connection(
         .cfg
         .plan
         .pick(shared.next.fetch_add(1, Ordering::Relaxed));
-    let client_gen = shared.rotating.client_generation.subscribe();
+    let client_gen = shared.creds.client.as_ref().map(|p| p.subscribe());
     let (outcome, http_status) = experiment(
         &shared,
         presented,
@@ -271,68 +273,50 @@ async fn connection(
     });
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
 /// Connect upstream presenting `presented`, relay, and say how it ended.
 async fn experiment(
     shared: &Shared,
     presented: Presented,
     phases: &mut Phases,
-    mut down: Box<dyn Io>,
+    mut down: Box<dyn AsyncIo>,
     closing: watch::Receiver<RunState>,
-    client_gen: watch::Receiver<u64>,
-    server_gen: watch::Receiver<u64>,
+    client_gen: Option<watch::Receiver<u64>>,
+    server_gen: Option<watch::Receiver<u64>>,
 ) -> (Outcome, Option<u16>) {
     let cfg = &shared.cfg;
-    let started = Instant::now();
-    let tcp = match tokio::time::timeout(
-        cfg.connect_timeout,
-        TcpStream::connect(cfg.upstream.as_str()),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return fail(&mut down, tls::classify_io(&e), presented).await,
-        Err(_) => return fail(&mut down, Outcome::ConnectTimeout, presented).await,
-    };
-    let _ = tcp.set_nodelay(true);
-    phases.set(Phase::UpstreamConnect, started.elapsed());
-    let up: Box<dyn Io> = if cfg.upstream_tls == TlsMode::Off {
-        Box::new(tcp)
+    // Without mTLS upstream every connection presents nothing.
+    let key = if cfg.upstream_tls == TlsMode::Mtls {
+        presented
     } else {
-        // Without mTLS upstream every connection presents nothing.
-        let key = if cfg.upstream_tls == TlsMode::Mtls {
-            presented
-        } else {
-            Presented::None
-        };
-        let Some(config) = shared.upstream_configs.get(&key) else {
+        Presented::None
+    };
+    let tls = match cfg.upstream_tls {
+        TlsMode::Off => None,
+        _ => match shared.upstream_targets.get(&key) {
+            Some(t) => Some(t),
             // bind() builds a config for every credential the plan can pick.
-            return fail(
-                &mut down,
-                Outcome::Tls("no_config_for_variant".into()),
-                presented,
-            )
-            .await;
-        };
-        let hs = Instant::now();
-        let connector = tokio_rustls::TlsConnector::from(config.clone());
-        match tokio::time::timeout(
-            cfg.handshake_timeout,
-            connector.connect(shared.server_name.clone(), tcp),
-        )
-        .await
-        {
-            Ok(Ok(s)) => {
-                phases.set(Phase::UpstreamHandshake, hs.elapsed());
-                Box::new(s)
+            None => {
+                let outcome = Outcome::Tls("no_config_for_variant".into());
+                return fail(&mut down, outcome, presented).await;
             }
-            Ok(Err(e)) => return fail(&mut down, tls::classify_io(&e), presented).await,
-            Err(_) => return fail(&mut down, Outcome::HandshakeTimeout, presented).await,
+        },
+    };
+    let timeouts = Timeouts::per_phase(cfg.connect_timeout, cfg.handshake_timeout);
+    let opened = match net::open(cfg.upstream.as_str(), tls, timeouts).await {
+        Ok(o) => o,
+        Err(f) => {
+            if let Some(c) = f.connected {
+                phases.set(Phase::UpstreamConnect, c - f.started);
+            }
+            return fail(&mut down, f.outcome, presented).await;
         }
     };
-    let relay_start = started.elapsed();
+    phases.set(Phase::UpstreamConnect, opened.connected - opened.started);
+    if let Some(hs) = opened.handshake_time() {
+        phases.set(Phase::UpstreamHandshake, hs);
+    }
+    let relay_start = opened.started.elapsed();
+    let up = opened.stream;
     let cancel = cancel_on(cfg, presented, closing, client_gen, server_gen);
     let (r, mut down) = relay(down, up, cfg.idle_timeout, cancel).await;
     if let Some(fb) = r.first_byte {
@@ -354,16 +338,15 @@ async fn cancel_on(
     cfg: &ProxyConfig,
     presented: Presented,
     mut closing: watch::Receiver<RunState>,
-    mut client_gen: watch::Receiver<u64>,
-    mut server_gen: watch::Receiver<u64>,
+    client_gen: Option<watch::Receiver<u64>>,
+    server_gen: Option<watch::Receiver<u64>>,
 ) {
     let rotated = async {
         let uses_client = presented == Presented::Variant(Variant::Valid);
         let uses_server = cfg.listen_tls != TlsMode::Off;
         tokio::select! {
-            r = client_gen.changed(), if uses_client => if r.is_err() { std::future::pending::<()>().await },
-            r = server_gen.changed(), if uses_server => if r.is_err() { std::future::pending::<()>().await },
-            else => std::future::pending::<()>().await,
+            () = changed(client_gen.filter(|_| uses_client)) => {}
+            () = changed(server_gen.filter(|_| uses_server)) => {}
         }
     };
     let policy = async {
@@ -383,8 +366,20 @@ async fn cancel_on(
     }
 }
 
+/// Resolves on the next publication; never when there is nothing to watch.
+async fn changed(generation: Option<watch::Receiver<u64>>) {
+    match generation {
+        Some(mut g) => {
+            if g.changed().await.is_err() {
+                std::future::pending::<()>().await
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
 async fn fail(
-    down: &mut Box<dyn Io>,
+    down: &mut Box<dyn AsyncIo>,
     outcome: Outcome,
     presented: Presented,
 ) -> (Outcome, Option<u16>) {
@@ -413,12 +408,4 @@ async fn write_502<W: AsyncWrite + Unpin + ?Sized>(
     );
     down.write_all(resp.as_bytes()).await?;
     down.flush().await
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

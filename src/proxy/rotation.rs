@@ -1,9 +1,9 @@
 //! What rotates in the proxy and how: the identity's client credential
 //! (file reload, SIGHUP, `POST /rotate`, or minted on a schedule), the
-//! downstream server material, and the upstream trust bundle. Every change is
-//! checked before it is published, every publication and refusal lands on the
-//! metrics timeline, and client rotations bump a generation that connections
-//! established with the old credential watch (`--on-rotate`).
+//! downstream server material, and the upstream trust bundle. Each is a
+//! [`Publisher`]: checked before it is published, every publication and
+//! refusal on the metrics timeline, and a generation that connections
+//! established with the old value watch (`--on-rotate`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,75 +13,71 @@ use rustls::client::danger::ServerCertVerifier;
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use sha2::{Digest, Sha256};
-use tokio::sync::watch;
 
 use super::config::{ClientFiles, ProxyConfig};
-use crate::creds::{self, CredError, Live};
+use crate::creds::{self, CredError, Loaded, Publisher, RotationKind, RotationLog, Sources};
 use crate::metrics::Metrics;
 use crate::pki::{self, Authority, KeyType, LeafSpec, Usage};
 use crate::tls;
 
-pub const KIND_CLIENT: &str = "client";
-pub const KIND_SERVER: &str = "server";
-pub const KIND_TRUST: &str = "trust-bundle";
-
-/// Everything that can rotate, and the sources that rotate it.
-pub struct Rotating {
-    pub client: Option<Arc<Live<CertifiedKey>>>,
-    client_files: Option<ClientFiles>,
+/// Everything that can rotate in the proxy, each with its one publication path.
+pub struct ProxyCredentials {
+    /// The identity presented upstream as the `valid` variant.
+    pub client: Option<Publisher<CertifiedKey>>,
+    /// The downstream listener's server config.
+    pub server: Option<Publisher<ServerConfig>>,
+    /// The upstream trust bundle and CRLs, as a verifier.
+    pub trust: Publisher<Arc<dyn ServerCertVerifier>>,
     minter: Option<Minter>,
-    /// Bumped on every published client rotation.
-    pub client_generation: watch::Sender<u64>,
-    pub server: Option<Arc<Live<ServerConfig>>>,
-    /// Bumped on every published downstream server rotation.
-    pub server_generation: watch::Sender<u64>,
-    pub upstream_roots: Arc<Live<Arc<dyn ServerCertVerifier>>>,
     cfg: Arc<ProxyConfig>,
-    metrics: Metrics,
-    lock: std::sync::Mutex<()>,
 }
 
-impl Rotating {
+impl ProxyCredentials {
     /// Load everything once; any bad file here is a startup error.
     pub fn load(cfg: Arc<ProxyConfig>, metrics: Metrics) -> Result<Self, CredError> {
-        let client = match &cfg.client {
-            Some(f) => {
-                let (ck, fp) = load_client(f)?;
-                Some(Arc::new(Live::new(ck, fp)))
-            }
+        let log: Arc<dyn RotationLog> = Arc::new(metrics);
+        let client = match cfg.client.clone() {
+            Some(f) => Some(Publisher::load(
+                RotationKind::Client,
+                move || load_client(&f),
+                log.clone(),
+            )?),
             None => None,
         };
-        let server = match &cfg.listen_files {
+        let server = match cfg.listen_files.clone() {
             Some(files) => {
-                let (config, fp) = load_server(&cfg, files)?;
-                Some(Arc::new(Live::new(config, fp)))
+                let c = cfg.clone();
+                Some(Publisher::load(
+                    RotationKind::Server,
+                    move || load_server(&c, &files),
+                    log.clone(),
+                )?)
             }
             None => None,
         };
-        let (verifier, fp) = load_roots(&cfg.upstream_cas, &cfg.upstream_crls)?;
+        let (cas, crls) = (cfg.upstream_cas.clone(), cfg.upstream_crls.clone());
+        let trust = Publisher::load(
+            RotationKind::TrustBundle,
+            move || load_trust(&cas, &crls),
+            log,
+        )?;
         let minter = match (&cfg.rotate_ca, &client) {
-            (Some((cert, key)), Some(live)) => Some(Minter::new(cert, key, &live.current())?),
+            (Some((cert, key)), Some(c)) => Some(Minter::new(cert, key, &c.current())?),
             _ => None,
         };
-        Ok(Rotating {
+        Ok(ProxyCredentials {
             client,
-            client_files: cfg.client.clone(),
-            minter,
-            client_generation: watch::channel(0).0,
             server,
-            server_generation: watch::channel(0).0,
-            upstream_roots: Arc::new(Live::new(verifier, fp)),
+            trust,
+            minter,
             cfg,
-            metrics,
-            lock: std::sync::Mutex::new(()),
         })
     }
 
-    /// The files whose change triggers [`Rotating::reload_files`].
+    /// The files whose change triggers [`ProxyCredentials::reload_files`].
     pub fn watched(&self) -> Vec<PathBuf> {
         let mut v = Vec::new();
-        if let Some(f) = &self.client_files {
+        if let Some(f) = &self.cfg.client {
             v.extend([f.cert.clone(), f.key.clone()]);
         }
         if let Some(files) = &self.cfg.listen_files {
@@ -94,88 +90,42 @@ impl Rotating {
 
     /// Re-read every file-backed credential; each is published or refused on
     /// its own, so a bad CA file does not hold back a good client cert.
-    /// Returns the errors (also counted and logged).
-    pub fn reload_files(&self) -> Vec<(&'static str, CredError)> {
-        let _one_at_a_time = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+    /// Returns the errors (also counted, logged and marked). Blocking.
+    pub fn reload_files(&self) -> Vec<(RotationKind, CredError)> {
         let mut errors = Vec::new();
-        if let (Some(live), Some(files)) = (&self.client, &self.client_files) {
-            match load_client(files) {
-                Ok((ck, fp)) => {
-                    let serial = leaf_serial(&ck);
-                    if live.publish(ck, fp) {
-                        self.published(KIND_CLIENT, serial, &self.client_generation);
-                    }
-                }
-                Err(e) => errors.push((KIND_CLIENT, self.refused(live, KIND_CLIENT, e))),
+        if let Some(p) = &self.client {
+            if let Err(e) = p.reload() {
+                errors.push((p.kind(), e));
             }
         }
-        if let (Some(live), Some(files)) = (&self.server, &self.cfg.listen_files) {
-            match load_server(&self.cfg, files) {
-                Ok((config, fp)) => {
-                    if live.publish(config, fp) {
-                        let serial = creds::load_chain(&files.cert)
-                            .ok()
-                            .and_then(|c| c.first().map(serial_of));
-                        self.published(KIND_SERVER, serial, &self.server_generation);
-                    }
-                }
-                Err(e) => errors.push((KIND_SERVER, self.refused(live, KIND_SERVER, e))),
+        if let Some(p) = &self.server {
+            if let Err(e) = p.reload() {
+                errors.push((p.kind(), e));
             }
         }
-        match load_roots(&self.cfg.upstream_cas, &self.cfg.upstream_crls) {
-            Ok((v, fp)) => {
-                if self.upstream_roots.publish(v, fp) {
-                    self.metrics.rotation(Instant::now(), KIND_TRUST, None);
-                    tracing::info!("upstream trust bundle rotated");
-                }
-            }
-            Err(e) => errors.push((
-                KIND_TRUST,
-                self.refused(&self.upstream_roots, KIND_TRUST, e),
-            )),
+        if let Err(e) = self.trust.reload() {
+            errors.push((self.trust.kind(), e));
         }
         errors
     }
 
     /// Mint and publish a fresh client leaf; the serial of the new leaf.
-    pub fn mint(&self) -> Result<String, CredError> {
-        let (Some(live), Some(minter)) = (&self.client, &self.minter) else {
-            return Err(CredError::Tls(
-                "minting needs a client identity and a CA (--rotate-ca-cert or --pki)".into(),
-            ));
+    /// Blocking (key generation).
+    pub fn mint(&self) -> Result<String, MintError> {
+        let (Some(client), Some(minter)) = (&self.client, &self.minter) else {
+            return Err(MintError::Unavailable);
         };
-        let _one_at_a_time = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        match minter.mint() {
-            Ok(ck) => {
-                let serial = leaf_serial(&ck);
-                live.publish_minted(ck);
-                self.published(KIND_CLIENT, serial.clone(), &self.client_generation);
-                Ok(serial.unwrap_or_default())
-            }
-            Err(e) => Err(self.refused(live, KIND_CLIENT, e)),
-        }
+        client
+            .publish_with(|| {
+                let ck = minter.mint()?;
+                let serial = creds::leaf_serial(&ck);
+                Ok((ck, serial))
+            })
+            .map(Option::unwrap_or_default)
     }
 
-    fn published(
-        &self,
-        kind: &'static str,
-        serial: Option<String>,
-        generation: &watch::Sender<u64>,
-    ) {
-        tracing::info!(kind, serial = serial.as_deref().unwrap_or("-"), "rotated");
-        self.metrics.rotation(Instant::now(), kind, serial);
-        generation.send_modify(|g| *g += 1);
-    }
-
-    fn refused<T>(&self, live: &Live<T>, kind: &'static str, e: CredError) -> CredError {
-        tracing::error!(kind, error = %e, "rotation refused; the previous credential keeps serving");
-        live.record_failure(e.to_string());
-        self.metrics
-            .rotation_failure(Instant::now(), kind, e.to_string());
-        e
-    }
-
-    /// Mint on `--rotate-every` (plus jitter) until dropped.
+    /// Mint on `--rotate-every` (plus jitter) until dropped; each mint runs
+    /// on the blocking pool.
     pub fn spawn_schedule(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
         let every = self.cfg.rotate_every?;
         let jitter = self.cfg.rotate_jitter;
@@ -185,57 +135,90 @@ impl Rotating {
             loop {
                 next += every + jitter.mul_f64(rand::random::<f64>());
                 tokio::time::sleep_until(next).await;
-                let _ = me.mint();
+                let m = me.clone();
+                let _ = tokio::task::spawn_blocking(move || m.mint()).await;
             }
         }))
     }
 }
 
-fn load_client(f: &ClientFiles) -> Result<(CertifiedKey, Vec<u8>), CredError> {
-    creds::load_client_pair(&f.cert, &f.key)
+/// Why a client leaf could not be minted.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("minting needs a client identity and a CA (--rotate-ca-cert or --pki)")]
+    Unavailable,
+    #[error("the client certificate cannot be read to copy its identity: {0}")]
+    Identity(String),
+    #[error("issuing a client leaf: {0}")]
+    Issue(#[from] pki::PkiError),
+    #[error(transparent)]
+    Credential(#[from] CredError),
+}
+
+/// The proxy's timeline: every publication and refusal.
+impl RotationLog for Metrics {
+    fn published(&self, kind: RotationKind, serial: Option<&str>) {
+        self.rotation(Instant::now(), kind.name(), serial.map(str::to_string));
+    }
+
+    fn refused(&self, kind: RotationKind, error: &str) {
+        self.rotation_failure(Instant::now(), kind.name(), error.to_string());
+    }
+}
+
+fn load_client(f: &ClientFiles) -> Result<Loaded<CertifiedKey>, CredError> {
+    let mut src = Sources::default();
+    let ck = creds::read_client_pair(&mut src, &f.cert, &f.key)?;
+    Ok(Loaded {
+        serial: creds::leaf_serial(&ck),
+        value: ck,
+        fingerprint: src.fingerprint(),
+    })
 }
 
 fn load_server(
     cfg: &ProxyConfig,
     files: &creds::ServerFiles,
-) -> Result<(ServerConfig, Vec<u8>), CredError> {
-    let (material, fp) = files.load(&cfg.trust_domains)?;
-    Ok((
-        tls::server_config(material, cfg.listen_auth(), &crate::tls::TlsVersions::all())?,
-        fp,
-    ))
+) -> Result<Loaded<ServerConfig>, CredError> {
+    let mut src = Sources::default();
+    let material = files.read(&mut src, &cfg.trust_domains)?;
+    let serial = material.identity.cert.first().map(creds::serial_of);
+    Ok(Loaded {
+        value: tls::server_config(material, cfg.listen_auth(), &tls::TlsVersions::all())?,
+        fingerprint: src.fingerprint(),
+        serial,
+    })
 }
 
 /// The upstream trust bundle (and CRLs) as a verifier; both rotate together.
-fn load_roots(
+fn load_trust(
     cas: &[PathBuf],
     crl_files: &[PathBuf],
-) -> Result<(Arc<dyn ServerCertVerifier>, Vec<u8>), CredError> {
+) -> Result<Loaded<Arc<dyn ServerCertVerifier>>, CredError> {
+    let mut src = Sources::default();
     let mut roots = rustls::RootCertStore::empty();
-    let mut hash = Sha256::new();
     for ca in cas {
-        let bytes = creds::read(ca)?;
-        hash.update(&bytes);
+        let bytes = src.read(ca)?;
         creds::add_roots(&mut roots, ca, &bytes)?;
     }
     let mut crls = Vec::new();
     for crl in crl_files {
-        let bytes = creds::read(crl)?;
-        hash.update(&bytes);
+        let bytes = src.read(crl)?;
         crls.extend(creds::parse_crls(crl, &bytes)?);
     }
-    if roots.is_empty() {
+    let value: Arc<dyn ServerCertVerifier> = if roots.is_empty() {
         // Plaintext upstream: a verifier is never asked; keep one anyway so
         // the type is uniform. An empty store cannot verify anything.
-        return Ok((Arc::new(NoRoots), hash.finalize().to_vec()));
-    }
-    Ok((
-        tls::webpki_server_verifier(roots, crls)?,
-        hash.finalize().to_vec(),
-    ))
+        Arc::new(NoRoots)
+    } else {
+        tls::webpki_server_verifier(roots, crls)?
+    };
+    Ok(Loaded {
+        value,
+        fingerprint: src.fingerprint(),
+        serial: None,
+    })
 }
-
-use creds::{leaf_serial, serial_of};
 
 /// Mints leaves with the identity of the current credential.
 struct Minter {
@@ -310,7 +293,7 @@ impl Minter {
         })
     }
 
-    fn mint(&self) -> Result<CertifiedKey, CredError> {
+    fn mint(&self) -> Result<CertifiedKey, MintError> {
         let mut spec = LeafSpec::new(
             &self.common_name,
             Usage::Client,
@@ -318,10 +301,7 @@ impl Minter {
             self.validity,
         );
         spec.spiffe_id = self.spiffe_id.clone();
-        let issued = self
-            .ca
-            .issue(&spec, self.key_type)
-            .map_err(|e| CredError::Tls(e.to_string()))?;
+        let issued = self.ca.issue(&spec, self.key_type)?;
         let mut chain = vec![issued.cert.clone()];
         chain.extend(self.tail.iter().cloned());
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(issued.key.serialize_der()));

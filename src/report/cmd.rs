@@ -15,9 +15,7 @@ use anyhow::Context;
 
 use super::output::{write_json, write_plot};
 use super::plot::Point;
-use super::{Downtime, LoadReport, RotationMark, RunInfo};
-use crate::load::analysis::Bucket;
-use crate::load::record::LoadPhase;
+use super::{Bucket, Downtime, LoadPhase, LoadReport, RotationMark, RunInfo};
 use crate::metrics::hdrlog::{self, ParsedLog};
 use crate::metrics::{add_counts, PhaseHist};
 
@@ -89,7 +87,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<bool> {
             })?;
             print!("{}", report.table());
             if let Some(rt) = value.get("rotation_test") {
-                print!("{}", crate::rotation_test::render_value(rt));
+                print!("{}", super::rotation::render_value(rt));
             }
             Ok(report.lost() == 0)
         }

@@ -9,18 +9,15 @@
 pub mod cmd;
 mod output;
 pub mod plot;
+pub mod rotation;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{Duration, UNIX_EPOCH};
 
 pub use cmd::{ReportArgs, ReportCommand};
-pub use output::{write_json as write_json_file, write_outputs, Outputs};
+pub use output::{write_json as write_json_file, write_outputs, Outputs, RunViews};
 
-use crate::load::analysis::{Bucket, FailureRun, Ops};
-use crate::load::record::LoadPhase;
-use crate::load::LoadRun;
-use crate::metrics::Percentiles;
+use crate::metrics::{fmt_ms, fmt_us, Percentiles};
 
 /// Width of the JSON timeline's buckets (a contract: `timeline` is per 100 ms).
 pub const TIMELINE_MS: u64 = 100;
@@ -56,6 +53,84 @@ pub struct Downtime {
     /// Failed plus dropped operations.
     pub lost: u64,
     pub longest_failure_run: Option<FailureRun>,
+}
+
+/// The phases of an operation, each timed from its start. Names are a
+/// contract (JSON keys, table rows, HdrHistogram log tags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadPhase {
+    /// TCP connected.
+    Connect,
+    /// TLS handshake done.
+    Handshake,
+    /// The verdict: response read, acceptance confirmed, or the failure.
+    Request,
+}
+
+impl LoadPhase {
+    pub const ALL: [LoadPhase; 3] = [LoadPhase::Connect, LoadPhase::Handshake, LoadPhase::Request];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LoadPhase::Connect => "connect",
+            LoadPhase::Handshake => "handshake",
+            LoadPhase::Request => "request",
+        }
+    }
+}
+
+/// Operations due in one timeline bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Bucket {
+    pub t_ms: u64,
+    pub ok: u64,
+    pub failed: u64,
+    #[serde(default)]
+    pub dropped: u64,
+}
+
+/// The longest stretch of consecutive lost operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct FailureRun {
+    /// Operations lost in a row (failed or dropped).
+    pub ops: u64,
+    /// Intended start of the first and of the last, from the measurement start.
+    pub from_ms: u64,
+    pub to_ms: u64,
+    /// The schedule time the run covers: `ops / rate`.
+    pub duration_ms: u64,
+}
+
+/// What happened to operations due in `[from_ms, to_ms)`.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Window {
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub attempted: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    /// Outcomes of the lost operations.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Corrected p99 of the operations that completed, in µs.
+    pub p99_us: u64,
+}
+
+/// Tags of [`Ops::intervals`]' histograms, in order: the three phases
+/// corrected, the three as service time (`service-` prefix), and `failed`
+/// (corrected end-to-end latency of the lost operations, so its count is
+/// the failures). A contract with `report merge`.
+pub fn interval_tags() -> Vec<String> {
+    let mut t: Vec<String> = LoadPhase::ALL
+        .iter()
+        .map(|p| p.name().to_string())
+        .collect();
+    t.extend(
+        LoadPhase::ALL
+            .iter()
+            .map(|p| format!("service-{}", p.name())),
+    );
+    t.push("failed".into());
+    t
 }
 
 /// The report of one load run (or of merged runs). Field names are the JSON
@@ -110,76 +185,6 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
-    pub fn from_run(run: &LoadRun, info: RunInfo) -> Self {
-        let rec = &run.recorder;
-        let ops = Ops::new(rec, &run.schedule);
-        let rate = run.schedule.rate();
-        let issued = rec.attempted() - rec.dropped;
-        let issue_span = rec.last_start.as_secs_f64() + 1.0 / rate;
-        let phases = |h: &[crate::metrics::PhaseHist; 3]| {
-            LoadPhase::ALL
-                .iter()
-                .map(|p| (p.name().to_string(), h[*p as usize].percentiles()))
-                .collect()
-        };
-        let duration = run.schedule.measured_offset(run.schedule.measured_ops());
-        let warmup = run.schedule.offset(run.schedule.warmup_ops());
-        LoadReport {
-            info,
-            rate,
-            duration_s: duration.as_secs_f64(),
-            warmup_s: warmup.as_secs_f64(),
-            started_unix_ms: run
-                .started_wall
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as u64,
-            attempted: rec.attempted(),
-            succeeded: rec.succeeded,
-            failed: rec.failed,
-            dropped: rec.dropped,
-            cancelled: rec.cancelled,
-            achieved_rate: if issued == 0 {
-                0.0
-            } else {
-                issued as f64 / issue_span
-            },
-            throughput: per_second(rec.succeeded, rec.last_end),
-            outcomes: rec.outcomes(),
-            latency_us: phases(&rec.latency),
-            service_time_us: phases(&rec.service),
-            resumption: (rec.handshakes > 0).then(|| Resumption {
-                handshakes: rec.handshakes,
-                resumed: rec.resumed,
-                share: rec.resumed as f64 / rec.handshakes as f64,
-            }),
-            confirmations: rec
-                .confirmations
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect(),
-            downtime: Downtime {
-                lost: rec.failed + rec.dropped,
-                longest_failure_run: ops.longest_failure_run(),
-            },
-            timeline: ops.timeline(TIMELINE_MS),
-            rotations: run
-                .marks
-                .iter()
-                .filter_map(|m| {
-                    Some(RotationMark {
-                        t_ms: run.t_ms(m.at)?,
-                        kind: m.kind.clone(),
-                        serial: m.serial.clone(),
-                    })
-                })
-                .collect(),
-            interrupted: run.interrupted,
-            ops_not_logged: rec.ops_not_logged,
-            merged_from: Vec::new(),
-        }
-    }
-
     /// Failed plus dropped.
     pub fn lost(&self) -> u64 {
         self.failed + self.dropped
@@ -311,41 +316,5 @@ impl LoadReport {
                 self.downtime.lost
             ),
         }
-    }
-}
-
-/// `count / d`, 0 for an empty span.
-fn per_second(count: u64, d: Duration) -> f64 {
-    if d.is_zero() {
-        0.0
-    } else {
-        count as f64 / d.as_secs_f64()
-    }
-}
-
-/// Microseconds for humans: `850µs`, `1.50ms`, `2.35s`.
-pub fn fmt_us(us: u64) -> String {
-    match us {
-        0..=999 => format!("{us}µs"),
-        1_000..=999_999 => format!("{:.2}ms", us as f64 / 1e3),
-        _ => format!("{:.2}s", us as f64 / 1e6),
-    }
-}
-
-/// Milliseconds since the start for humans: `1.25s`.
-pub fn fmt_ms(ms: u64) -> String {
-    format!("{:.2}s", ms as f64 / 1e3)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(fmt_us(850), "850µs");
-        assert_eq!(fmt_us(1500), "1.50ms");
-        assert_eq!(fmt_us(2_345_000), "2.35s");
-        assert_eq!(fmt_ms(1250), "1.25s");
     }
 }

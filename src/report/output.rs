@@ -9,9 +9,16 @@ use anyhow::Context;
 
 use super::plot::{self, Marker, PlotInput, Point};
 use super::{LoadReport, RotationMark};
-use crate::load::analysis::Ops;
-use crate::load::LoadRun;
-use crate::metrics::hdrlog;
+use crate::metrics::hdrlog::{self, LogInterval};
+
+/// The per-operation views a run's files are drawn from. `load` provides
+/// them from its operation log; `report` never sees the log itself.
+pub trait RunViews {
+    /// Histograms per `interval_ms`, tagged as [`super::interval_tags`] lists.
+    fn intervals(&self, interval_ms: u64) -> Vec<LogInterval>;
+    /// Plot points per `bucket_ms`.
+    fn points(&self, bucket_ms: u64) -> Vec<Point>;
+}
 
 /// Where a run's files go.
 #[derive(Debug, Clone, Default)]
@@ -24,7 +31,7 @@ pub struct Outputs {
 
 /// Write every requested file; one line per file written, for the user.
 pub fn write_outputs(
-    run: &LoadRun,
+    run: &dyn RunViews,
     report: &LoadReport,
     out: &Outputs,
 ) -> anyhow::Result<Vec<String>> {
@@ -34,9 +41,8 @@ pub fn write_outputs(
         lines.push(format!("json written to {}", path.display()));
     }
     if let Some(path) = &out.hdr_log {
-        let ops = Ops::new(&run.recorder, &run.schedule);
         let interval_ms = out.hdr_interval.as_millis().max(1) as u64;
-        let intervals = ops.intervals(interval_ms);
+        let intervals = run.intervals(interval_ms);
         let start = UNIX_EPOCH + Duration::from_millis(report.started_unix_ms);
         let mut buf = Vec::new();
         hdrlog::write(&mut buf, start, &intervals, &[log_meta(report)?])?;
@@ -47,9 +53,8 @@ pub fn write_outputs(
         ));
     }
     if let Some(path) = &out.plot {
-        let ops = Ops::new(&run.recorder, &run.schedule);
         let bucket_ms = plot_bucket_ms(report.duration_s);
-        write_plot(path, report, &ops.points(bucket_ms), bucket_ms)?;
+        write_plot(path, report, &run.points(bucket_ms), bucket_ms)?;
         lines.push(format!("plot written to {}", path.display()));
     }
     Ok(lines)

@@ -17,16 +17,16 @@
 
 mod rig;
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::load::analysis::{FailureRun, Ops, Window};
 use crate::load::{LoadConfig, Marks, Mode};
+use crate::metrics::fmt_ms;
 use crate::pki::KeyType;
-use crate::report::{fmt_ms, fmt_us, LoadReport, Outputs, RotationMark};
+use crate::report::rotation::{render, Summary, WindowReport};
+use crate::report::{LoadReport, Outputs, RotationMark};
 
 pub use rig::Rig;
 
@@ -121,37 +121,6 @@ pub struct RotationTestArgs {
     pub no_progress: bool,
 }
 
-/// One rotation, as the report shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct WindowReport {
-    pub index: usize,
-    pub kind: String,
-    pub t_ms: u64,
-    /// Half an interval before the rotation.
-    pub before: Window,
-    /// From the rotation to the next one (or the end).
-    pub after: Window,
-    /// Lost in the two windows together.
-    pub lost: u64,
-}
-
-/// The `rotation_test` section of the JSON report.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Summary {
-    pub rotate: String,
-    pub topology: String,
-    pub rotations: usize,
-    pub interval_ms: u64,
-    pub no_overlap: bool,
-    pub windows: Vec<WindowReport>,
-    pub longest_failure_run: Option<FailureRun>,
-    pub lost: u64,
-    pub passed: bool,
-    /// Behind the proxy: what the service answered each upstream connection.
-    #[serde(default)]
-    pub upstream_outcomes: std::collections::BTreeMap<String, u64>,
-}
-
 /// `certshift rotation-test`: Ok(false) when anything was lost.
 pub async fn command(args: RotationTestArgs) -> anyhow::Result<bool> {
     if args.rotations == 0 || args.rotations > 10_000 {
@@ -240,8 +209,8 @@ pub async fn run(args: &RotationTestArgs, rig: &Rig) -> anyhow::Result<(LoadRepo
     if !failures.is_empty() {
         anyhow::bail!("{}", failures.join("; "));
     }
-    let report = LoadReport::from_run(&run, rig.info(args));
-    let ops = Ops::new(&run.recorder, &run.schedule);
+    let report = run.report(rig.info(args));
+    let ops = run.ops();
     let interval_ms = interval.as_millis() as u64;
     let end_ms = (report.duration_s * 1000.0) as u64;
     // A rotation that finished after the load did was not measured: say so
@@ -300,95 +269,9 @@ pub async fn run(args: &RotationTestArgs, rig: &Rig) -> anyhow::Result<(LoadRepo
             plot: Some(path.clone()),
             ..Outputs::default()
         };
-        for line in crate::report::write_outputs(&run, &report, &outputs)? {
+        for line in crate::report::write_outputs(&run.ops(), &report, &outputs)? {
             println!("{line}");
         }
     }
     Ok((report, summary))
-}
-
-/// The per-rotation table and the verdict.
-pub fn render(s: &Summary) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\nrotation-test: {} × {} every {} ({}){}",
-        s.rotations,
-        s.rotate,
-        fmt_ms(s.interval_ms),
-        s.topology,
-        if s.no_overlap { ", no overlap" } else { "" }
-    );
-    let _ = writeln!(
-        out,
-        "  {:>3} {:<10} {:>8} {:>9} {:>9} {:>11} {:>11}  lost outcomes",
-        "#", "kind", "at", "attempted", "lost", "p99 before", "p99 after"
-    );
-    for w in &s.windows {
-        let mut outcomes: std::collections::BTreeMap<&str, u64> = Default::default();
-        for (k, v) in w.before.outcomes.iter().chain(&w.after.outcomes) {
-            *outcomes.entry(k).or_default() += v;
-        }
-        let list: Vec<String> = outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        let _ = writeln!(
-            out,
-            "  {:>3} {:<10} {:>8} {:>9} {:>9} {:>11} {:>11}  {}",
-            w.index,
-            w.kind,
-            fmt_ms(w.t_ms),
-            w.before.attempted + w.after.attempted,
-            w.lost,
-            fmt_us(w.before.p99_us),
-            fmt_us(w.after.p99_us),
-            if list.is_empty() {
-                "-".into()
-            } else {
-                list.join(", ")
-            }
-        );
-    }
-    let downtime = match &s.longest_failure_run {
-        Some(r) => format!(
-            "{} ({} ops in a row from {})",
-            fmt_ms(r.duration_ms),
-            r.ops,
-            fmt_ms(r.from_ms)
-        ),
-        None => "none".into(),
-    };
-    if !s.upstream_outcomes.is_empty() {
-        let list: Vec<String> = s
-            .upstream_outcomes
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        let _ = writeln!(
-            out,
-            "behind the proxy, the service answered: {}",
-            list.join(", ")
-        );
-    }
-    let _ = writeln!(
-        out,
-        "downtime (longest failure run): {downtime}; total lost: {}",
-        s.lost
-    );
-    let _ = writeln!(
-        out,
-        "{}",
-        if s.passed {
-            "PASS: no operation was lost across the rotations"
-        } else {
-            "FAIL: operations were lost across the rotations"
-        }
-    );
-    out
-}
-
-/// `report show` of a rotation-test JSON's `rotation_test` section.
-pub fn render_value(v: &serde_json::Value) -> String {
-    match serde_json::from_value::<Summary>(v.clone()) {
-        Ok(s) => render(&s),
-        Err(e) => format!("(rotation_test section unreadable: {e})\n"),
-    }
 }

@@ -19,7 +19,7 @@ use rustls_pki_types::ServerName;
 use time::OffsetDateTime;
 
 use super::{Rotate, RotationTestArgs};
-use crate::creds::{self, Live};
+use crate::creds::{self, CredError, Publisher, RotationKind};
 use crate::load::{Marks, Mode, Target};
 use crate::metrics::Metrics;
 use crate::pki::{self, Authority, KeyType, LeafSpec, Manifest, PkiOptions, Role, Usage};
@@ -64,9 +64,11 @@ struct Running<H> {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The load's own credential and trust, published in memory; the rig
+/// marks the timeline itself (a CA rotation is three steps of one kind).
 struct Direct {
-    client: Arc<Live<CertifiedKey>>,
-    roots: Arc<Live<Arc<dyn ServerCertVerifier>>>,
+    client: Publisher<CertifiedKey>,
+    roots: Publisher<Arc<dyn ServerCertVerifier>>,
     config: Arc<rustls::ClientConfig>,
 }
 
@@ -280,12 +282,12 @@ impl Rig {
         match kind {
             Rotate::Client | Rotate::All => {
                 let serial = self.rotate_client()?;
-                marks.mark("client", Some(serial));
+                marks.mark(RotationKind::Client, Some(serial));
             }
             Rotate::Server => {
                 let serial = self.issue_server()?;
                 self.reload_serve()?;
-                marks.mark("server", Some(serial));
+                marks.mark(RotationKind::Server, Some(serial));
             }
             Rotate::CaBundle => self.rotate_ca(no_overlap, interval, marks).await?,
         }
@@ -317,18 +319,18 @@ impl Rig {
         if !no_overlap {
             lock(&self.trusted).push(root_pem.clone());
             self.publish_bundles()?;
-            marks.mark("ca-bundle:add-root", Some(root_serial.clone()));
+            marks.mark(RotationKind::CaAddRoot, Some(root_serial.clone()));
             tokio::time::sleep(step).await;
         }
         *lock(&self.issuing) = root;
         self.rotate_client()?;
         self.issue_server()?;
         self.reload_serve()?;
-        marks.mark("ca-bundle:issue", Some(root_serial.clone()));
+        marks.mark(RotationKind::CaIssue, Some(root_serial.clone()));
         tokio::time::sleep(step).await;
         *lock(&self.trusted) = vec![root_pem];
         self.publish_bundles()?;
-        marks.mark("ca-bundle:drop-root", Some(root_serial));
+        marks.mark(RotationKind::CaDropRoot, Some(root_serial));
         Ok(())
     }
 
@@ -336,10 +338,11 @@ impl Rig {
         let (ck, cert, key) = self.issue_client()?;
         let serial = creds::leaf_serial(&ck).unwrap_or_default();
         if let Some(d) = &self.direct {
-            d.client.publish_minted(ck);
+            d.client
+                .publish_with(|| Ok::<_, CredError>((ck, Some(serial.clone()))))?;
         } else if let Some(p) = &self.proxy {
             self.write_client(&cert, &key)?;
-            let errors = p.handle.rotating().reload_files();
+            let errors = p.handle.credentials().reload_files();
             if let Some((kind, e)) = errors.first() {
                 anyhow::bail!("the proxy refused the new {kind} credential: {e}");
             }
@@ -349,14 +352,15 @@ impl Rig {
 
     fn publish_bundles(&self) -> anyhow::Result<()> {
         if let Some(d) = &self.direct {
-            d.roots.publish_minted(verifier(&self.trusted_pem())?);
+            d.roots
+                .publish_with(|| verifier(&self.trusted_pem()).map(|v| (v, None)))?;
         }
         if self.serve.is_some() {
             self.write_bundles()?;
             self.reload_serve()?;
         }
         if let Some(p) = &self.proxy {
-            let errors = p.handle.rotating().reload_files();
+            let errors = p.handle.credentials().reload_files();
             if let Some((kind, e)) = errors.first() {
                 anyhow::bail!("the proxy refused the new {kind}: {e}");
             }
@@ -441,12 +445,16 @@ impl Rig {
 
 impl Direct {
     fn new(client: CertifiedKey, roots_pem: &str) -> anyhow::Result<Direct> {
-        let client = Arc::new(Live::new(client, Vec::new()));
-        let roots = Arc::new(Live::new(verifier(roots_pem)?, Vec::new()));
-        let upstream = Arc::new(UpstreamVerifier::new(roots.clone(), None));
+        let client = Publisher::fixed(RotationKind::Client, client, Arc::new(()));
+        let roots = Publisher::fixed(
+            RotationKind::TrustBundle,
+            verifier(roots_pem)?,
+            Arc::new(()),
+        );
+        let upstream = Arc::new(UpstreamVerifier::new(roots.live().clone(), None));
         let mut config = client_config_verified_by(
             upstream,
-            ClientCert::Live(client.clone()),
+            ClientCert::Live(client.live().clone()),
             &TlsVersions::all(),
         )?;
         config.resumption = rustls::client::Resumption::disabled();

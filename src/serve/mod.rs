@@ -15,12 +15,12 @@ mod stall;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ServerConfig;
-use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -29,8 +29,11 @@ pub use config::{Mode, ServeArgs, ServeConfig, ServeError};
 pub use policy::{Policy, PolicyError};
 
 use crate::accept::{serve_connections, RunState};
-use crate::creds::{self, CredError, Live, ReloadStatus, ReloaderHandle};
-use crate::tls;
+use crate::creds::{
+    self, CredError, Loaded, Publisher, ReloadStatus, ReloaderHandle, RotationKind, RotationLog,
+    Sources,
+};
+use crate::tls::{self, ClientAuth, TlsVersions};
 
 /// Counters of a running service (atomics: touched on every connection).
 #[derive(Debug, Default)]
@@ -45,11 +48,8 @@ pub struct Counters {
 
 pub(crate) struct Shared {
     cfg: ServeConfig,
-    tls: Live<ServerConfig>,
-    policy: Live<Option<Policy>>,
-    /// Serialises reloads: two reloads racing could otherwise publish the
-    /// older files last. Never taken on the handshake or request path.
-    reload_lock: Mutex<()>,
+    tls: Publisher<ServerConfig>,
+    policy: Publisher<Option<Policy>, PolicyError>,
     counters: Counters,
 }
 
@@ -69,10 +69,22 @@ pub struct ServiceHandle {
 impl Service {
     /// Load the TLS material (refusing bad files), bind, start watching.
     pub async fn bind(cfg: ServeConfig) -> Result<Service, ServeError> {
-        let (config, fingerprint) = load_tls(&cfg)?;
-        let policy_fingerprint = match &cfg.policy_path {
-            Some(p) => fingerprint_of(&creds::read(p)?),
-            None => Vec::new(),
+        // `serve` keeps no timeline: publications are logged and counted.
+        let log: Arc<dyn RotationLog> = Arc::new(());
+        let tls = {
+            let (files, domains) = (cfg.files.clone(), cfg.trust_domains.clone());
+            let (auth, versions) = (cfg.mode.client_auth(), cfg.versions.clone());
+            Publisher::load(
+                RotationKind::Server,
+                move || load_tls(&files, &domains, auth, &versions),
+                log.clone(),
+            )?
+        };
+        let policy = match cfg.policy_path.clone() {
+            Some(path) => Publisher::load(RotationKind::Policy, move || load_policy(&path), log)
+                .map_err(ServeError::Policy)?,
+            // A policy given in code, with no file to reload it from.
+            None => Publisher::fixed(RotationKind::Policy, cfg.policy.clone(), log),
         };
         let listener = TcpListener::bind(cfg.listen)
             .await
@@ -81,10 +93,9 @@ impl Service {
                 source,
             })?;
         let shared = Arc::new(Shared {
-            tls: Live::new(config, fingerprint),
-            policy: Live::new(cfg.policy.clone(), policy_fingerprint),
+            tls,
+            policy,
             cfg,
-            reload_lock: Mutex::new(()),
             counters: Counters::default(),
         });
         let handle = ServiceHandle {
@@ -137,40 +148,14 @@ impl Service {
 impl ServiceHandle {
     /// Re-read the TLS files and publish them if they changed and are good.
     /// A bad file keeps the current material serving; the error is counted.
+    /// Blocking: call it off the runtime's threads.
     pub fn reload(&self) -> Result<bool, CredError> {
-        let _one_at_a_time = lock(&self.shared.reload_lock);
-        let live = &self.shared.tls;
-        match load_tls(&self.shared.cfg) {
-            Ok((config, fingerprint)) => {
-                Ok(published(live.publish(config, fingerprint), "TLS material"))
-            }
-            Err(e) => Err(refused(live, e, "TLS material")),
-        }
+        self.shared.tls.reload()
     }
 
     /// Re-read the policy file, if there is one; a bad file keeps the old policy.
     pub fn reload_policy(&self) -> Result<bool, PolicyError> {
-        let Some(path) = &self.shared.cfg.policy_path else {
-            return Ok(false);
-        };
-        let _one_at_a_time = lock(&self.shared.reload_lock);
-        let live = &self.shared.policy;
-        let loaded = creds::read(path)
-            .map_err(|e| PolicyError::Read {
-                path: path.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })
-            .and_then(|bytes| {
-                let text = String::from_utf8_lossy(&bytes);
-                Policy::from_toml_str(&path.display().to_string(), &text)
-                    .map(|p| (p, fingerprint_of(&bytes)))
-            });
-        match loaded {
-            Ok((policy, fingerprint)) => {
-                Ok(published(live.publish(Some(policy), fingerprint), "policy"))
-            }
-            Err(e) => Err(refused(live, e, "policy")),
-        }
+        self.shared.policy.reload()
     }
 
     pub fn reload_status(&self) -> ReloadStatus {
@@ -186,34 +171,36 @@ impl ServiceHandle {
     }
 }
 
-fn published(yes: bool, what: &str) -> bool {
-    if yes {
-        tracing::info!("{what} reloaded");
-    }
-    yes
+/// Read every TLS file once, check it, build the config.
+fn load_tls(
+    files: &ServerFiles,
+    trust_domains: &[String],
+    auth: ClientAuth,
+    versions: &TlsVersions,
+) -> Result<Loaded<ServerConfig>, CredError> {
+    let mut src = Sources::default();
+    let material = files.read(&mut src, trust_domains)?;
+    let serial = material.identity.cert.first().map(creds::serial_of);
+    Ok(Loaded {
+        value: tls::server_config(material, auth, versions)?,
+        fingerprint: src.fingerprint(),
+        serial,
+    })
 }
 
-fn refused<T, E: std::fmt::Display>(live: &Live<T>, e: E, what: &str) -> E {
-    tracing::error!(error = %e, "{what} reload refused; the previous {what} keeps serving");
-    live.record_failure(e.to_string());
-    e
-}
-
-fn lock(m: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn fingerprint_of(bytes: &[u8]) -> Vec<u8> {
-    Sha256::digest(bytes).to_vec()
-}
-
-/// Read every file once, check it, build the config.
-fn load_tls(cfg: &ServeConfig) -> Result<(ServerConfig, Vec<u8>), CredError> {
-    let (material, fingerprint) = cfg.files.load(&cfg.trust_domains)?;
-    Ok((
-        tls::server_config(material, cfg.mode.client_auth(), &cfg.versions)?,
-        fingerprint,
-    ))
+fn load_policy(path: &Path) -> Result<Loaded<Option<Policy>>, PolicyError> {
+    let mut src = Sources::default();
+    let bytes = src.read(path).map_err(|e| PolicyError::Read {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
+    let policy = Policy::from_toml_str(&path.display().to_string(), &text)?;
+    Ok(Loaded {
+        value: Some(policy),
+        fingerprint: src.fingerprint(),
+        serial: None,
+    })
 }
 
 async fn connection(
