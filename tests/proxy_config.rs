@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use certshift::pki::{self, Expect, PkiOptions};
-use certshift::proxy::file::FileError;
-use certshift::proxy::{ConfigError, OnRotate, ProxyArgs, TlsMode};
+use certshift::proxy::{ConfigError, FileError, OnRotate, ProxyArgs, TlsMode};
 use certshift::serve::Enforcement;
 use certshift::tls::{Outcome, TlsVersion};
 use common::*;
