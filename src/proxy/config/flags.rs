@@ -199,9 +199,7 @@ impl ProxyArgs {
             .expect("invariant: proxy defaults parse");
         ProxyArgs::from_arg_matches(&m).expect("invariant: proxy defaults parse")
     }
-}
 
-impl ProxyArgs {
     /// Parses `certshift proxy FLAGS...` exactly as the binary does (so
     /// flags given here override `--config`), for tests and embedders.
     pub fn from_flags<I, T>(flags: I) -> Result<ProxyArgs, clap::Error>
