@@ -153,7 +153,7 @@ fn json(path: &Path) -> serde_json::Value {
 async fn a_rate_limited_run_attempts_what_was_asked_and_writes_every_file() {
     let _alone = ALONE.lock().await;
     let pki = TestPki::default_flat();
-    let serve = common::start_serve(&pki, certshift::serve::Mode::Strict).await;
+    let serve = common::start_serve(&pki, certshift::serve::Enforcement::Strict).await;
     let dir = tempfile::tempdir().unwrap();
     let out = load_cmd(
         &pki,
@@ -249,7 +249,7 @@ fn read_log_counts(path: &Path) -> (u64, u64) {
 async fn report_merge_of_two_logs_is_the_sum_and_show_prints_it_again() {
     let _alone = ALONE.lock().await;
     let pki = TestPki::default_flat();
-    let serve = common::start_serve(&pki, certshift::serve::Mode::Strict).await;
+    let serve = common::start_serve(&pki, certshift::serve::Enforcement::Strict).await;
     let dir = tempfile::tempdir().unwrap();
     let a = load_cmd(
         &pki,
@@ -400,7 +400,7 @@ async fn a_stopped_service_gives_timeouts_and_drops_never_gaps() {
 async fn resume_reports_the_resumed_share() {
     let _alone = ALONE.lock().await;
     let pki = TestPki::default_flat();
-    let serve = common::start_serve(&pki, certshift::serve::Mode::Strict).await;
+    let serve = common::start_serve(&pki, certshift::serve::Enforcement::Strict).await;
     let dir = tempfile::tempdir().unwrap();
     for (flag, resumed) in [(None, false), (Some("--resume"), true)] {
         let mut extra = vec!["--rate", "50", "--duration", "1s"];

@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use certshift::serve::Mode;
+use certshift::serve::Enforcement;
 use common::*;
 
 fn curl(args: &[&str]) -> (String, String) {
@@ -104,7 +104,7 @@ fn parse_prometheus(text: &str) -> Vec<Sample> {
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_api_metrics_stats_timeline_rotate_and_the_summary_on_sigterm() {
     let pki = TestPki::default_flat();
-    let serve = start_serve(&pki, Mode::Strict).await;
+    let serve = start_serve(&pki, Enforcement::Strict).await;
     let json = pki.file("summary.json");
     let dir = pki.path().to_str().unwrap().to_string();
     let args: Vec<String> = [

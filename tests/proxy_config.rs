@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use certshift::pki::{self, Expect, PkiOptions};
-use certshift::proxy::file::FileError;
-use certshift::proxy::{ConfigError, OnRotate, ProxyArgs, TlsMode};
-use certshift::serve::Mode;
+use certshift::proxy::{ConfigError, FileError, OnRotate, ProxyArgs, TlsMode};
+use certshift::serve::Enforcement;
 use certshift::tls::{Outcome, TlsVersion};
 use common::*;
 use tempfile::TempDir;
@@ -99,9 +98,9 @@ async fn every_example_validates_binds_and_carries_traffic() {
         // Inbound forwards in plaintext to a local app: a permissive serve
         // answers plain HTTP.
         let mode = if inbound {
-            Mode::Permissive
+            Enforcement::Permissive
         } else {
-            Mode::Strict
+            Enforcement::Strict
         };
         let serve = start_serve(&work.pki, mode).await;
         // Free ports instead of the example's fixed ones, so tests can run
@@ -184,7 +183,7 @@ fn spawn_proxy(args: &[String]) -> Running {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flag_on_the_command_line_overrides_the_file() {
     let work = Workdir::new();
-    let serve = start_serve(&work.pki, Mode::Strict).await;
+    let serve = start_serve(&work.pki, Enforcement::Strict).await;
     let config = work.write(
         "proxy.toml",
         &format!(

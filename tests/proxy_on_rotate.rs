@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use certshift::proxy::{OnRotate, TlsMode};
-use certshift::serve::Mode;
+use certshift::serve::Enforcement;
 use certshift::tls::{Outcome, TlsVersion};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,7 +46,7 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
 
 async fn with_policy(policy: OnRotate) -> (bool, bool) {
     let pki = TestPki::default_flat();
-    let serve = start_serve(&pki, Mode::Strict).await;
+    let serve = start_serve(&pki, Enforcement::Strict).await;
     let mut args = proxy_args(&pki, serve.addr);
     args.on_rotate = policy;
     let proxy = start_proxy(args).await;
@@ -81,7 +81,7 @@ async fn drain_closes_them_after_the_grace() {
 #[tokio::test(flavor = "multi_thread")]
 async fn keep_leaves_them_serving_with_the_old_identity() {
     let pki = TestPki::default_flat();
-    let serve = start_serve(&pki, Mode::Strict).await;
+    let serve = start_serve(&pki, Enforcement::Strict).await;
     let proxy = start_proxy(proxy_args(&pki, serve.addr)).await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let before = request(&mut s).await.unwrap();
@@ -105,7 +105,7 @@ async fn keep_leaves_them_serving_with_the_old_identity() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_upstream_spiffe_id_is_verified() {
     let pki = TestPki::default_flat();
-    let serve = start_serve(&pki, Mode::Strict).await;
+    let serve = start_serve(&pki, Enforcement::Strict).await;
     let mut args = proxy_args(&pki, serve.addr);
     args.upstream_spiffe_id =
         Some("spiffe://cluster.local/ns/production/sa/certshift-serve".into());
@@ -141,7 +141,7 @@ async fn the_upstream_spiffe_id_is_verified() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_downstream_server_certificate_rotates_on_file_change() {
     let pki = TestPki::default_flat();
-    let serve = start_serve(&pki, Mode::Strict).await;
+    let serve = start_serve(&pki, Enforcement::Strict).await;
     // The proxy's own listener identity lives in its own files.
     let dir = pki.file("listener");
     std::fs::create_dir_all(&dir).unwrap();
@@ -189,7 +189,7 @@ async fn the_downstream_server_certificate_rotates_on_file_change() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_upstream_crl_rotates_with_the_trust_bundle() {
     let pki = TestPki::default_flat();
-    let serve = start_serve(&pki, Mode::Strict).await;
+    let serve = start_serve(&pki, Enforcement::Strict).await;
     let ca = certshift::pki::Authority::from_pem(
         &std::fs::read_to_string(pki.file("ca/ca.crt")).unwrap(),
         &std::fs::read_to_string(pki.file("ca/ca.key")).unwrap(),

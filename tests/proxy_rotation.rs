@@ -9,14 +9,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use certshift::serve::Mode;
+use certshift::serve::Enforcement;
 use certshift::tls::Outcome;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_every_50ms_under_2000_connections_loses_none() {
     let pki = TestPki::default_flat();
-    let serve = start_serve(&pki, Mode::Strict).await;
+    let serve = start_serve(&pki, Enforcement::Strict).await;
     let mut args = proxy_args(&pki, serve.addr);
     args.rotate_every = Some(Duration::from_millis(50));
     let proxy = start_proxy(args).await;
@@ -82,7 +82,7 @@ fn overwrite(path: &Path, contents: &[u8]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_client_files_keep_the_old_credential_and_each_failure_is_counted() {
     let pki = TestPki::default_flat();
-    let serve = start_serve(&pki, Mode::Strict).await;
+    let serve = start_serve(&pki, Enforcement::Strict).await;
     // The identity from explicit files the test can spoil.
     let dir = pki.file("identity");
     std::fs::create_dir_all(&dir).unwrap();
@@ -154,7 +154,7 @@ async fn bad_client_files_keep_the_old_credential_and_each_failure_is_counted() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kubernetes_secret_symlink_swap_rotates_the_client_credential() {
     let pki = TestPki::default_flat();
-    let serve = start_serve(&pki, Mode::Strict).await;
+    let serve = start_serve(&pki, Enforcement::Strict).await;
     let mount = pki.file("secret");
     let stage = |version: &str, service: &str| {
         let d = mount.join(format!("..2026_11_24_{version}"));
@@ -210,7 +210,7 @@ async fn a_kubernetes_secret_symlink_swap_rotates_the_client_credential() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_minted_leaf_survives_a_reload_of_unchanged_files() {
     let pki = TestPki::default_flat();
-    let serve = start_serve(&pki, Mode::Strict).await;
+    let serve = start_serve(&pki, Enforcement::Strict).await;
     let proxy = start_proxy(proxy_args(&pki, serve.addr)).await;
     let rotating = proxy.handle.credentials().clone();
     let serial = rotating.mint().unwrap();
@@ -233,7 +233,7 @@ async fn a_minted_leaf_survives_a_reload_of_unchanged_files() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_leaves_without_a_request_is_no_wrong_verdict() {
     let pki = TestPki::default_flat();
-    let serve = start_serve(&pki, Mode::Strict).await;
+    let serve = start_serve(&pki, Enforcement::Strict).await;
     let proxy = start_proxy(proxy_args(&pki, serve.addr)).await;
     // A TCP health check: connect, close.
     drop(tokio::net::TcpStream::connect(proxy.addr).await.unwrap());

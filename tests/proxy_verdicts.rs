@@ -6,7 +6,7 @@ mod common;
 use certshift::pki::{PkiOptions, Variant};
 use certshift::plan::Presented;
 use certshift::proxy::TlsMode;
-use certshift::serve::Mode;
+use certshift::serve::Enforcement;
 use certshift::tls::{ClientCert, Outcome, TlsVersion};
 use common::*;
 
@@ -21,7 +21,7 @@ fn everything() -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn plaintext_in_mtls_out_reaches_the_service_as_the_identity() {
     let pki = TestPki::default_flat();
-    let serve = start_serve(&pki, Mode::Strict).await;
+    let serve = start_serve(&pki, Enforcement::Strict).await;
     let mut args = proxy_args(&pki, serve.addr);
     args.identity = Some("checkout-service".into());
     let proxy = start_proxy(args).await;
@@ -42,7 +42,7 @@ async fn plaintext_in_mtls_out_reaches_the_service_as_the_identity() {
 #[tokio::test(flavor = "multi_thread")]
 async fn mtls_in_front_and_behind_and_the_proxy_refuses_a_client_without_a_certificate() {
     let pki = TestPki::default_flat();
-    let serve = start_serve(&pki, Mode::Strict).await;
+    let serve = start_serve(&pki, Enforcement::Strict).await;
     let mut args = proxy_args(&pki, serve.addr);
     args.listen_tls = TlsMode::Mtls;
     args.identity = Some("payment-service".into());
@@ -89,7 +89,7 @@ async fn mtls_in_front_and_behind_and_the_proxy_refuses_a_client_without_a_certi
 /// the observed outcome per presented name.
 async fn through_proxy(
     pki: &TestPki,
-    mode: Mode,
+    mode: Enforcement,
     version: TlsVersion,
 ) -> (Vec<(Presented, Outcome)>, certshift::metrics::Snapshot) {
     let serve = start_serve(pki, mode).await;
@@ -127,7 +127,7 @@ async fn every_variant_gets_the_manifest_verdict_from_a_strict_service() {
         ..PkiOptions::default()
     });
     for version in TlsVersion::ALL {
-        let (seen, snap) = through_proxy(&pki, Mode::Strict, version).await;
+        let (seen, snap) = through_proxy(&pki, Enforcement::Strict, version).await;
         for (p, outcome) in &seen {
             let want_ok = *p == Presented::Variant(Variant::Valid);
             assert_eq!(
@@ -174,7 +174,7 @@ async fn an_any_ca_service_shows_up_as_unexpected_accepts_for_the_chain_variants
         intermediate: true,
         ..PkiOptions::default()
     });
-    let (_, snap) = through_proxy(&pki, Mode::AnyCa, TlsVersion::Tls13).await;
+    let (_, snap) = through_proxy(&pki, Enforcement::AnyCa, TlsVersion::Tls13).await;
     for p in Presented::all() {
         let v = snap
             .variant(p.name())

@@ -5,7 +5,7 @@
 mod common;
 
 use certshift::pki::{KeyType, PkiOptions, Variant};
-use certshift::serve::Mode;
+use certshift::serve::Enforcement;
 use certshift::tls::{ClientCert, Outcome, TlsVersion};
 use common::*;
 
@@ -23,7 +23,7 @@ fn strict_alert(variant: Variant) -> &'static str {
 }
 
 async fn strict_matrix(pki: &TestPki) {
-    let serve = start_serve(pki, Mode::Strict).await;
+    let serve = start_serve(pki, Enforcement::Strict).await;
     let mut checked = 0;
     for version in TlsVersion::ALL {
         for e in pki.manifest.clients() {
@@ -101,7 +101,7 @@ async fn tls13_rejection_arrives_after_the_client_handshake_completes() {
     // The client's side of a TLS 1.3 handshake finishes before the server
     // has judged the certificate: only the response read shows the alert.
     let pki = TestPki::default_flat();
-    let serve = start_serve(&pki, Mode::Strict).await;
+    let serve = start_serve(&pki, Enforcement::Strict).await;
     let r = probe_tls(
         &pki,
         serve.addr,
@@ -133,7 +133,7 @@ async fn tls13_rejection_arrives_after_the_client_handshake_completes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn permissive_also_serves_plaintext_and_stays_strict_for_tls() {
     let pki = TestPki::default_flat();
-    let serve = start_serve(&pki, Mode::Permissive).await;
+    let serve = start_serve(&pki, Enforcement::Permissive).await;
     let r = probe_plain(serve.addr, "/api/orders").await;
     assert_eq!(r.outcome, Outcome::Http(200));
     assert_eq!(echo(&r)["peer"], serde_json::Value::Null);
@@ -152,7 +152,7 @@ async fn permissive_also_serves_plaintext_and_stays_strict_for_tls() {
 #[tokio::test(flavor = "multi_thread")]
 async fn optional_serves_without_a_certificate_but_refuses_bad_ones() {
     let pki = TestPki::default_flat();
-    let serve = start_serve(&pki, Mode::Optional).await;
+    let serve = start_serve(&pki, Enforcement::Optional).await;
     for version in TlsVersion::ALL {
         let none = probe_tls(&pki, serve.addr, ClientCert::None, version, "/").await;
         assert_eq!(
@@ -182,7 +182,7 @@ async fn any_ca_accepts_every_certificate_and_refuses_none() {
         intermediate: true,
         ..PkiOptions::default()
     });
-    let serve = start_serve(&pki, Mode::AnyCa).await;
+    let serve = start_serve(&pki, Enforcement::AnyCa).await;
     for version in TlsVersion::ALL {
         for e in pki.manifest.clients() {
             let r = probe_tls(&pki, serve.addr, pki.cert(&e.name), version, "/").await;

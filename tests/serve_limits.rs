@@ -123,7 +123,7 @@ async fn the_connection_cap_queues_instead_of_failing() {
 async fn permissive(pki: &TestPki, tweak: impl FnOnce(&mut ServeArgs)) -> RunningServe {
     let mut args = ServeArgs {
         pki: Some(pki.path().to_path_buf()),
-        mode: certshift::serve::Mode::Permissive,
+        mode: certshift::serve::Enforcement::Permissive,
         ..serve_args()
     };
     tweak(&mut args);

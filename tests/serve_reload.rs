@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use certshift::creds::CredError;
-use certshift::serve::{Mode, ServeArgs};
+use certshift::serve::{Enforcement, ServeArgs};
 use certshift::tls::{Outcome, TlsVersion};
 use common::*;
 
@@ -26,7 +26,7 @@ fn overwrite(path: &Path, contents: &[u8]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_files_keep_the_old_credential_and_a_good_one_is_picked_up() {
     let pki = TestPki::default_flat();
-    let serve = start_serve(&pki, Mode::Strict).await;
+    let serve = start_serve(&pki, Enforcement::Strict).await;
     let original = server_cert_seen(&pki, serve.addr).await;
     assert_eq!(
         original,
@@ -161,7 +161,7 @@ async fn kubernetes_secret_symlink_swap_is_picked_up() {
 #[tokio::test(flavor = "multi_thread")]
 async fn crl_reload_revokes_a_client_while_serving() {
     let pki = TestPki::default_flat();
-    let serve = start_serve(&pki, Mode::Strict).await;
+    let serve = start_serve(&pki, Enforcement::Strict).await;
     let r = probe_tls(
         &pki,
         serve.addr,

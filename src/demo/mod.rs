@@ -21,15 +21,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 pub use matrix::{matrix, render, Row};
 
 use crate::creds::RotationKind;
-use crate::load::{self, LoadConfig, Marks, Mode, Target};
-use crate::metrics::{Metrics, Snapshot};
+use crate::load::{self, LoadConfig, LoadRun, Marks, Mode, Target};
+use crate::metrics::{Metrics, Snapshot, VariantStats};
 use crate::pki::{self, Expect, KeyType, PkiOptions, Role};
-use crate::proxy::{Proxy, ProxyArgs};
-use crate::report::{Outputs, RunInfo};
+use crate::proxy::{Proxy, ProxyArgs, ProxyHandle};
+use crate::report::{LoadReport, Outputs, RunInfo};
 use crate::serve::{ServeArgs, Service};
 
 /// Weight of the valid identity in the demo's plan; every bad variant (and
@@ -66,39 +68,123 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<bool> {
     if args.rotate_every < Duration::from_millis(100) || args.duration.is_zero() {
         anyhow::bail!("--rotate-every must be at least 100ms and --duration longer than 0");
     }
-    let tmp;
-    let dir = match &args.keep_pki {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempfile::tempdir().context("creating a temporary directory for the PKI")?;
-            tmp.path().to_path_buf()
-        }
-    };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("--out: cannot create {}", args.out.display()))?;
-    let opts = PkiOptions {
-        key_type: args.key_type,
-        intermediate: true,
-        ..PkiOptions::default()
-    };
-    let manifest = pki::init(&dir, &opts, false).context("generating the demo PKI")?;
+    let rig = Rig::start(args).await?;
+    let (run, minted) = drive(args, &rig).await?;
+    let (proxy_addr, snap) = rig.stop().await?;
+    let report = run.report(RunInfo {
+        target: proxy_addr.to_string(),
+        mode: "request".into(),
+        tls: "off".into(),
+    });
+    let (wrong, valid) = print_results(&report, &snap, minted);
+    write_files(args, &run, &report, &snap, minted, wrong)?;
+    let pass = wrong == 0 && valid.connections > 0;
     println!(
-        "test PKI ({}, with an intermediate CA) in {}",
-        manifest.key_type,
-        dir.display()
+        "\n{}",
+        if pass {
+            "PASS: every variant got the verdict a strict mTLS service must give, and rotation refused nothing"
+        } else {
+            "FAIL: see the matrix above"
+        }
     );
+    Ok(pass)
+}
 
-    let serve = ServeArgs {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        pki: Some(dir.clone()),
-        no_watch: true,
-        ..ServeArgs::default()
-    };
-    let service = Service::bind(serve.into_config()?).await?;
-    let serve_addr = service.local_addr();
-    let (serve_stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let serve_task = tokio::spawn(service.run(async { drop(rx.await) }, Duration::from_secs(2)));
+/// The demo's PKI, strict service and proxy, running until [`Rig::stop`].
+struct Rig {
+    /// Removes the PKI on drop unless `--keep-pki` named a directory.
+    _tmp: Option<tempfile::TempDir>,
+    proxy_addr: SocketAddr,
+    proxy: ProxyHandle,
+    metrics: Metrics,
+    proxy_stop: oneshot::Sender<()>,
+    proxy_task: JoinHandle<()>,
+    serve_stop: oneshot::Sender<()>,
+    serve_task: JoinHandle<()>,
+}
 
+impl Rig {
+    /// Generates the PKI (with an intermediate CA, so every variant exists),
+    /// starts `serve --mode strict` and the proxy in front of it.
+    async fn start(args: &DemoArgs) -> anyhow::Result<Rig> {
+        let (tmp, dir) = match &args.keep_pki {
+            Some(d) => (None, d.clone()),
+            None => {
+                let tmp =
+                    tempfile::tempdir().context("creating a temporary directory for the PKI")?;
+                let dir = tmp.path().to_path_buf();
+                (Some(tmp), dir)
+            }
+        };
+        let opts = PkiOptions {
+            key_type: args.key_type,
+            intermediate: true,
+            ..PkiOptions::default()
+        };
+        let manifest = pki::init(&dir, &opts, false).context("generating the demo PKI")?;
+        println!(
+            "test PKI ({}, with an intermediate CA) in {}",
+            manifest.key_type,
+            dir.display()
+        );
+
+        let serve = ServeArgs {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            pki: Some(dir.clone()),
+            no_watch: true,
+            ..ServeArgs::default()
+        };
+        let service = Service::bind(serve.into_config()?).await?;
+        let serve_addr = service.local_addr();
+        let (serve_stop, rx) = oneshot::channel::<()>();
+        let serve_task =
+            tokio::spawn(service.run(async { drop(rx.await) }, Duration::from_secs(2)));
+
+        let plan = plan(&manifest);
+        let mut p = ProxyArgs::for_upstream(&serve_addr.to_string());
+        p.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        p.pki = Some(dir);
+        p.present = Some(plan.clone());
+        p.seed = Some(1);
+        p.admin = "off".into();
+        p.no_watch = true;
+        let metrics = Metrics::start();
+        let proxy = Proxy::bind(p.into_config()?, metrics.clone()).await?;
+        let (proxy_addr, handle) = (proxy.local_addr(), proxy.handle());
+        let (proxy_stop, rx) = oneshot::channel::<()>();
+        let proxy_task = tokio::spawn(proxy.run(async { drop(rx.await) }));
+        println!("serve --mode strict on {serve_addr}; proxy on {proxy_addr} presenting {plan}");
+        println!(
+            "load: {:.0} requests/s for {:.0?} through the proxy; a new client certificate every {:.0?}\n",
+            args.rate, args.duration, args.rotate_every
+        );
+        Ok(Rig {
+            _tmp: tmp,
+            proxy_addr,
+            proxy: handle,
+            metrics,
+            proxy_stop,
+            proxy_task,
+            serve_stop,
+            serve_task,
+        })
+    }
+
+    /// The proxy's statistics, then both servers stopped.
+    async fn stop(self) -> anyhow::Result<(SocketAddr, Snapshot)> {
+        let snap = self.metrics.snapshot().await?;
+        let _ = self.proxy_stop.send(());
+        let _ = self.serve_stop.send(());
+        let _ = tokio::join!(self.proxy_task, self.serve_task);
+        Ok((self.proxy_addr, snap))
+    }
+}
+
+/// `--present` for the demo: mostly the valid identity, and every bad
+/// variant of the PKI (and no certificate) now and then.
+fn plan(manifest: &pki::Manifest) -> String {
     let mut plan = vec![
         format!("valid={VALID_WEIGHT}"),
         format!("none={BAD_WEIGHT}"),
@@ -111,33 +197,18 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<bool> {
             .filter_map(|e| e.variant)
             .map(|v| format!("{v}={BAD_WEIGHT}")),
     );
-    let mut p = ProxyArgs::for_upstream(&serve_addr.to_string());
-    p.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    p.pki = Some(dir.clone());
-    p.present = Some(plan.join(","));
-    p.seed = Some(1);
-    p.admin = "off".into();
-    p.no_watch = true;
-    let metrics = Metrics::start();
-    let proxy = Proxy::bind(p.into_config()?, metrics.clone()).await?;
-    let (proxy_addr, handle) = (proxy.local_addr(), proxy.handle());
-    let (proxy_stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let proxy_task = tokio::spawn(proxy.run(async { drop(rx.await) }));
-    println!(
-        "serve --mode strict on {serve_addr}; proxy on {proxy_addr} presenting {}",
-        plan.join(",")
-    );
-    println!(
-        "load: {:.0} requests/s for {:.0?} through the proxy; a new client certificate every {:.0?}\n",
-        args.rate, args.duration, args.rotate_every
-    );
+    plan.join(",")
+}
 
+/// Open-loop load through the proxy while a new client certificate is
+/// minted every `--rotate-every`; the run and how many were minted.
+async fn drive(args: &DemoArgs, rig: &Rig) -> anyhow::Result<(LoadRun, u32)> {
     let target = Target {
-        addr: proxy_addr,
+        addr: rig.proxy_addr,
         tls: None,
         method: hyper::Method::GET,
         path: "/api/demo".into(),
-        authority: proxy_addr.to_string(),
+        authority: rig.proxy_addr.to_string(),
         confirm_window: Duration::from_millis(100),
     };
     let mut cfg = LoadConfig::new(target, Mode::Request, args.rate, args.duration);
@@ -145,23 +216,28 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<bool> {
     cfg.progress = true;
     let marks = Marks::default();
     let load = {
-        let (cfg, marks) = (cfg.clone(), marks.clone());
+        let marks = marks.clone();
         tokio::spawn(async move { load::run(&cfg, &marks, std::future::pending()).await })
     };
     let rotations = {
-        let (marks, rotating) = (marks.clone(), handle.credentials().clone());
+        let held = rig.proxy.credentials().clone();
         let every = args.rotate_every;
         let end = tokio::time::Instant::now() + args.duration;
         tokio::spawn(async move {
             let mut minted = 0u32;
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             while tick.tick().await < end {
-                match rotating.mint() {
-                    Ok(serial) => {
+                // Key generation blocks: off the threads running the load.
+                let h = held.clone();
+                match tokio::task::spawn_blocking(move || h.mint()).await {
+                    Ok(Ok(serial)) => {
                         marks.mark(RotationKind::Client, Some(serial));
                         minted += 1;
                     }
-                    Err(e) => tracing::error!(error = %e, "minting a client certificate failed"),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "minting a client certificate failed")
+                    }
+                    Err(e) => tracing::error!(error = %e, "the minting task failed"),
                 }
             }
             minted
@@ -169,19 +245,15 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<bool> {
     };
     let run = load.await.context("the load task failed")?;
     let minted = rotations.await.unwrap_or(0);
-    let snap = metrics.snapshot().await?;
-    let _ = proxy_stop.send(());
-    let _ = serve_stop.send(());
-    let _ = tokio::join!(proxy_task, serve_task);
+    Ok((run, minted))
+}
 
-    let report = run.report(RunInfo {
-        target: proxy_addr.to_string(),
-        mode: "request".into(),
-        tls: "off".into(),
-    });
+/// The load table, the verdict matrix and the rotation line; how many
+/// variants got a wrong verdict, and the valid identity's counts.
+fn print_results(report: &LoadReport, snap: &Snapshot, minted: u32) -> (usize, VariantStats) {
     print!("{}", report.table());
     println!("(the bad variants' refusals reach the load as http:502 or a closed connection from the proxy: they are expected)\n");
-    let (matrix, wrong) = verdict_matrix(&snap);
+    let (matrix, wrong) = verdict_matrix(snap);
     print!("{matrix}");
     let valid = snap.variant("valid").cloned().unwrap_or_default();
     println!(
@@ -191,11 +263,21 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<bool> {
         valid.connections,
         if valid.unexpected_reject == 0 { " (no downtime)" } else { "" }
     );
+    (wrong, valid)
+}
 
+/// demo.json (the load report, the proxy's stats) and demo.svg in `--out`.
+fn write_files(
+    args: &DemoArgs,
+    run: &LoadRun,
+    report: &LoadReport,
+    snap: &Snapshot,
+    minted: u32,
+    wrong: usize,
+) -> anyhow::Result<()> {
     let json = args.out.join("demo.json");
-    let svg = args.out.join("demo.svg");
     let outputs = Outputs {
-        plot: Some(svg),
+        plot: Some(args.out.join("demo.svg")),
         ..Outputs::default()
     };
     crate::report::write_json_file(
@@ -208,19 +290,10 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<bool> {
         }),
     )?;
     println!("json written to {}", json.display());
-    for line in crate::report::write_outputs(&run.ops(), &report, &outputs)? {
+    for line in crate::report::write_outputs(&run.ops(), report, &outputs)? {
         println!("{line}");
     }
-    let pass = wrong == 0 && valid.connections > 0;
-    println!(
-        "\n{}",
-        if pass {
-            "PASS: every variant got the verdict a strict mTLS service must give, and rotation refused nothing"
-        } else {
-            "FAIL: see the matrix above"
-        }
-    );
-    Ok(pass)
+    Ok(())
 }
 
 /// Per variant: expected verdict, observed outcomes, count, and whether the

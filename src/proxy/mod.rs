@@ -10,7 +10,6 @@
 //! `tls::Outcome`), or keeps statistics itself (that is `metrics`).
 
 mod config;
-pub mod file;
 mod relay;
 mod rotation;
 
@@ -27,7 +26,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-pub use config::{split_host_port, ConfigError, OnRotate, ProxyArgs, ProxyConfig, TlsMode};
+pub use config::{ConfigError, ConfigFile, FileError, OnRotate, ProxyArgs, ProxyConfig, TlsMode};
 pub use relay::{http_status, relay, Relayed};
 pub use rotation::{MintError, ProxyCredentials};
 

@@ -16,10 +16,11 @@ use crate::tls::{ClientAuth, TlsVersions};
 const MAX_CONNECTIONS: usize = 1 << 20;
 const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
-/// How the service enforces client certificates.
+/// How the service enforces client certificates (`--mode`; the flag keeps
+/// its name, the type says what it selects).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Mode {
+pub enum Enforcement {
     /// Require and verify a client certificate: chain, validity, CRL,
     /// clientAuth EKU and a SPIFFE ID in the trust domain.
     Strict,
@@ -33,12 +34,12 @@ pub enum Mode {
     AnyCa,
 }
 
-impl Mode {
+impl Enforcement {
     pub(crate) fn client_auth(self) -> ClientAuth {
         match self {
-            Mode::Strict | Mode::Permissive => ClientAuth::Required,
-            Mode::Optional => ClientAuth::Optional,
-            Mode::AnyCa => ClientAuth::AnyCert,
+            Enforcement::Strict | Enforcement::Permissive => ClientAuth::Required,
+            Enforcement::Optional => ClientAuth::Optional,
+            Enforcement::AnyCa => ClientAuth::AnyCert,
         }
     }
 }
@@ -69,8 +70,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "1.2,1.3", value_name = "LIST")]
     pub tls_versions: TlsVersions,
     /// Client-certificate enforcement.
-    #[arg(long, value_enum, default_value_t = Mode::Strict)]
-    pub mode: Mode,
+    #[arg(long, value_enum, default_value_t = Enforcement::Strict)]
+    pub mode: Enforcement,
     /// Authorization policy (TOML, Istio AuthorizationPolicy style rules).
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
@@ -129,7 +130,7 @@ pub enum ServeError {
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub files: ServerFiles,
-    pub mode: Mode,
+    pub mode: Enforcement,
     pub versions: TlsVersions,
     /// The policy as loaded at startup; reloaded from `policy_path`.
     pub policy: Option<Policy>,
@@ -170,7 +171,7 @@ impl ServeArgs {
             (true, Some(ca)) => vec![ca],
             (true, None) => Vec::new(),
         };
-        if client_cas.is_empty() && self.mode != Mode::AnyCa {
+        if client_cas.is_empty() && self.mode != Enforcement::AnyCa {
             return Err(ServeError::Config {
                 flag: "--client-ca",
                 problem: format!(

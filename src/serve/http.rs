@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::policy::principal_from_spiffe_id;
-use super::{RunState, Shared};
+use super::{RunState, ServiceState};
 use crate::tls::{spiffe_id_of, TlsVersion};
 
 /// What the service knows about the peer of one connection.
@@ -62,7 +62,7 @@ struct Echo<'a> {
 }
 
 pub(crate) async fn serve<S>(
-    shared: Arc<Shared>,
+    shared: Arc<ServiceState>,
     io: S,
     peer: Peer,
     mut phase: watch::Receiver<RunState>,
@@ -101,7 +101,7 @@ pub(crate) async fn serve<S>(
     }
 }
 
-fn respond(shared: &Shared, peer: &Peer, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond(shared: &ServiceState, peer: &Peer, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     // Policy decisions are made on the normalised path, as Istio does, so
     // `/api/payment/../admin` cannot borrow `/api/payment/*`'s permission.
     let Some(path) = normalize_path(req.uri().path()) else {

@@ -11,7 +11,7 @@
 mod config;
 mod http;
 pub mod policy;
-mod stall;
+mod write_deadline;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 pub use crate::creds::ServerFiles;
-pub use config::{Mode, ServeArgs, ServeConfig, ServeError};
+pub use config::{Enforcement, ServeArgs, ServeConfig, ServeError};
 pub use policy::{Policy, PolicyError};
 
 use crate::accept::{serve_connections, RunState};
@@ -46,7 +46,9 @@ pub struct Counters {
     pub denied: AtomicU64,
 }
 
-pub(crate) struct Shared {
+/// What every connection of one service shares: its settings, the live TLS
+/// config and policy (swapped on reload), and its counters.
+pub(crate) struct ServiceState {
     cfg: ServeConfig,
     tls: Publisher<ServerConfig>,
     policy: Publisher<Option<Policy>, PolicyError>,
@@ -56,14 +58,14 @@ pub(crate) struct Shared {
 /// A bound service, not yet accepting.
 pub struct Service {
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<ServiceState>,
     _reloader: ReloaderHandle,
 }
 
 /// Control of a running service: reload on demand, read its state.
 #[derive(Clone)]
 pub struct ServiceHandle {
-    shared: Arc<Shared>,
+    shared: Arc<ServiceState>,
 }
 
 impl Service {
@@ -92,7 +94,7 @@ impl Service {
                 addr: cfg.listen,
                 source,
             })?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ServiceState {
             tls,
             policy,
             cfg,
@@ -204,7 +206,7 @@ fn load_policy(path: &Path) -> Result<Loaded<Option<Policy>>, PolicyError> {
 }
 
 async fn connection(
-    shared: Arc<Shared>,
+    shared: Arc<ServiceState>,
     stream: TcpStream,
     peer: SocketAddr,
     phase: watch::Receiver<RunState>,
@@ -214,13 +216,13 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let hs_timeout = shared.cfg.handshake_timeout;
     let write_limit = shared.cfg.idle_timeout;
-    if shared.cfg.mode == Mode::Permissive {
+    if shared.cfg.mode == Enforcement::Permissive {
         // TLS records start with 0x16 (handshake); anything else is plaintext.
         let mut first = [0u8; 1];
         match tokio::time::timeout(hs_timeout, stream.peek(&mut first)).await {
             Ok(Ok(1)) if first[0] != 0x16 => {
                 c.plaintext_connections.fetch_add(1, Ordering::Relaxed);
-                let io = stall::WriteDeadline::new(stream, write_limit);
+                let io = write_deadline::WriteDeadline::new(stream, write_limit);
                 http::serve(shared.clone(), io, http::Peer::plaintext(peer), phase).await;
                 return;
             }
@@ -229,7 +231,7 @@ async fn connection(
         }
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.current());
-    let io = stall::WriteDeadline::new(stream, write_limit);
+    let io = write_deadline::WriteDeadline::new(stream, write_limit);
     match tokio::time::timeout(hs_timeout, acceptor.accept(io)).await {
         Ok(Ok(tls_stream)) => {
             let (_, conn) = tls_stream.get_ref();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use certshift::creds;
 use certshift::pki::{self, Entry, Manifest, PkiOptions};
 use certshift::probe::{self, Probe, ProbeResult};
-use certshift::serve::{Mode, ServeArgs, Service, ServiceHandle};
+use certshift::serve::{Enforcement, ServeArgs, Service, ServiceHandle};
 use certshift::tls::{client_config, ClientCert, TlsVersion, TlsVersions};
 use rustls_pki_types::ServerName;
 use tempfile::TempDir;
@@ -76,7 +76,7 @@ impl RunningServe {
 }
 
 /// `serve` in-process on 127.0.0.1:0 with the PKI and `mode`.
-pub async fn start_serve(pki: &TestPki, mode: Mode) -> RunningServe {
+pub async fn start_serve(pki: &TestPki, mode: Enforcement) -> RunningServe {
     start_serve_with(ServeArgs {
         pki: Some(pki.path().to_path_buf()),
         mode,

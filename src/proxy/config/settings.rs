@@ -1,0 +1,65 @@
+//! [`ProxyConfig`]: the proxy's settings once validated, which the engine
+//! trusts without checking again.
+//!
+//! Owns: the validated settings' shape. Never: parses or checks anything.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::flags::{OnRotate, TlsMode};
+use crate::creds::ServerFiles;
+use crate::plan::Plan;
+use crate::tls::{ClientAuth, TlsVersions};
+
+/// Where the identity's credential comes from.
+#[derive(Debug, Clone)]
+pub struct ClientFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Validated proxy settings.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    pub listen_tls: TlsMode,
+    /// Downstream TLS material (when `listen_tls` is not off).
+    pub listen_files: Option<ServerFiles>,
+    pub upstream: String,
+    pub upstream_tls: TlsMode,
+    pub upstream_name: String,
+    pub upstream_cas: Vec<PathBuf>,
+    pub upstream_crls: Vec<PathBuf>,
+    pub upstream_spiffe_id: Option<String>,
+    pub versions: TlsVersions,
+    pub trust_domains: Vec<String>,
+    pub client: Option<ClientFiles>,
+    /// Bad variants' credentials, from the PKI manifest: name -> files.
+    pub variants: Vec<(crate::pki::Variant, ClientFiles)>,
+    pub plan: Plan,
+    pub rotate_every: Option<Duration>,
+    pub rotate_jitter: Duration,
+    /// CA that mints rotated leaves, and the chain that follows them.
+    pub rotate_ca: Option<(PathBuf, PathBuf)>,
+    pub on_rotate: OnRotate,
+    pub admin: Option<SocketAddr>,
+    pub admin_token: Option<String>,
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub json: Option<PathBuf>,
+    pub watch: bool,
+}
+
+impl ProxyConfig {
+    /// Downstream client authentication.
+    pub fn listen_auth(&self) -> ClientAuth {
+        match self.listen_tls {
+            TlsMode::Mtls => ClientAuth::Required,
+            _ => ClientAuth::Off,
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Raw flags into a [`ProxyConfig`], in named steps: the PKI, the plan, the
+//! identity and variants it presents, the upstream side, the listen side,
+//! rotation, the admin API and the limits. Each step checks its own flags
+//! and says which flag is wrong and how to fix it.
+//!
+//! Owns: every rule about how settings combine, whichever source (flag or
+//! file) they came from. Never: reads the config file or knows where a
+//! value came from (`file` points errors back at its keys).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::error::{flag, ConfigError};
+use super::flags::{ProxyArgs, TlsMode};
+use super::settings::{ClientFiles, ProxyConfig};
+use crate::creds::ServerFiles;
+use crate::pki::{Manifest, Role, Variant};
+use crate::plan::{Plan, Presented};
+
+/// Upper bounds that keep arithmetic on user-given values from overflowing.
+const MAX_CONNECTIONS: usize = 1 << 20;
+const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// Checks `args` step by step; the first error wins, in the order below.
+pub(super) fn validate(args: ProxyArgs) -> Result<ProxyConfig, ConfigError> {
+    let pki = Pki::open(&args)?;
+    let plan = plan(&args)?;
+    let Presenting { client, variants } = presenting(&args, pki.as_ref(), &plan)?;
+    let upstream = upstream(&args, pki.as_ref())?;
+    let listen_files = listen(&args, pki.as_ref())?;
+    let rotate_ca = rotation(&args, pki.as_ref())?;
+    let admin = admin(&args)?;
+    limits(&args)?;
+    let trust_domains = vec![pki.as_ref().map_or("cluster.local".to_string(), |p| {
+        p.manifest.trust_domain.clone()
+    })];
+    Ok(ProxyConfig {
+        listen: args.listen,
+        listen_tls: args.listen_tls,
+        listen_files,
+        upstream_name: upstream.name,
+        upstream: args.upstream,
+        upstream_tls: args.upstream_tls,
+        upstream_cas: upstream.cas,
+        upstream_crls: args.upstream_crl,
+        upstream_spiffe_id: args.upstream_spiffe_id,
+        versions: args.tls_versions,
+        trust_domains,
+        client,
+        variants,
+        plan,
+        rotate_every: args.rotate_every,
+        rotate_jitter: args.rotate_jitter.unwrap_or_default(),
+        rotate_ca,
+        on_rotate: args.on_rotate,
+        admin,
+        admin_token: args.admin_token.filter(|t| !t.is_empty()),
+        max_connections: args.max_connections,
+        handshake_timeout: args.handshake_timeout,
+        connect_timeout: args.connect_timeout,
+        idle_timeout: args.idle_timeout,
+        drain_timeout: args.drain_timeout,
+        json: args.json,
+        watch: !args.no_watch,
+    })
+}
+
+/// `--pki DIR` and its manifest.
+struct Pki<'a> {
+    dir: &'a Path,
+    manifest: Manifest,
+}
+
+impl<'a> Pki<'a> {
+    fn open(args: &'a ProxyArgs) -> Result<Option<Pki<'a>>, ConfigError> {
+        let Some(dir) = args.pki.as_deref() else {
+            return Ok(None);
+        };
+        let manifest = Manifest::load(dir)?;
+        Ok(Some(Pki { dir, manifest }))
+    }
+
+    fn files(&self, cert: impl AsRef<Path>, key: impl AsRef<Path>) -> ClientFiles {
+        ClientFiles {
+            cert: self.dir.join(cert),
+            key: self.dir.join(key),
+        }
+    }
+}
+
+/// A file of the PKI's fixed layout, when there is a PKI.
+fn in_pki(pki: Option<&Pki>, rel: &str) -> Option<PathBuf> {
+    pki.map(|p| p.dir.join(rel))
+}
+
+/// `--present`, `--present-sequence`, `--seed`.
+fn plan(args: &ProxyArgs) -> Result<Plan, ConfigError> {
+    Ok(match (&args.present, &args.present_sequence) {
+        (Some(w), _) => Plan::parse_weights(w, args.seed.unwrap_or_else(rand::random))?,
+        (None, Some(s)) => Plan::parse_sequence(s)?,
+        (None, None) => Plan::valid_only(),
+    })
+}
+
+/// What the plan needs to present: the identity and the bad variants.
+struct Presenting {
+    client: Option<ClientFiles>,
+    variants: Vec<(Variant, ClientFiles)>,
+}
+
+/// `--identity`, `--client-cert`/`--client-key` and the variants of the
+/// plan, checked against `--upstream-tls`.
+fn presenting(args: &ProxyArgs, pki: Option<&Pki>, plan: &Plan) -> Result<Presenting, ConfigError> {
+    let identity = match (pki, &args.identity) {
+        (Some(p), Some(id)) if p.manifest.client(id).is_none() => {
+            return Err(flag(
+                "--identity",
+                format!(
+                    "{id:?} is not a service of the PKI; it has {}",
+                    p.manifest.services.join(", ")
+                ),
+            ))
+        }
+        (Some(p), id) => id.clone().or_else(|| p.manifest.services.first().cloned()),
+        (None, Some(_)) => return Err(flag("--identity", "needs --pki DIR")),
+        (None, None) => None,
+    };
+    let client = match (&args.client_cert, &args.client_key, pki, &identity) {
+        (Some(c), Some(k), _, _) => Some(ClientFiles {
+            cert: c.clone(),
+            key: k.clone(),
+        }),
+        (_, _, Some(p), Some(id)) => p.manifest.client(id).map(|e| p.files(&e.cert, &e.key)),
+        _ => None,
+    };
+    let mut variants = Vec::new();
+    for v in plan.needs() {
+        let Some(p) = pki else {
+            return Err(flag(
+                "--present",
+                format!("presenting {v} needs --pki DIR (the bad credentials come from the PKI)"),
+            ));
+        };
+        let Some(e) = p.manifest.variant(v) else {
+            return Err(flag("--present", format!("the PKI in {} has no {v} credential (missing-intermediate needs `pki init --intermediate`)", p.dir.display())));
+        };
+        variants.push((v, p.files(&e.cert, &e.key)));
+    }
+    let valid = Presented::Variant(Variant::Valid);
+    let presents =
+        |keep: &dyn Fn(&Presented) -> bool| plan.items().iter().any(|(p, w)| *w > 0 && keep(p));
+    if args.upstream_tls != TlsMode::Mtls && presents(&|p| *p != valid) {
+        return Err(flag("--present", "bad variants and `none` need --upstream-tls mtls: without client certificates upstream, every connection presents nothing"));
+    }
+    if args.upstream_tls == TlsMode::Mtls && presents(&|p| *p == valid) && client.is_none() {
+        return Err(flag("--client-cert", "mTLS upstream needs a client identity: pass --client-cert/--client-key, or --pki DIR [--identity SERVICE]"));
+    }
+    Ok(Presenting { client, variants })
+}
+
+/// The service's name to verify and the CAs to verify it with.
+struct Upstream {
+    name: String,
+    cas: Vec<PathBuf>,
+}
+
+/// `--upstream`, `--upstream-name`, `--upstream-ca`.
+fn upstream(args: &ProxyArgs, pki: Option<&Pki>) -> Result<Upstream, ConfigError> {
+    let (host, _) = crate::net::split_host_port(&args.upstream).ok_or_else(|| {
+        flag(
+            "--upstream",
+            format!("{:?} is not HOST:PORT", args.upstream),
+        )
+    })?;
+    let cas = match (args.upstream_ca.is_empty(), in_pki(pki, "ca/ca.crt")) {
+        (false, _) => args.upstream_ca.clone(),
+        (true, Some(ca)) => vec![ca],
+        (true, None) => Vec::new(),
+    };
+    if args.upstream_tls != TlsMode::Off && cas.is_empty() {
+        return Err(flag("--upstream-ca", "TLS upstream needs the CA that signed the service's certificate: pass --upstream-ca FILE or --pki DIR"));
+    }
+    let name = args
+        .upstream_name
+        .clone()
+        .unwrap_or_else(|| host.to_string());
+    Ok(Upstream { name, cas })
+}
+
+/// `--listen-tls` and its files; none when downstream is plaintext.
+fn listen(args: &ProxyArgs, pki: Option<&Pki>) -> Result<Option<ServerFiles>, ConfigError> {
+    let mode = args.listen_tls;
+    if mode == TlsMode::Off {
+        return Ok(None);
+    }
+    let required = |f: &'static str, given: &Option<PathBuf>, rel: &str| {
+        given
+            .clone()
+            .or_else(|| in_pki(pki, rel))
+            .ok_or_else(|| flag(f, "required with --listen-tls tls|mtls (or --pki DIR)"))
+    };
+    let cert = required("--listen-cert", &args.listen_cert, "server/tls.crt")?;
+    let key = required("--listen-key", &args.listen_key, "server/tls.key")?;
+    let client_cas = match (
+        mode,
+        args.listen_client_ca.is_empty(),
+        in_pki(pki, "ca/ca.crt"),
+    ) {
+        (TlsMode::Mtls, false, _) => args.listen_client_ca.clone(),
+        (TlsMode::Mtls, true, Some(ca)) => vec![ca],
+        (TlsMode::Mtls, true, None) => {
+            return Err(flag(
+                "--listen-client-ca",
+                "required with --listen-tls mtls (or --pki DIR)",
+            ))
+        }
+        _ => Vec::new(),
+    };
+    // The PKI's CRL only goes with the PKI's CA: a --listen-client-ca of
+    // another CA takes no CRL by default.
+    let crls = match (
+        mode,
+        args.listen_crl.is_empty(),
+        args.listen_client_ca.is_empty(),
+        in_pki(pki, "ca/crl.pem"),
+    ) {
+        (TlsMode::Mtls, false, _, _) => args.listen_crl.clone(),
+        (TlsMode::Mtls, true, true, Some(crl)) if crl.exists() => vec![crl],
+        _ => Vec::new(),
+    };
+    Ok(Some(ServerFiles {
+        cert,
+        key,
+        client_cas,
+        crls,
+    }))
+}
+
+/// `--rotate-every` and the CA that mints (`--rotate-ca-*`, or the PKI's
+/// issuing CA).
+fn rotation(
+    args: &ProxyArgs,
+    pki: Option<&Pki>,
+) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+    let rotate_ca = match (&args.rotate_ca_cert, &args.rotate_ca_key, pki) {
+        (Some(c), Some(k), _) => Some((c.clone(), k.clone())),
+        (_, _, Some(p)) => {
+            let issuing = |role| p.manifest.credentials.iter().find(|e| e.role == role);
+            issuing(Role::IntermediateCa)
+                .or_else(|| issuing(Role::Ca))
+                .map(|e| (p.dir.join(&e.cert), p.dir.join(&e.key)))
+        }
+        _ => None,
+    };
+    if args.rotate_every.is_some() && rotate_ca.is_none() {
+        return Err(flag(
+            "--rotate-every",
+            "minting needs a CA: pass --rotate-ca-cert/--rotate-ca-key, or --pki DIR",
+        ));
+    }
+    if args
+        .rotate_every
+        .is_some_and(|d| d < Duration::from_millis(10))
+    {
+        return Err(flag("--rotate-every", "give at least 10ms"));
+    }
+    Ok(rotate_ca)
+}
+
+/// `--admin` and `--admin-token`: off, or an address; a token off loopback.
+fn admin(args: &ProxyArgs) -> Result<Option<SocketAddr>, ConfigError> {
+    let a = match args.admin.as_str() {
+        "off" => return Ok(None),
+        a => a
+            .parse::<SocketAddr>()
+            .map_err(|e| flag("--admin", format!("{a:?}: {e}; give IP:PORT or off")))?,
+    };
+    if !a.ip().is_loopback() && args.admin_token.as_deref().is_none_or(str::is_empty) {
+        return Err(flag("--admin", format!("{a} is not a loopback address: the admin API can rotate credentials, so a non-loopback bind requires --admin-token TOKEN")));
+    }
+    Ok(Some(a))
+}
+
+/// `--max-connections` and the timeouts, within bounds.
+fn limits(args: &ProxyArgs) -> Result<(), ConfigError> {
+    if !(1..=MAX_CONNECTIONS).contains(&args.max_connections) {
+        return Err(flag(
+            "--max-connections",
+            format!("give 1 to {MAX_CONNECTIONS}"),
+        ));
+    }
+    for (f, d) in [
+        ("--handshake-timeout", args.handshake_timeout),
+        ("--connect-timeout", args.connect_timeout),
+        ("--idle-timeout", args.idle_timeout),
+        ("--drain-timeout", args.drain_timeout),
+    ] {
+        if d.is_zero() || d > MAX_TIMEOUT {
+            return Err(flag(f, "give a duration above 0 and at most 1d (e.g. 10s)"));
+        }
+    }
+    Ok(())
+}
