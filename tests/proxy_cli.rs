@@ -347,3 +347,53 @@ fn configuration_errors_name_the_flag_and_exit_2() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// An idle kept-alive admin connection does not outlive the admin API's
+/// shutdown plus its grace period: it is closed and `run` returns. (Before
+/// the admin went through the shared accept loop, it stayed open until its
+/// 10 s header timeout, after `run` had returned.)
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_keep_alive_admin_connection_ends_at_shutdown() {
+    use certshift::accept::CLOSE_WINDOW;
+    use certshift::admin::{Admin, ADMIN_GRACE};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let pki = TestPki::default_flat();
+    let serve = start_serve(&pki, Mode::Strict).await;
+    let proxy = start_proxy(proxy_args(&pki, serve.addr)).await;
+    let admin = Admin::bind(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        proxy.handle.clone(),
+        None,
+    )
+    .await
+    .unwrap();
+    let addr = admin.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(admin.run(async { drop(stopped.await) }));
+
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // The connection is now idle and kept alive.
+
+    stop.send(()).unwrap();
+    let limit = ADMIN_GRACE + CLOSE_WINDOW;
+    tokio::time::timeout(limit, task)
+        .await
+        .expect("the admin API stops within its grace period")
+        .unwrap();
+    let mut rest = Vec::new();
+    // EOF (or a reset) well before the 10 s header timeout would close it.
+    let closed = tokio::time::timeout(Duration::from_secs(1), conn.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the idle connection must be closed, not left running"
+    );
+    proxy.stop().await;
+    serve.stop().await;
+}
