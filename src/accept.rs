@@ -81,19 +81,13 @@ pub async fn serve_connections<F, Fut>(
     }
     drop(listener);
     let _ = phase_tx.send(RunState::Draining);
-    if tokio::time::timeout(grace, join_all(&mut tasks))
-        .await
-        .is_err()
-    {
+    if !drained_within(&mut tasks, grace).await {
         tracing::warn!(
             open = tasks.len(),
             "connections still open after the {grace:?} grace period; closing them"
         );
         let _ = phase_tx.send(RunState::Closing);
-        if tokio::time::timeout(CLOSE_WINDOW, join_all(&mut tasks))
-            .await
-            .is_err()
-        {
+        if !drained_within(&mut tasks, CLOSE_WINDOW).await {
             tracing::warn!(
                 open = tasks.len(),
                 "connections ignored the close; ending them"
@@ -134,8 +128,10 @@ pub async fn serve_http1<I, S, B>(
     }
 }
 
-async fn join_all(tasks: &mut JoinSet<()>) {
-    while tasks.join_next().await.is_some() {}
+/// Whether every task ended within `limit`.
+async fn drained_within(tasks: &mut JoinSet<()>, limit: Duration) -> bool {
+    let all = async { while tasks.join_next().await.is_some() {} };
+    tokio::time::timeout(limit, all).await.is_ok()
 }
 
 #[cfg(test)]
