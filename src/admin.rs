@@ -3,7 +3,10 @@
 //!
 //! It can rotate credentials, so it binds to loopback unless a token is
 //! configured (enforced in the proxy's config), and with a token every
-//! request must carry `Authorization: Bearer <token>`.
+//! request must carry `Authorization: Bearer <token>`. Connections go
+//! through the shared accept loop (`crate::accept`): capped, tracked, and
+//! ended at shutdown like the proxy's own. Never touches a credential except
+//! through the proxy's `Rotating` (`POST /rotate`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,9 +19,20 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
+use crate::accept::{serve_connections, serve_http1, RunState};
+use crate::metrics::PROMETHEUS_CONTENT_TYPE;
 use crate::proxy::ProxyHandle;
+
+/// Admin clients are a scraper and an operator or two; a handful of slots
+/// keeps a misbehaving one from tying up the proxy's file descriptors.
+pub const ADMIN_MAX_CONNECTIONS: usize = 32;
+
+/// How long a request in flight at shutdown (a `POST /rotate` minting an RSA
+/// key takes about a second) may take before its connection is closed.
+pub const ADMIN_GRACE: Duration = Duration::from_secs(5);
 
 /// A bound admin API.
 pub struct Admin {
@@ -44,36 +58,42 @@ impl Admin {
         self.listener.local_addr()
     }
 
-    /// Serve until `shutdown` resolves. Few, short requests: no connection cap
-    /// beyond a per-request timeout.
+    /// Serve until `shutdown` resolves; then idle connections close at
+    /// once, requests in flight get [`ADMIN_GRACE`] to finish, and the rest
+    /// are ended.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, _) = tokio::select! {
-                _ = &mut shutdown => return,
-                r = self.listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let (proxy, token) = (self.proxy.clone(), self.token.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let (proxy, token) = (proxy.clone(), token.clone());
-                    async move { Ok::<_, Infallible>(route(&proxy, token.as_deref(), req).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .max_buf_size(16 * 1024)
-                    .serve_connection(TokioIo::new(stream), svc);
-                let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
-            });
-        }
+        let (proxy, token) = (self.proxy, self.token);
+        serve_connections(
+            self.listener,
+            ADMIN_MAX_CONNECTIONS,
+            shutdown,
+            ADMIN_GRACE,
+            move |stream, _, phase| connection(proxy.clone(), token.clone(), stream, phase),
+        )
+        .await;
     }
+}
+
+/// One admin connection: HTTP/1 with small buffers and a header timeout,
+/// which also bounds how long an idle kept-alive connection is held.
+async fn connection(
+    proxy: ProxyHandle,
+    token: Option<Arc<str>>,
+    stream: TcpStream,
+    phase: watch::Receiver<RunState>,
+) {
+    let svc = hyper::service::service_fn(move |req| {
+        let (proxy, token) = (proxy.clone(), token.clone());
+        async move { Ok::<_, Infallible>(route(&proxy, token.as_deref(), req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(16 * 1024)
+        .serve_connection(TokioIo::new(stream), svc);
+    // A backstop for a client that trickles a body: no connection lives
+    // longer than a minute even while the proxy keeps running.
+    let _ = tokio::time::timeout(Duration::from_secs(60), serve_http1(conn, phase)).await;
 }
 
 async fn route(
@@ -82,13 +102,7 @@ async fn route(
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     if let Some(want) = token {
-        let given = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), want.as_bytes()) {
+        if !authorized(&req, want) {
             return text(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong admin token (Authorization: Bearer TOKEN)\n",
@@ -97,86 +111,15 @@ async fn route(
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/stats") => match proxy.metrics().snapshot().await {
-            Ok(s) => {
-                let mut stats = s.to_stats_json();
-                let r = proxy.credentials();
-                let cfg = proxy.config();
-                if let Some(obj) = stats.as_object_mut() {
-                    obj.insert("plan".into(), json!(cfg.plan.describe()));
-                    obj.insert("seed".into(), json!(cfg.plan.seed()));
-                    obj.insert(
-                        "downstream_handshake_failures".into(),
-                        json!(proxy.downstream_failures()),
-                    );
-                    obj.insert(
-                        "reload".into(),
-                        json!({
-                            "client": r.client.as_ref().map(|p| p.status()),
-                            "server": r.server.as_ref().map(|p| p.status()),
-                            "trust_bundle": r.trust.status(),
-                        }),
-                    );
-                }
-                json_response(StatusCode::OK, &stats)
-            }
-            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n")),
-        },
-        (&Method::GET, "/metrics") => match proxy.metrics().snapshot().await {
-            Ok(s) => {
-                let mut resp = Response::new(Full::new(Bytes::from(s.to_prometheus())));
-                resp.headers_mut().insert(
-                    hyper::header::CONTENT_TYPE,
-                    hyper::header::HeaderValue::from_static(
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    ),
-                );
-                resp
-            }
-            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n")),
-        },
-        (&Method::GET, "/timeline") => match proxy.metrics().snapshot().await {
-            Ok(s) => json_response(StatusCode::OK, &s.timeline_json()),
-            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n")),
-        },
+        (&Method::GET, "/stats") => stats(proxy).await,
+        (&Method::GET, "/metrics") => metrics(proxy).await,
+        (&Method::GET, "/timeline") => timeline(proxy).await,
         (&Method::POST, "/rotate") => {
-            // Re-reading files touches the disk: keep it off the runtime threads.
-            let r = proxy.credentials().clone();
             let mint = req
                 .uri()
                 .query()
                 .is_some_and(|q| q.split('&').any(|p| p == "mint" || p == "mint=1"));
-            let result = tokio::task::spawn_blocking(move || {
-                let errors: Vec<String> = r
-                    .reload_files()
-                    .into_iter()
-                    .map(|(k, e)| format!("{k}: {e}"))
-                    .collect();
-                let minted = if mint {
-                    Some(r.mint().map_err(|e| e.to_string()))
-                } else {
-                    None
-                };
-                (errors, minted)
-            })
-            .await;
-            match result {
-                Ok((errors, minted)) => {
-                    let minted_err = matches!(minted, Some(Err(_)));
-                    let body = json!({
-                        "errors": errors,
-                        "minted_serial": minted.as_ref().and_then(|m| m.as_ref().ok()),
-                        "mint_error": minted.as_ref().and_then(|m| m.as_ref().err()),
-                    });
-                    let status = if errors.is_empty() && !minted_err {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::UNPROCESSABLE_ENTITY
-                    };
-                    json_response(status, &body)
-                }
-                Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "rotation task failed\n"),
-            }
+            rotate(proxy, mint).await
         }
         (_, "/healthz" | "/stats" | "/metrics" | "/timeline" | "/rotate") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
@@ -186,6 +129,105 @@ async fn route(
             "not found: try /stats, /metrics, /timeline, /healthz, POST /rotate\n",
         ),
     }
+}
+
+/// `Authorization: Bearer <want>`, compared in constant time.
+fn authorized(req: &Request<Incoming>, want: &str) -> bool {
+    let given = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    constant_time_eq(given.as_bytes(), want.as_bytes())
+}
+
+/// `GET /stats`: the snapshot's JSON plus what only the proxy knows (plan,
+/// seed, downstream failures, reload status).
+async fn stats(proxy: &ProxyHandle) -> Response<Full<Bytes>> {
+    let s = match proxy.metrics().snapshot().await {
+        Ok(s) => s,
+        Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n")),
+    };
+    let mut stats = s.to_stats_json();
+    let r = proxy.credentials();
+    let cfg = proxy.config();
+    if let Some(obj) = stats.as_object_mut() {
+        obj.insert("plan".into(), json!(cfg.plan.describe()));
+        obj.insert("seed".into(), json!(cfg.plan.seed()));
+        obj.insert(
+            "downstream_handshake_failures".into(),
+            json!(proxy.downstream_failures()),
+        );
+        obj.insert(
+            "reload".into(),
+            json!({
+                "client": r.client.as_ref().map(|p| p.status()),
+                "server": r.server.as_ref().map(|p| p.status()),
+                "trust_bundle": r.trust.status(),
+            }),
+        );
+    }
+    json_response(StatusCode::OK, &stats)
+}
+
+/// `GET /metrics`: the Prometheus exposition of a fresh snapshot.
+async fn metrics(proxy: &ProxyHandle) -> Response<Full<Bytes>> {
+    match proxy.metrics().snapshot().await {
+        Ok(s) => {
+            let mut resp = Response::new(Full::new(Bytes::from(s.to_prometheus())));
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(PROMETHEUS_CONTENT_TYPE),
+            );
+            resp
+        }
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n")),
+    }
+}
+
+/// `GET /timeline`.
+async fn timeline(proxy: &ProxyHandle) -> Response<Full<Bytes>> {
+    match proxy.metrics().snapshot().await {
+        Ok(s) => json_response(StatusCode::OK, &s.timeline_json()),
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n")),
+    }
+}
+
+/// `POST /rotate[?mint]`: re-read every credential file, and with `mint`
+/// mint and publish a new client identity. 422 when anything was refused.
+async fn rotate(proxy: &ProxyHandle, mint: bool) -> Response<Full<Bytes>> {
+    // Re-reading files touches the disk: keep it off the runtime threads.
+    let r = proxy.credentials().clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let errors: Vec<String> = r
+            .reload_files()
+            .into_iter()
+            .map(|(k, e)| format!("{k}: {e}"))
+            .collect();
+        let minted = if mint {
+            Some(r.mint().map_err(|e| e.to_string()))
+        } else {
+            None
+        };
+        (errors, minted)
+    })
+    .await;
+    let Ok((errors, minted)) = result else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "rotation task failed\n");
+    };
+    let minted_err = matches!(minted, Some(Err(_)));
+    let body = json!({
+        "errors": errors,
+        "minted_serial": minted.as_ref().and_then(|m| m.as_ref().ok()),
+        "mint_error": minted.as_ref().and_then(|m| m.as_ref().err()),
+    });
+    let status = if errors.is_empty() && !minted_err {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    json_response(status, &body)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

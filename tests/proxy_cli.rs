@@ -24,79 +24,48 @@ fn curl(args: &[&str]) -> (String, String) {
 type Labels = Vec<(String, String)>;
 type Sample = (String, Labels, f64);
 
-/// A strict parser of the Prometheus text format: every line is a comment
-/// (`# HELP name ...`, `# TYPE name counter|gauge|histogram|summary|untyped`)
-/// or a sample `name{label="value",...} float`. Returns the samples.
+/// Parses the exposition with a real parser of the Prometheus text format
+/// (`openmetrics-parser`: every line must be a valid comment or sample, every
+/// sample belong to its declared family) and lists its samples as the text
+/// names them: counters by name, histograms as `_bucket{le}`, `_sum` and
+/// `_count`.
 fn parse_prometheus(text: &str) -> Vec<Sample> {
-    let name_ok = |n: &str| {
-        !n.is_empty()
-            && n.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-            && n.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-    };
+    use openmetrics_parser::PrometheusValue;
+    let parsed = openmetrics_parser::prometheus::parse_prometheus(text)
+        .unwrap_or_else(|e| panic!("not a valid exposition: {e:?}\n{text}"));
     let mut samples = Vec::new();
-    for line in text.lines() {
-        if let Some(c) = line.strip_prefix("# ") {
-            let mut parts = c.splitn(3, ' ');
-            let (kind, name, rest) = (
-                parts.next().unwrap(),
-                parts.next().unwrap_or(""),
-                parts.next().unwrap_or(""),
-            );
-            assert!(name_ok(name), "bad name in {line:?}");
-            match kind {
-                "HELP" => {}
-                "TYPE" => assert!(
-                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&rest),
-                    "{line:?}"
-                ),
-                _ => panic!("unknown comment {line:?}"),
-            }
-            continue;
-        }
-        assert!(!line.is_empty(), "empty line in exposition");
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("no value: {line:?}"));
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            v => v
-                .parse()
-                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
-        };
-        let (name, labels) = match series.split_once('{') {
-            None => (series, Vec::new()),
-            Some((n, rest)) => {
-                let body = rest
-                    .strip_suffix('}')
-                    .unwrap_or_else(|| panic!("unclosed labels: {line:?}"));
-                let mut labels = Vec::new();
-                let mut chars = body.chars().peekable();
-                while chars.peek().is_some() {
-                    let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-                    assert_eq!(chars.next(), Some('"'), "{line:?}");
-                    let mut val = String::new();
-                    loop {
-                        match chars.next() {
-                            Some('\\') => val.push(chars.next().unwrap()),
-                            Some('"') => break,
-                            Some(c) => val.push(c),
-                            None => panic!("unterminated label value: {line:?}"),
-                        }
-                    }
-                    assert!(name_ok(&key), "bad label name in {line:?}");
-                    labels.push((key, val));
-                    if chars.peek() == Some(&',') {
-                        chars.next();
-                    }
+    for (name, family) in &parsed.families {
+        for s in family.iter_samples() {
+            let set = s
+                .get_labelset()
+                .expect("a parsed sample has its family's labels");
+            let labels: Labels = set.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            match &s.value {
+                PrometheusValue::Counter(c) => {
+                    samples.push((name.clone(), labels, c.value.as_f64()))
                 }
-                (n, labels)
+                PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => {
+                    samples.push((name.clone(), labels, n.as_f64()))
+                }
+                PrometheusValue::Histogram(h) => {
+                    for b in &h.buckets {
+                        let le = if b.upper_bound == f64::INFINITY {
+                            "+Inf".to_string()
+                        } else {
+                            b.upper_bound.to_string()
+                        };
+                        let mut with_le = labels.clone();
+                        with_le.push(("le".into(), le));
+                        samples.push((format!("{name}_bucket"), with_le, b.count.as_f64()));
+                    }
+                    let sum = h.sum.map_or(f64::NAN, |n| n.as_f64());
+                    samples.push((format!("{name}_sum"), labels.clone(), sum));
+                    let count = h.count.map_or(f64::NAN, |n| n as f64);
+                    samples.push((format!("{name}_count"), labels, count));
+                }
+                PrometheusValue::Summary(_) => panic!("certshift exposes no summary: {name}"),
             }
-        };
-        assert!(name_ok(name), "bad metric name in {line:?}");
-        samples.push((name.to_string(), labels, value));
+        }
     }
     samples
 }
@@ -377,4 +346,54 @@ fn configuration_errors_name_the_flag_and_exit_2() {
         assert_eq!(code, Some(2), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+/// An idle kept-alive admin connection does not outlive the admin API's
+/// shutdown plus its grace period: it is closed and `run` returns. (Before
+/// the admin went through the shared accept loop, it stayed open until its
+/// 10 s header timeout, after `run` had returned.)
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_keep_alive_admin_connection_ends_at_shutdown() {
+    use certshift::accept::CLOSE_WINDOW;
+    use certshift::admin::{Admin, ADMIN_GRACE};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let pki = TestPki::default_flat();
+    let serve = start_serve(&pki, Enforcement::Strict).await;
+    let proxy = start_proxy(proxy_args(&pki, serve.addr)).await;
+    let admin = Admin::bind(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        proxy.handle.clone(),
+        None,
+    )
+    .await
+    .unwrap();
+    let addr = admin.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(admin.run(async { drop(stopped.await) }));
+
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // The connection is now idle and kept alive.
+
+    stop.send(()).unwrap();
+    let limit = ADMIN_GRACE + CLOSE_WINDOW;
+    tokio::time::timeout(limit, task)
+        .await
+        .expect("the admin API stops within its grace period")
+        .unwrap();
+    let mut rest = Vec::new();
+    // EOF (or a reset) well before the 10 s header timeout would close it.
+    let closed = tokio::time::timeout(Duration::from_secs(1), conn.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the idle connection must be closed, not left running"
+    );
+    proxy.stop().await;
+    serve.stop().await;
 }

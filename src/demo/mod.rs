@@ -307,7 +307,7 @@ fn verdict_matrix(snap: &Snapshot) -> (String, usize) {
     );
     let mut wrong = 0;
     for (name, v) in snap.variants() {
-        let expected = match v.expect() {
+        let expected = match v.expected() {
             Some(Expect::Accept) => "accept",
             Some(Expect::Reject) => "reject",
             None => "mixed",

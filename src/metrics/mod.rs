@@ -1,5 +1,6 @@
 //! Metrics: handshake and connection latency histograms, verdict counters and
-//! the failure/rotation timeline, with JSON, Prometheus and text exporters.
+//! the failure/rotation timeline, with JSON (`json.rs`), Prometheus
+//! (`prometheus.rs`) and text (`summary.rs`) views of a snapshot.
 //!
 //! ```text
 //!  connection task ──builds a ConnReport locally──▶ Metrics::record ──try_send──┐
@@ -20,12 +21,12 @@
 //! Times in exports are milliseconds since the `Metrics` start (`t_ms`);
 //! `started_unix_ms` in the JSON anchors them to wall-clock time.
 
-mod expo;
-mod export;
 pub mod hdrlog;
 mod hist;
-mod prom;
+mod json;
+mod prometheus;
 mod snapshot;
+mod summary;
 mod timeline;
 mod units;
 
@@ -39,6 +40,7 @@ use crate::pki::Expect;
 use crate::tls::Outcome;
 
 pub use hist::{Percentiles, PhaseHist, HIGHEST_TRACKABLE_US};
+pub use prometheus::PROMETHEUS_CONTENT_TYPE;
 pub use snapshot::{add_counts, Snapshot, Totals, VariantStats};
 pub use timeline::{BUCKET_MS, MAX_BUCKETS, MAX_ROTATION_EVENTS};
 pub use units::{fmt_ms, fmt_us};

@@ -16,7 +16,8 @@ use super::hist::PhaseHist;
 use super::timeline::{mark, since, RotationMark, Timeline};
 use super::{ConnReport, Phase};
 
-/// All metrics at one moment. Exports live in `export.rs` and `prom.rs`.
+/// All metrics at one moment. Its views live in `json.rs`, `summary.rs`
+/// and `prometheus.rs`.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub(super) start: Instant,
@@ -194,12 +195,19 @@ impl Snapshot {
 
 impl VariantStats {
     /// The expected verdict, or `None` when the plan expected both.
-    pub fn expect(&self) -> Option<Expect> {
+    pub fn expected(&self) -> Option<Expect> {
         match (self.expected_accept, self.expected_reject) {
             (_, 0) => Some(Expect::Accept),
             (0, _) => Some(Expect::Reject),
             _ => None,
         }
+    }
+
+    /// [`VariantStats::expected`] as the JSON and the summary show it:
+    /// `accept`, `reject`, or `mixed`.
+    pub fn expected_label(&self) -> String {
+        self.expected()
+            .map_or_else(|| "mixed".to_string(), |e| e.to_string())
     }
 
     fn add(&mut self, other: &VariantStats) {
@@ -279,7 +287,7 @@ mod tests {
         let t = s.totals();
         assert_eq!((t.connections, t.ok, t.failed), (6, 2, 4));
         assert_eq!((t.unexpected_accept, t.unexpected_reject), (1, 2));
-        assert_eq!(expired.expect(), Some(Expect::Reject));
+        assert_eq!(expired.expected(), Some(Expect::Reject));
     }
 
     #[test]

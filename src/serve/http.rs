@@ -65,7 +65,7 @@ pub(crate) async fn serve<S>(
     shared: Arc<ServiceState>,
     io: S,
     peer: Peer,
-    mut phase: watch::Receiver<RunState>,
+    phase: watch::Receiver<RunState>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -84,21 +84,7 @@ pub(crate) async fn serve<S>(
         .max_headers(100)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "HTTP connection ended with an error");
-            }
-        }
-        _ = async { drop(phase.wait_for(|p| *p >= RunState::Draining).await) } => {
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = async { drop(phase.wait_for(|p| *p >= RunState::Closing).await) } => {}
-            }
-        }
-    }
+    crate::accept::serve_http1(conn, phase).await;
 }
 
 fn respond(shared: &ServiceState, peer: &Peer, req: &Request<Incoming>) -> Response<Full<Bytes>> {

@@ -232,7 +232,11 @@ async fn connection(
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.current());
     let io = write_deadline::WriteDeadline::new(stream, write_limit);
-    match tokio::time::timeout(hs_timeout, acceptor.accept(io)).await {
+    // Held here, not inside the timeout: a timed-out peer's socket closes
+    // only after it has been counted, so whoever sees the close sees the count.
+    let accept = acceptor.accept(io);
+    tokio::pin!(accept);
+    match tokio::time::timeout(hs_timeout, &mut accept).await {
         Ok(Ok(tls_stream)) => {
             let (_, conn) = tls_stream.get_ref();
             let info = http::Peer::tls(peer, conn);
