@@ -78,10 +78,28 @@ pub fn run(cli: Cli) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(EXIT_FAILURE_FOUND),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// An error and its causes for people: each cause once. Many messages
+/// already name their cause (`cannot read F: No such file or directory`);
+/// `{:#}` would then print the OS error twice.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -148,4 +166,25 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<bool> {
         println!("summary written to {}", path.display());
     }
     Ok(totals.unexpected_accept == 0 && totals.unexpected_reject == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_chain_names_each_cause_once() {
+        let missing = std::path::Path::new("/nonexistent/certshift/tls.crt");
+        let e = crate::creds::read(missing).unwrap_err();
+        let e = anyhow::Error::new(e).context("loading the client certificate");
+        let text = error_chain(&e);
+        assert_eq!(text.matches("os error 2").count(), 1, "{text}");
+        assert!(
+            text.starts_with("loading the client certificate: ") && text.contains("tls.crt"),
+            "{text}"
+        );
+        // A cause the message does not name is still printed.
+        let e = anyhow::anyhow!("inner detail").context("outer");
+        assert_eq!(error_chain(&e), "outer: inner detail");
+    }
 }

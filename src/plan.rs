@@ -47,7 +47,7 @@ impl Presented {
 
     /// The verdict a strict service must give: only the identity's own
     /// credential may be accepted.
-    pub fn expect(self) -> Expect {
+    pub fn expected(self) -> Expect {
         match self {
             Presented::None => Expect::Reject,
             Presented::Variant(v) => v.expect(),
@@ -695,10 +695,10 @@ mod tests {
 
     #[test]
     fn only_the_valid_credential_must_be_accepted() {
-        assert_eq!(Presented::None.expect(), Expect::Reject);
-        assert_eq!(v(Variant::Valid).expect(), Expect::Accept);
+        assert_eq!(Presented::None.expected(), Expect::Reject);
+        assert_eq!(v(Variant::Valid).expected(), Expect::Accept);
         for variant in Variant::ALL.into_iter().filter(|&x| x != Variant::Valid) {
-            assert_eq!(v(variant).expect(), Expect::Reject, "{variant}");
+            assert_eq!(v(variant).expected(), Expect::Reject, "{variant}");
         }
     }
 

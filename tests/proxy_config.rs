@@ -153,7 +153,7 @@ async fn every_example_validates_binds_and_carries_traffic() {
 
         // Bind loads every credential the example names; then one
         // connection, whose verdict the plan fixes (chaos: seeded).
-        let expect_ok = cfg.plan.pick(0).expect() == Expect::Accept;
+        let expect_ok = cfg.plan.pick(0).expected() == Expect::Accept;
         let proxy = start_proxy(args).await;
         let r = if inbound {
             let cert = work.pki.cert("checkout-service");

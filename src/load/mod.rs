@@ -27,7 +27,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::ServerName;
 
@@ -35,6 +34,7 @@ pub use engine::{run, LoadConfig, LoadRun, Mark, Marks};
 pub use op::Target;
 
 use crate::creds::{self, Loaded, Publisher, RotationKind, Sources};
+use crate::net::TlsTarget;
 use crate::pki::Manifest;
 use crate::report::Outputs;
 use crate::tls::{client_config, ClientCert, TlsMode, TlsVersions};
@@ -147,7 +147,7 @@ pub struct LoadArgs {
 pub struct LoadSetup {
     pub config: LoadConfig,
     /// The presented credential and its files, when it can rotate.
-    pub client: Option<(Arc<Publisher<CertifiedKey>>, [PathBuf; 2])>,
+    pub client: Option<RotatingClient>,
     /// Where the run's rotations are marked (the client credential's
     /// publications among them).
     pub marks: Marks,
@@ -157,130 +157,40 @@ pub struct LoadSetup {
     pub watch: bool,
 }
 
+/// Why a load could not start. Every variant names the flag to change.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{flag}: {problem}")]
+    Flag { flag: &'static str, problem: String },
+    #[error("--target: cannot resolve {target}")]
+    Resolve {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--pki: {0}")]
+    Pki(#[from] crate::pki::PkiError),
+    #[error(transparent)]
+    Credentials(#[from] creds::CredError),
+    #[error("watching the client certificate files")]
+    Watch(#[source] notify::Error),
+}
+
+fn flag(flag: &'static str, problem: impl Into<String>) -> LoadError {
+    LoadError::Flag {
+        flag,
+        problem: problem.into(),
+    }
+}
+
 impl LoadArgs {
     /// Check every flag and load the credentials; errors name the flag.
-    pub async fn setup(&self) -> anyhow::Result<LoadSetup> {
-        let usage = |flag: &str, msg: String| anyhow::anyhow!("{flag}: {msg}");
-        if !(self.rate.is_finite() && self.rate > 0.0) {
-            return Err(usage(
-                "--rate",
-                format!(
-                    "{} must be a positive number of operations per second",
-                    self.rate
-                ),
-            ));
-        }
-        if self.duration.is_zero() {
-            return Err(usage(
-                "--duration",
-                "must be longer than 0 (e.g. 10s)".into(),
-            ));
-        }
-        if self.duration.saturating_add(self.warmup) > Duration::from_secs(30 * 86_400) {
-            return Err(usage("--duration", "with --warmup, at most 30 days".into()));
-        }
-        if self.max_in_flight == 0 {
-            return Err(usage("--max-in-flight", "must be at least 1".into()));
-        }
-        if self.timeout.is_zero() {
-            return Err(usage(
-                "--timeout",
-                "must be longer than 0 (e.g. 10s)".into(),
-            ));
-        }
-        if self.hdr_interval < Duration::from_millis(1) {
-            return Err(usage("--hdr-interval", "must be at least 1ms".into()));
-        }
-        if self.mode == Mode::Keepalive && self.connections == 0 {
-            return Err(usage(
-                "--connections",
-                "keepalive mode needs at least 1".into(),
-            ));
-        }
-        let method = hyper::Method::from_bytes(self.method.as_bytes()).map_err(|_| {
-            usage(
-                "--method",
-                format!("{:?} is not an HTTP method", self.method),
-            )
-        })?;
-        if !self.path.starts_with('/') || self.path.parse::<hyper::Uri>().is_err() {
-            return Err(usage(
-                "--path",
-                format!("{:?} is not an absolute path (e.g. /api/health)", self.path),
-            ));
-        }
-        let (host, _) = crate::net::split_host_port(&self.target)
-            .ok_or_else(|| usage("--target", format!("{:?} is not HOST:PORT", self.target)))?;
-        let addr: SocketAddr = tokio::net::lookup_host(&self.target)
-            .await
-            .with_context(|| format!("--target: cannot resolve {}", self.target))?
-            .next()
-            .ok_or_else(|| {
-                usage(
-                    "--target",
-                    format!("{} resolves to no address", self.target),
-                )
-            })?;
+    pub async fn setup(&self) -> Result<LoadSetup, LoadError> {
+        self.check_numbers()?;
+        let (method, addr) = (self.request_method()?, self.resolve().await?);
         let manifest = self.pki.as_deref().map(Manifest::load).transpose()?;
-
         let marks = Marks::default();
-        let mut client = None;
-        let tls = match self.tls {
-            TlsMode::Off => None,
-            mode => {
-                let cas = match (&self.ca[..], &self.pki) {
-                    ([], Some(dir)) => vec![dir.join("ca/ca.crt")],
-                    ([], None) => return Err(usage("--ca", "TLS needs the CA that signed the target's certificate: pass --ca FILE or --pki DIR".into())),
-                    (cas, _) => cas.to_vec(),
-                };
-                let roots = creds::load_roots(&cas)?;
-                let cert = if mode == TlsMode::Mtls {
-                    let (cert, key) = self.client_files(manifest.as_ref())?;
-                    let files = [cert.clone(), key.clone()];
-                    let publisher = Publisher::load(
-                        RotationKind::Client,
-                        move || {
-                            let mut src = Sources::default();
-                            let ck = creds::read_client_pair(&mut src, &cert, &key)?;
-                            Ok::<_, creds::CredError>(Loaded {
-                                serial: creds::leaf_serial(&ck),
-                                value: ck,
-                                fingerprint: src.fingerprint(),
-                            })
-                        },
-                        Arc::new(marks.clone()),
-                    )?;
-                    let live = publisher.live().clone();
-                    client = Some((Arc::new(publisher), files));
-                    ClientCert::Live(live)
-                } else {
-                    ClientCert::None
-                };
-                let mut config = client_config(roots, cert, &self.tls_versions)?;
-                config.resumption = if self.resume {
-                    rustls::client::Resumption::in_memory_sessions(1024)
-                } else {
-                    rustls::client::Resumption::disabled()
-                };
-                let name = self
-                    .server_name
-                    .clone()
-                    .unwrap_or_else(|| host.trim_matches(['[', ']']).to_string());
-                let name = ServerName::try_from(name.clone()).map_err(|_| {
-                    usage(
-                        "--server-name",
-                        format!("{name:?} is not a DNS name or IP address"),
-                    )
-                })?;
-                Some((Arc::new(config), name))
-            }
-        };
-        if self.tls != TlsMode::Mtls && (self.cert.is_some() || self.identity.is_some()) {
-            return Err(usage(
-                "--cert",
-                "a client certificate needs --tls mtls".into(),
-            ));
-        }
+        let (tls, client) = self.tls(manifest.as_ref(), &marks)?;
         let target = Target {
             addr,
             tls,
@@ -311,40 +221,188 @@ impl LoadArgs {
         })
     }
 
-    fn client_files(&self, manifest: Option<&Manifest>) -> anyhow::Result<(PathBuf, PathBuf)> {
+    /// Rates, durations, bounds.
+    fn check_numbers(&self) -> Result<(), LoadError> {
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            return Err(flag(
+                "--rate",
+                format!(
+                    "{} must be a positive number of operations per second",
+                    self.rate
+                ),
+            ));
+        }
+        if self.duration.is_zero() {
+            return Err(flag("--duration", "must be longer than 0 (e.g. 10s)"));
+        }
+        if self.duration.saturating_add(self.warmup) > Duration::from_secs(30 * 86_400) {
+            return Err(flag("--duration", "with --warmup, at most 30 days"));
+        }
+        if self.max_in_flight == 0 {
+            return Err(flag("--max-in-flight", "must be at least 1"));
+        }
+        if self.timeout.is_zero() {
+            return Err(flag("--timeout", "must be longer than 0 (e.g. 10s)"));
+        }
+        if self.hdr_interval < Duration::from_millis(1) {
+            return Err(flag("--hdr-interval", "must be at least 1ms"));
+        }
+        if self.mode == Mode::Keepalive && self.connections == 0 {
+            return Err(flag("--connections", "keepalive mode needs at least 1"));
+        }
+        Ok(())
+    }
+
+    /// `--method` and `--path`.
+    fn request_method(&self) -> Result<hyper::Method, LoadError> {
+        let method = hyper::Method::from_bytes(self.method.as_bytes()).map_err(|_| {
+            flag(
+                "--method",
+                format!("{:?} is not an HTTP method", self.method),
+            )
+        })?;
+        if !self.path.starts_with('/') || self.path.parse::<hyper::Uri>().is_err() {
+            return Err(flag(
+                "--path",
+                format!("{:?} is not an absolute path (e.g. /api/health)", self.path),
+            ));
+        }
+        Ok(method)
+    }
+
+    async fn resolve(&self) -> Result<SocketAddr, LoadError> {
+        if crate::net::split_host_port(&self.target).is_none() {
+            return Err(flag(
+                "--target",
+                format!("{:?} is not HOST:PORT", self.target),
+            ));
+        }
+        tokio::net::lookup_host(&self.target)
+            .await
+            .map_err(|source| LoadError::Resolve {
+                target: self.target.clone(),
+                source,
+            })?
+            .next()
+            .ok_or_else(|| {
+                flag(
+                    "--target",
+                    format!("{} resolves to no address", self.target),
+                )
+            })
+    }
+
+    /// The TLS side: roots, the client credential (rotating, its
+    /// publications marked on `marks`), resumption, the name to verify.
+    fn tls(
+        &self,
+        manifest: Option<&Manifest>,
+        marks: &Marks,
+    ) -> Result<(Option<TlsTarget>, Option<RotatingClient>), LoadError> {
+        if self.tls != TlsMode::Mtls && (self.cert.is_some() || self.identity.is_some()) {
+            return Err(flag("--cert", "a client certificate needs --tls mtls"));
+        }
+        if self.tls == TlsMode::Off {
+            return Ok((None, None));
+        }
+        let cas = match (&self.ca[..], &self.pki) {
+            ([], Some(dir)) => vec![dir.join("ca/ca.crt")],
+            ([], None) => return Err(flag("--ca", "TLS needs the CA that signed the target's certificate: pass --ca FILE or --pki DIR")),
+            (cas, _) => cas.to_vec(),
+        };
+        let roots = creds::load_roots(&cas)?;
+        let mut client = None;
+        let cert = if self.tls == TlsMode::Mtls {
+            let (cert, key) = self.client_files(manifest)?;
+            let publisher = client_publisher(cert.clone(), key.clone(), marks)?;
+            let live = publisher.live().clone();
+            client = Some((Arc::new(publisher), [cert, key]));
+            ClientCert::Live(live)
+        } else {
+            ClientCert::None
+        };
+        let mut config = client_config(roots, cert, &self.tls_versions)?;
+        config.resumption = if self.resume {
+            rustls::client::Resumption::in_memory_sessions(1024)
+        } else {
+            rustls::client::Resumption::disabled()
+        };
+        let host = crate::net::split_host_port(&self.target).map_or("", |(h, _)| h);
+        let name = self
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host.trim_matches(['[', ']']).to_string());
+        let name = ServerName::try_from(name.clone()).map_err(|_| {
+            flag(
+                "--server-name",
+                format!("{name:?} is not a DNS name or IP address"),
+            )
+        })?;
+        Ok((Some((Arc::new(config), name)), client))
+    }
+
+    fn client_files(&self, manifest: Option<&Manifest>) -> Result<(PathBuf, PathBuf), LoadError> {
         if let (Some(c), Some(k)) = (&self.cert, &self.key) {
             return Ok((c.clone(), k.clone()));
         }
         let (Some(m), Some(dir)) = (manifest, &self.pki) else {
-            anyhow::bail!("--cert: mTLS needs a client identity: pass --cert/--key, or --pki DIR [--identity SERVICE], or use --tls tls");
+            return Err(flag("--cert", "mTLS needs a client identity: pass --cert/--key, or --pki DIR [--identity SERVICE], or use --tls tls"));
         };
         let service = match &self.identity {
             Some(s) => s.clone(),
             None => m.services.first().cloned().unwrap_or_default(),
         };
         let e = m.client(&service).ok_or_else(|| {
-            anyhow::anyhow!(
-                "--identity: {service:?} is not a service of the PKI in {}; it has {}",
-                dir.display(),
-                m.services.join(", ")
+            flag(
+                "--identity",
+                format!(
+                    "{service:?} is not a service of the PKI in {}; it has {}",
+                    dir.display(),
+                    m.services.join(", ")
+                ),
             )
         })?;
         Ok((dir.join(&e.cert), dir.join(&e.key)))
     }
 }
 
+/// A client credential that reloads from its files.
+type RotatingClient = (Arc<Publisher<CertifiedKey>>, [PathBuf; 2]);
+
+/// The client credential's one publication path: its files, checked, every
+/// publication marked on the run's timeline.
+fn client_publisher(
+    cert: PathBuf,
+    key: PathBuf,
+    marks: &Marks,
+) -> Result<Publisher<CertifiedKey>, creds::CredError> {
+    Publisher::load(
+        RotationKind::Client,
+        move || {
+            let mut src = Sources::default();
+            let ck = creds::read_client_pair(&mut src, &cert, &key)?;
+            Ok(Loaded {
+                serial: creds::leaf_serial(&ck),
+                value: ck,
+                fingerprint: src.fingerprint(),
+            })
+        },
+        Arc::new(marks.clone()),
+    )
+}
+
 impl LoadSetup {
     /// Reload the client credential when its files change; each
     /// publication is marked on the run's timeline, and a bad file keeps
     /// the old credential.
-    pub fn watch(&self) -> anyhow::Result<Option<creds::ReloaderHandle>> {
+    pub fn watch(&self) -> Result<Option<creds::ReloaderHandle>, LoadError> {
         let Some((publisher, files)) = self.client.clone().filter(|_| self.watch) else {
             return Ok(None);
         };
         let handle = creds::spawn_reloader(&files, Duration::from_millis(200), false, move || {
             let _ = publisher.reload();
         })
-        .context("watching the client certificate files")?;
+        .map_err(LoadError::Watch)?;
         Ok(Some(handle))
     }
 

@@ -265,7 +265,7 @@ async fn connection(
     shared.metrics.record(ConnReport {
         at,
         variant: presented.name().to_string(),
-        expect: presented.expect(),
+        expect: presented.expected(),
         outcome,
         http_status,
         phases,
