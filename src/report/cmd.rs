@@ -100,184 +100,233 @@ pub fn merge(
     logs: &[ParsedLog],
     names: Vec<String>,
 ) -> anyhow::Result<(LoadReport, Vec<Point>, u64)> {
-    // Align every log on the earliest start.
-    let start_of = |l: &ParsedLog| {
-        l.start
-            .unwrap_or_else(|| l.at(l.intervals.first().map_or(0, |i| i.start_ms)))
-    };
-    let origin = logs.iter().map(start_of).min().unwrap_or(UNIX_EPOCH);
-    let ms_since = |t: SystemTime| t.duration_since(origin).unwrap_or_default().as_millis() as u64;
-
-    let mut totals: BTreeMap<String, PhaseHist> = BTreeMap::new();
-    // Interval start (ms from origin) → tag → histogram.
-    let mut by_interval: BTreeMap<u64, BTreeMap<String, PhaseHist>> = BTreeMap::new();
-    // Logs from instances that started a few ms apart share buckets of the
-    // narrowest interval, counted from the earliest start.
-    let bucket_ms = logs
-        .iter()
-        .flat_map(|l| l.intervals.iter().map(|i| i.length_ms.max(1)))
-        .min()
-        .unwrap_or(1000);
-    for log in logs {
-        for iv in &log.intervals {
-            let at = ms_since(log.at(iv.start_ms)) / bucket_ms * bucket_ms;
-            for (tag, h) in &iv.hists {
-                let tag = if tag.is_empty() {
-                    "request"
-                } else {
-                    tag.as_str()
-                };
-                totals.entry(tag.to_string()).or_default().merge(h);
-                by_interval
-                    .entry(at)
-                    .or_default()
-                    .entry(tag.to_string())
-                    .or_default()
-                    .merge(h);
-            }
-        }
-    }
+    let aligned = Aligned::new(logs);
+    let mut report = aligned.empty_report(names);
     let metas: Vec<LoadReport> = logs
         .iter()
         .filter_map(|l| l.meta.iter().find_map(|m| serde_json::from_str(m).ok()))
         .collect();
-    let count = |tag: &str| totals.get(tag).map_or(0, PhaseHist::count);
-    let pct = |prefix: &str| {
+    if metas.len() == logs.len() && !metas.is_empty() {
+        // Every log is certshift's: sum what it counted.
+        sum_counts(&mut report, &metas, logs, &aligned);
+    } else {
+        count_from_histograms(&mut report, &aligned);
+    }
+    let points = aligned.timeline(&mut report);
+    Ok((report, points, aligned.bucket_ms))
+}
+
+/// The logs' histograms on one clock: the earliest start is 0, intervals
+/// of instances that started a few ms apart share buckets of the narrowest
+/// interval.
+struct Aligned {
+    origin: SystemTime,
+    bucket_ms: u64,
+    totals: BTreeMap<String, PhaseHist>,
+    /// Interval start (ms from origin) → tag → histogram.
+    by_interval: BTreeMap<u64, BTreeMap<String, PhaseHist>>,
+}
+
+impl Aligned {
+    fn new(logs: &[ParsedLog]) -> Self {
+        let origin = logs.iter().map(start_of).min().unwrap_or(UNIX_EPOCH);
+        let bucket_ms = logs
+            .iter()
+            .flat_map(|l| l.intervals.iter().map(|i| i.length_ms.max(1)))
+            .min()
+            .unwrap_or(1000);
+        let mut a = Aligned {
+            origin,
+            bucket_ms,
+            totals: BTreeMap::new(),
+            by_interval: BTreeMap::new(),
+        };
+        for log in logs {
+            for iv in &log.intervals {
+                let at = a.ms_since(log.at(iv.start_ms)) / bucket_ms * bucket_ms;
+                for (tag, h) in &iv.hists {
+                    let tag = if tag.is_empty() {
+                        "request"
+                    } else {
+                        tag.as_str()
+                    };
+                    a.totals.entry(tag.to_string()).or_default().merge(h);
+                    a.by_interval
+                        .entry(at)
+                        .or_default()
+                        .entry(tag.to_string())
+                        .or_default()
+                        .merge(h);
+                }
+            }
+        }
+        a
+    }
+
+    fn ms_since(&self, t: SystemTime) -> u64 {
+        t.duration_since(self.origin)
+            .unwrap_or_default()
+            .as_millis() as u64
+    }
+
+    fn count(&self, tag: &str) -> u64 {
+        self.totals.get(tag).map_or(0, PhaseHist::count)
+    }
+
+    /// Percentiles per phase of the tags `{prefix}{phase}`.
+    fn percentiles(&self, prefix: &str) -> BTreeMap<String, crate::metrics::Percentiles> {
         LoadPhase::ALL
             .iter()
             .map(|p| {
                 let tag = format!("{prefix}{}", p.name());
-                (
-                    p.name().to_string(),
-                    totals
-                        .get(&tag)
-                        .map(PhaseHist::percentiles)
-                        .unwrap_or_default(),
-                )
+                let q = self
+                    .totals
+                    .get(&tag)
+                    .map(PhaseHist::percentiles)
+                    .unwrap_or_default();
+                (p.name().to_string(), q)
             })
             .collect()
-    };
-    let mut report = LoadReport {
-        info: RunInfo::default(),
-        rate: 0.0,
-        duration_s: 0.0,
-        warmup_s: 0.0,
-        started_unix_ms: origin
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64,
-        attempted: 0,
-        succeeded: 0,
-        failed: 0,
-        dropped: 0,
-        cancelled: 0,
-        achieved_rate: 0.0,
-        throughput: 0.0,
-        outcomes: BTreeMap::new(),
-        latency_us: pct(""),
-        service_time_us: pct("service-"),
-        resumption: None,
-        confirmations: BTreeMap::new(),
-        downtime: Downtime::default(),
-        timeline: Vec::new(),
-        rotations: Vec::new(),
-        interrupted: false,
-        ops_not_logged: 0,
-        merged_from: names,
-    };
-    if metas.len() == logs.len() && !metas.is_empty() {
-        // Every log is certshift's: sum what it counted.
-        // Distinct values, joined: logs of other targets or modes say so.
-        let distinct = |f: fn(&RunInfo) -> &str| {
-            let set: std::collections::BTreeSet<&str> = metas.iter().map(|m| f(&m.info)).collect();
-            set.into_iter().collect::<Vec<_>>().join(",")
-        };
-        report.info = RunInfo {
-            target: distinct(|i| &i.target),
-            mode: distinct(|i| &i.mode),
-            tls: distinct(|i| &i.tls),
-        };
-        for (m, log) in metas.iter().zip(logs) {
-            report.rate += m.rate;
-            report.duration_s = report.duration_s.max(m.duration_s);
-            report.attempted += m.attempted;
-            report.succeeded += m.succeeded;
-            report.failed += m.failed;
-            report.dropped += m.dropped;
-            report.cancelled += m.cancelled;
-            report.achieved_rate += m.achieved_rate;
-            report.throughput += m.throughput;
-            report.interrupted |= m.interrupted;
-            report.ops_not_logged += m.ops_not_logged;
-            add_counts(&mut report.outcomes, &m.outcomes);
-            add_counts(&mut report.confirmations, &m.confirmations);
-            // Rotations are placed on the merged timeline.
-            let shift = ms_since(start_of(log));
-            report
-                .rotations
-                .extend(m.rotations.iter().map(|r| RotationMark {
-                    t_ms: r.t_ms + shift,
-                    ..r.clone()
-                }));
-            report.downtime.lost += m.downtime.lost;
-            report.downtime.longest_failure_run = match (
-                report.downtime.longest_failure_run,
-                m.downtime.longest_failure_run,
-            ) {
-                (Some(a), Some(b)) => Some(if b.ops > a.ops { b } else { a }),
-                (a, b) => a.or(b),
-            };
-        }
-        report.rotations.sort_by_key(|r| r.t_ms);
-    } else {
-        // Histograms only: every operation reached `request`, `failed` ones failed.
-        report.info.mode = "merged".into();
-        report.attempted = count("request");
-        report.failed = count("failed");
-        report.succeeded = report.attempted.saturating_sub(report.failed);
-        report.outcomes.insert("ok".into(), report.succeeded);
-        if report.failed > 0 {
-            report.outcomes.insert("failed".into(), report.failed);
-        }
-        report.downtime.lost = report.failed;
-        let span = by_interval.keys().last().map_or(0, |l| l + bucket_ms);
-        report.duration_s = span as f64 / 1000.0;
-        report.achieved_rate = if span == 0 {
-            0.0
-        } else {
-            report.attempted as f64 * 1000.0 / span as f64
-        };
-        report.throughput = if span == 0 {
-            0.0
-        } else {
-            report.succeeded as f64 * 1000.0 / span as f64
-        };
     }
-    let mut points = Vec::new();
-    for (at, hists) in &by_interval {
-        let n = |t: &str| hists.get(t).map_or(0, PhaseHist::count);
-        let q = hists
-            .get("request")
-            .map(PhaseHist::percentiles)
-            .unwrap_or_default();
-        let (total, failed) = (n("request"), n("failed"));
-        report.timeline.push(Bucket {
-            t_ms: *at,
-            ok: total - failed.min(total),
-            failed,
+
+    /// The report with the histograms' latencies and nothing counted yet.
+    fn empty_report(&self, names: Vec<String>) -> LoadReport {
+        LoadReport {
+            info: RunInfo::default(),
+            rate: 0.0,
+            duration_s: 0.0,
+            warmup_s: 0.0,
+            started_unix_ms: self
+                .origin
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
+            attempted: 0,
+            succeeded: 0,
+            failed: 0,
             dropped: 0,
-        });
-        points.push(Point {
-            t_ms: *at,
-            p50_us: q.p50,
-            p90_us: q.p90,
-            p99_us: q.p99,
-            max_us: q.max,
-            ok: total - failed.min(total),
-            failed,
-        });
+            cancelled: 0,
+            achieved_rate: 0.0,
+            throughput: 0.0,
+            outcomes: BTreeMap::new(),
+            latency_us: self.percentiles(""),
+            service_time_us: self.percentiles("service-"),
+            resumption: None,
+            confirmations: BTreeMap::new(),
+            downtime: Downtime::default(),
+            timeline: Vec::new(),
+            rotations: Vec::new(),
+            interrupted: false,
+            ops_not_logged: 0,
+            merged_from: names,
+        }
     }
-    Ok((report, points, bucket_ms))
+
+    /// The merged timeline (into `report`) and the plot points, per bucket.
+    fn timeline(&self, report: &mut LoadReport) -> Vec<Point> {
+        let mut points = Vec::new();
+        for (at, hists) in &self.by_interval {
+            let n = |t: &str| hists.get(t).map_or(0, PhaseHist::count);
+            let q = hists
+                .get("request")
+                .map(PhaseHist::percentiles)
+                .unwrap_or_default();
+            let (total, failed) = (n("request"), n("failed"));
+            report.timeline.push(Bucket {
+                t_ms: *at,
+                ok: total - failed.min(total),
+                failed,
+                dropped: 0,
+            });
+            points.push(Point {
+                t_ms: *at,
+                p50_us: q.p50,
+                p90_us: q.p90,
+                p99_us: q.p99,
+                max_us: q.max,
+                ok: total - failed.min(total),
+                failed,
+            });
+        }
+        points
+    }
+}
+
+/// When a log started: its header, or its first interval.
+fn start_of(l: &ParsedLog) -> SystemTime {
+    l.start
+        .unwrap_or_else(|| l.at(l.intervals.first().map_or(0, |i| i.start_ms)))
+}
+
+/// Every log is certshift's: the totals are the sums of what each counted;
+/// distinct targets or modes are joined, rotations placed on the merged
+/// timeline, the longest failure run is the longest of any.
+fn sum_counts(report: &mut LoadReport, metas: &[LoadReport], logs: &[ParsedLog], a: &Aligned) {
+    let distinct = |f: fn(&RunInfo) -> &str| {
+        let set: std::collections::BTreeSet<&str> = metas.iter().map(|m| f(&m.info)).collect();
+        set.into_iter().collect::<Vec<_>>().join(",")
+    };
+    report.info = RunInfo {
+        target: distinct(|i| &i.target),
+        mode: distinct(|i| &i.mode),
+        tls: distinct(|i| &i.tls),
+    };
+    for (m, log) in metas.iter().zip(logs) {
+        report.rate += m.rate;
+        report.duration_s = report.duration_s.max(m.duration_s);
+        report.attempted += m.attempted;
+        report.succeeded += m.succeeded;
+        report.failed += m.failed;
+        report.dropped += m.dropped;
+        report.cancelled += m.cancelled;
+        report.achieved_rate += m.achieved_rate;
+        report.throughput += m.throughput;
+        report.interrupted |= m.interrupted;
+        report.ops_not_logged += m.ops_not_logged;
+        add_counts(&mut report.outcomes, &m.outcomes);
+        add_counts(&mut report.confirmations, &m.confirmations);
+        let shift = a.ms_since(start_of(log));
+        report
+            .rotations
+            .extend(m.rotations.iter().map(|r| RotationMark {
+                t_ms: r.t_ms + shift,
+                ..r.clone()
+            }));
+        report.downtime.lost += m.downtime.lost;
+        report.downtime.longest_failure_run = match (
+            report.downtime.longest_failure_run,
+            m.downtime.longest_failure_run,
+        ) {
+            (Some(a), Some(b)) => Some(if b.ops > a.ops { b } else { a }),
+            (a, b) => a.or(b),
+        };
+    }
+    report.rotations.sort_by_key(|r| r.t_ms);
+}
+
+/// Logs from other writers: every operation reached `request`, the
+/// `failed` ones failed; rates come from the span the intervals cover.
+fn count_from_histograms(report: &mut LoadReport, a: &Aligned) {
+    report.info.mode = "merged".into();
+    report.attempted = a.count("request");
+    report.failed = a.count("failed");
+    report.succeeded = report.attempted.saturating_sub(report.failed);
+    report.outcomes.insert("ok".into(), report.succeeded);
+    if report.failed > 0 {
+        report.outcomes.insert("failed".into(), report.failed);
+    }
+    report.downtime.lost = report.failed;
+    let span = a.by_interval.keys().last().map_or(0, |l| l + a.bucket_ms);
+    report.duration_s = span as f64 / 1000.0;
+    let per_second = |n: u64| {
+        if span == 0 {
+            0.0
+        } else {
+            n as f64 * 1000.0 / span as f64
+        }
+    };
+    report.achieved_rate = per_second(report.attempted);
+    report.throughput = per_second(report.succeeded);
 }
 
 #[cfg(test)]
