@@ -422,7 +422,7 @@ impl Builder {
             not_before: facts.not_before,
             not_after: facts.not_after,
             sha256: facts.sha256,
-            expect: meta.variant.map(Variant::expect),
+            expect: meta.variant.map(Variant::expected),
             why: meta.variant.map(|v| v.why().to_string()),
         });
         Ok(())
