@@ -62,4 +62,6 @@ pub mod proxy;
 pub mod report;
 pub mod rotation_test;
 pub mod serve;
+pub mod spiffe;
 pub mod tls;
+pub mod x509;

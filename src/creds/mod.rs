@@ -13,8 +13,8 @@ mod watch;
 pub use live::{Live, ReloadStatus};
 pub use load::{
     add_roots, certified_key, leaf_serial, load_certified_key, load_chain, load_client_pair,
-    load_crls, load_key, load_roots, parse_chain, parse_crls, parse_key, pem_labels, provider,
-    read, serial_of, CredError,
+    load_crls, load_key, load_roots, parse_chain, parse_crls, parse_key, provider, read, serial_of,
+    CredError,
 };
 pub use server::{ServerFiles, ServerTlsMaterial};
 pub use watch::{spawn_reloader, ReloaderHandle};

@@ -12,9 +12,10 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::issue::{key_pem, pem_cert, self_signed_leaf, Authority, Issued, LeafSpec, Usage};
-use super::manifest::{CertFacts, Entry, Manifest, Role, FORMAT_VERSION, MANIFEST_FILE};
+use super::manifest::{Entry, EntryFacts, Manifest, Role, FORMAT_VERSION, MANIFEST_FILE};
 use super::write::PkiFile;
-use super::{spiffe_id, KeyType, PkiError, Variant};
+use super::{KeyType, PkiError, Variant};
+use crate::spiffe::{is_trust_domain, SpiffeId};
 
 /// Longest leaf validity: keeps date arithmetic in range and test
 /// credentials short-lived.
@@ -174,11 +175,11 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
 
     let mut server = LeafSpec::new("certshift-serve", Usage::Server, now, opts.validity);
     server.names = opts.server_names.clone();
-    server.spiffe_id = Some(spiffe_id(
+    server.spiffe_id = Some(istio_id(
         &opts.trust_domain,
         &opts.namespace,
         SERVER_ACCOUNT,
-    ));
+    )?);
     let issued = issuing.issue(&server, kt)?;
     let entry = Meta::new("server", Role::Server, "server".into());
     out.leaf(
@@ -189,7 +190,7 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
     )?;
 
     for service in &opts.services {
-        let spec = client_spec(opts, service, now);
+        let spec = client_spec(opts, service, now)?;
         let issued = issuing.issue(&spec, kt)?;
         let meta = Meta::new(service, Role::Client, format!("clients/{service}"))
             .client(Variant::Valid, service);
@@ -209,7 +210,7 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
         if variant == Variant::Valid || (variant.needs_intermediate() && intermediate.is_none()) {
             continue;
         }
-        let mut spec = client_spec(opts, first, now);
+        let mut spec = client_spec(opts, first, now)?;
         let day = time::Duration::days(1);
         // What differs from a valid credential: the spec, who signs, and
         // whether the chain travels with the leaf.
@@ -234,7 +235,7 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
                 (Signer::Issuing, true)
             }
             Variant::WrongTrustDomain => {
-                spec.spiffe_id = Some(spiffe_id("evil.example", &opts.namespace, first));
+                spec.spiffe_id = Some(istio_id("evil.example", &opts.namespace, first)?);
                 (Signer::Issuing, true)
             }
             Variant::NoSpiffeId => {
@@ -306,10 +307,19 @@ enum Signer {
     Itself,
 }
 
-fn client_spec(opts: &PkiOptions, service: &str, now: OffsetDateTime) -> LeafSpec {
+fn client_spec(
+    opts: &PkiOptions,
+    service: &str,
+    now: OffsetDateTime,
+) -> Result<LeafSpec, PkiError> {
     let mut spec = LeafSpec::new(service, Usage::Client, now, opts.validity);
-    spec.spiffe_id = Some(spiffe_id(&opts.trust_domain, &opts.namespace, service));
-    spec
+    spec.spiffe_id = Some(istio_id(&opts.trust_domain, &opts.namespace, service)?);
+    Ok(spec)
+}
+
+/// The Istio-form SPIFFE ID of a workload, as the certificate carries it.
+fn istio_id(trust_domain: &str, namespace: &str, account: &str) -> Result<String, PkiError> {
+    Ok(SpiffeId::istio(trust_domain, namespace, account)?.to_string())
 }
 
 struct Meta<'a> {
@@ -371,7 +381,7 @@ impl Builder {
         let (cert_path, key_path) = (format!("{dir}/{cert}"), format!("{dir}/{key}"));
         self.file(&cert_path, pem_cert(&ca.cert).into_bytes(), false);
         self.file(&key_path, key_pem(ca.key()).into_bytes(), true);
-        let facts = CertFacts::of(&ca.cert)?;
+        let facts = EntryFacts::of(&ca.cert)?;
         self.entries.push(Entry {
             name: name.into(),
             role,
@@ -408,7 +418,7 @@ impl Builder {
         if let Some(ca) = ca_pem {
             self.file(&format!("{dir}/ca.crt"), ca.as_bytes().to_vec(), false);
         }
-        let facts = CertFacts::of(&issued.cert)?;
+        let facts = EntryFacts::of(&issued.cert)?;
         self.entries.push(Entry {
             name: meta.name.into(),
             role: meta.role,
@@ -447,11 +457,4 @@ fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
-}
-
-fn is_trust_domain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 255
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
 }

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use super::config::{ClientFiles, ProxyConfig};
 use crate::creds::{self, CredError, Live};
 use crate::metrics::Metrics;
-use crate::pki::{self, Authority, KeyType, LeafSpec, Usage};
+use crate::pki::{Authority, KeyType, LeafSpec, Usage};
 use crate::tls;
 
 pub const KIND_CLIENT: &str = "client";
@@ -235,6 +235,7 @@ fn load_roots(
     ))
 }
 
+use crate::x509::CertFacts;
 use creds::{leaf_serial, serial_of};
 
 /// Mints leaves with the identity of the current credential.
@@ -256,8 +257,8 @@ impl Minter {
             path: key.to_path_buf(),
             detail: format!("cannot mint with this CA: {e}"),
         })?;
-        let ca_self_signed = x509_parser::parse_x509_certificate(&ca.cert)
-            .map(|(_, c)| c.subject().as_raw() == c.issuer().as_raw())
+        let ca_self_signed = CertFacts::from_der(&ca.cert)
+            .map(|f| f.self_signed)
             .unwrap_or(true);
         let tail = if ca_self_signed {
             Vec::new()
@@ -268,44 +269,14 @@ impl Minter {
             .cert
             .first()
             .ok_or_else(|| CredError::Tls("client credential has no certificate".into()))?;
-        let report = pki::inspect::inspect_bytes(
-            "client certificate",
-            leaf,
-            time::OffsetDateTime::now_utc(),
-        )
-        .map_err(|e| CredError::Tls(e.to_string()))?;
-        let info = report
-            .certificates
-            .first()
-            .ok_or_else(|| CredError::Tls("client certificate unreadable".into()))?;
-        let key_type = match (
-            info.key.algorithm.as_str(),
-            info.key.size_bits,
-            info.key.curve.as_deref(),
-        ) {
-            ("ECDSA", _, Some("P-384")) => KeyType::EcdsaP384,
-            ("ECDSA", _, _) => KeyType::EcdsaP256,
-            ("Ed25519", _, _) => KeyType::Ed25519,
-            ("RSA", b, _) if b >= 4096 => KeyType::Rsa4096,
-            ("RSA", b, _) if b >= 3072 => KeyType::Rsa3072,
-            _ => KeyType::Rsa2048,
-        };
-        let (_, x) =
-            x509_parser::parse_x509_certificate(leaf).map_err(|e| CredError::Tls(e.to_string()))?;
-        let lifetime = x.validity().not_after.timestamp() - x.validity().not_before.timestamp();
-        let common_name = x
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|c| c.as_str().ok())
-            .unwrap_or("certshift")
-            .to_string();
+        let facts = CertFacts::from_der(leaf).map_err(|e| CredError::Tls(e.to_string()))?;
+        let lifetime = facts.lifetime().whole_seconds();
         Ok(Minter {
             ca,
             tail,
-            key_type,
-            common_name,
-            spiffe_id: info.spiffe_id.clone(),
+            key_type: KeyType::like(&facts.key),
+            common_name: facts.common_name.unwrap_or_else(|| "certshift".into()),
+            spiffe_id: facts.spiffe_id.map(|id| id.to_string()),
             validity: Duration::from_secs(lifetime.max(3600) as u64),
         })
     }
