@@ -34,7 +34,7 @@ pub use engine::{run, LoadConfig, LoadRun, Mark, Marks};
 pub use op::Target;
 
 use crate::creds::{self, Live};
-use crate::pki::Manifest;
+use crate::pki::PkiDir;
 use crate::report::{LoadReport, Outputs};
 use crate::tls::{client_config, ClientCert, TlsMode, TlsVersions};
 
@@ -217,20 +217,20 @@ impl LoadArgs {
                     format!("{} resolves to no address", self.target),
                 )
             })?;
-        let manifest = self.pki.as_deref().map(Manifest::load).transpose()?;
+        let pki = self.pki.as_deref().map(PkiDir::open).transpose()?;
 
         let mut client = None;
         let tls = match self.tls {
             TlsMode::Off => None,
             mode => {
-                let cas = match (&self.ca[..], &self.pki) {
-                    ([], Some(dir)) => vec![dir.join("ca/ca.crt")],
+                let cas = match (&self.ca[..], &pki) {
+                    ([], Some(pki)) => vec![pki.ca_cert()],
                     ([], None) => return Err(usage("--ca", "TLS needs the CA that signed the target's certificate: pass --ca FILE or --pki DIR".into())),
                     (cas, _) => cas.to_vec(),
                 };
                 let roots = creds::load_roots(&cas)?;
                 let cert = if mode == TlsMode::Mtls {
-                    let (cert, key) = self.client_files(manifest.as_ref())?;
+                    let (cert, key) = self.client_files(pki.as_ref())?;
                     let (ck, fp) = creds::load_client_pair(&cert, &key)?;
                     let live = Arc::new(Live::new(ck, fp));
                     client = Some((live.clone(), cert, key));
@@ -292,25 +292,25 @@ impl LoadArgs {
         })
     }
 
-    fn client_files(&self, manifest: Option<&Manifest>) -> anyhow::Result<(PathBuf, PathBuf)> {
+    fn client_files(&self, pki: Option<&PkiDir>) -> anyhow::Result<(PathBuf, PathBuf)> {
         if let (Some(c), Some(k)) = (&self.cert, &self.key) {
             return Ok((c.clone(), k.clone()));
         }
-        let (Some(m), Some(dir)) = (manifest, &self.pki) else {
+        let Some(pki) = pki else {
             anyhow::bail!("--cert: mTLS needs a client identity: pass --cert/--key, or --pki DIR [--identity SERVICE], or use --tls tls");
         };
         let service = match &self.identity {
             Some(s) => s.clone(),
-            None => m.services.first().cloned().unwrap_or_default(),
+            None => pki.manifest().services.first().cloned().unwrap_or_default(),
         };
-        let e = m.client(&service).ok_or_else(|| {
+        let files = pki.client(&service).ok_or_else(|| {
             anyhow::anyhow!(
                 "--identity: {service:?} is not a service of the PKI in {}; it has {}",
-                dir.display(),
-                m.services.join(", ")
+                pki.dir().display(),
+                pki.manifest().services.join(", ")
             )
         })?;
-        Ok((dir.join(&e.cert), dir.join(&e.key)))
+        Ok((files.cert, files.key))
     }
 }
 

@@ -12,6 +12,10 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::issue::{key_pem, pem_cert, self_signed_leaf, Authority, Issued, LeafSpec, Usage};
+use super::layout::{
+    CA_DIR, CA_FILE, CA_KEY_FILE, CERT_FILE, CLIENTS_DIR, CRL_FILE, INTERMEDIATE_FILE,
+    INTERMEDIATE_KEY_FILE, KEY_FILE, SERVER_DIR, UNTRUSTED_CA_DIR, VARIANTS_DIR,
+};
 use super::manifest::{Entry, EntryFacts, Manifest, Role, FORMAT_VERSION, MANIFEST_FILE};
 use super::write::PkiFile;
 use super::{KeyType, PkiError, Variant};
@@ -153,23 +157,23 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
     };
     let root_pem = pem_cert(&root.cert);
 
-    out.ca("ca", Role::Ca, "ca", "ca.crt", "ca.key", &root)?;
+    out.ca("ca", Role::Ca, CA_DIR, CA_FILE, CA_KEY_FILE, &root)?;
     if let Some(i) = &intermediate {
         out.ca(
             "intermediate-ca",
             Role::IntermediateCa,
-            "ca",
-            "intermediate.crt",
-            "intermediate.key",
+            CA_DIR,
+            INTERMEDIATE_FILE,
+            INTERMEDIATE_KEY_FILE,
             i,
         )?;
     }
     out.ca(
         "other-ca",
         Role::UntrustedCa,
-        "other-ca",
-        "ca.crt",
-        "ca.key",
+        UNTRUSTED_CA_DIR,
+        CA_FILE,
+        CA_KEY_FILE,
         &untrusted,
     )?;
 
@@ -181,7 +185,7 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
         SERVER_ACCOUNT,
     )?);
     let issued = issuing.issue(&server, kt)?;
-    let entry = Meta::new("server", Role::Server, "server".into());
+    let entry = Meta::new("server", Role::Server, SERVER_DIR.into());
     out.leaf(
         entry.spiffe(server.spiffe_id.clone()),
         &chain_of(&issued),
@@ -192,7 +196,7 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
     for service in &opts.services {
         let spec = client_spec(opts, service, now)?;
         let issued = issuing.issue(&spec, kt)?;
-        let meta = Meta::new(service, Role::Client, format!("clients/{service}"))
+        let meta = Meta::new(service, Role::Client, format!("{CLIENTS_DIR}/{service}"))
             .client(Variant::Valid, service);
         out.leaf(
             meta.spiffe(spec.spiffe_id.clone()),
@@ -259,8 +263,12 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
         if variant == Variant::Revoked {
             revoked.push(issued.serial.clone());
         }
-        let meta = Meta::new(variant.name(), Role::Variant, format!("variants/{variant}"))
-            .client(variant, first);
+        let meta = Meta::new(
+            variant.name(),
+            Role::Variant,
+            format!("{VARIANTS_DIR}/{variant}"),
+        )
+        .client(variant, first);
         out.leaf(meta.spiffe(spec.spiffe_id.clone()), &chain, &issued, None)?;
     }
 
@@ -274,7 +282,7 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
     if !crl.ends_with('\n') {
         crl.push('\n');
     }
-    out.file("ca/crl.pem", crl.into_bytes(), false);
+    out.file(&format!("{CA_DIR}/{CRL_FILE}"), crl.into_bytes(), false);
 
     let manifest = Manifest {
         format: FORMAT_VERSION,
@@ -411,12 +419,12 @@ impl Builder {
         ca_pem: Option<&str>,
     ) -> Result<(), PkiError> {
         let dir = meta.path.clone();
-        let (cert_path, key_path) = (format!("{dir}/tls.crt"), format!("{dir}/tls.key"));
+        let (cert_path, key_path) = (format!("{dir}/{CERT_FILE}"), format!("{dir}/{KEY_FILE}"));
         let chain_pem: String = chain.iter().map(pem_cert).collect();
         self.file(&cert_path, chain_pem.into_bytes(), false);
         self.file(&key_path, key_pem(&issued.key).into_bytes(), true);
         if let Some(ca) = ca_pem {
-            self.file(&format!("{dir}/ca.crt"), ca.as_bytes().to_vec(), false);
+            self.file(&format!("{dir}/{CA_FILE}"), ca.as_bytes().to_vec(), false);
         }
         let facts = EntryFacts::of(&issued.cert)?;
         self.entries.push(Entry {

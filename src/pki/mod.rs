@@ -2,8 +2,9 @@
 //! catalogue of bad client variants, CRLs, and certificate inspection.
 //!
 //! Owns: deciding what a test PKI contains ([`generate`]), issuing with rcgen
-//! ([`issue`]), the `manifest.toml` contract ([`manifest`]), writing keys
-//! safely ([`write`]) and reading certificates back for people ([`inspect`]).
+//! ([`issue`]), the `manifest.toml` contract ([`manifest`]), where every file
+//! of a `--pki` directory lives ([`layout`], [`PkiDir`]), writing keys safely
+//! ([`write`]) and reading certificates back for people ([`inspect`]).
 //! Never: serves, verifies peers or loads live credentials (that is `creds`),
 //! and imports nothing from above the material layer (`x509`, `spiffe`).
 
@@ -11,6 +12,7 @@ pub mod cmd;
 mod generate;
 pub mod inspect;
 mod issue;
+pub mod layout;
 mod manifest;
 mod variant;
 mod write;
@@ -24,6 +26,7 @@ pub use issue::{
     key_pem, pem_cert, random_serial, self_signed_leaf, serial_number, Authority, Issued, KeyType,
     LeafSpec, Usage,
 };
+pub use layout::{CredentialFiles, PkiDir};
 pub use manifest::{Entry, Manifest, Role, MANIFEST_FILE};
 pub use variant::{Expect, UnknownVariant, Variant};
 pub use write::{write_files, PkiFile};

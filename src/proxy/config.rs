@@ -1,14 +1,14 @@
 //! `certshift proxy` options and their validation into a [`ProxyConfig`].
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
 
 use super::file::{self, ConfigFile, FileError};
 use crate::creds::ServerFiles;
-use crate::pki::{Manifest, Role};
+use crate::pki::PkiDir;
 use crate::plan::{Plan, PlanError};
 use crate::tls::{ClientAuth, TlsVersions};
 
@@ -256,8 +256,9 @@ pub struct ProxyConfig {
 
 impl ProxyArgs {
     fn validate(self) -> Result<ProxyConfig, ConfigError> {
-        let manifest = self.pki.as_deref().map(Manifest::load).transpose()?;
-        let pki = |rel: &str| self.pki.as_deref().map(|d: &Path| d.join(rel));
+        let pki = self.pki.as_deref().map(PkiDir::open).transpose()?;
+        let manifest = pki.as_ref().map(PkiDir::manifest);
+        let server = pki.as_ref().and_then(PkiDir::server);
 
         let plan = match (&self.present, &self.present_sequence) {
             (Some(w), _) => Plan::parse_weights(w, self.seed.unwrap_or_else(rand::random))?,
@@ -266,7 +267,7 @@ impl ProxyArgs {
         };
 
         // The identity and the bad variants.
-        let identity = match (&manifest, &self.identity) {
+        let identity = match (manifest, &self.identity) {
             (Some(m), Some(id)) if m.client(id).is_none() => {
                 return Err(flag(
                     "--identity",
@@ -280,22 +281,20 @@ impl ProxyArgs {
             (None, Some(_)) => return Err(flag("--identity", "needs --pki DIR")),
             (None, None) => None,
         };
-        let client = match (&self.client_cert, &self.client_key, &manifest, &identity) {
+        let client = match (&self.client_cert, &self.client_key, &pki, &identity) {
             (Some(c), Some(k), _, _) => Some(ClientFiles {
                 cert: c.clone(),
                 key: k.clone(),
             }),
-            (_, _, Some(m), Some(id)) => m.client(id).and_then(|e| {
-                self.pki.as_ref().map(|d| ClientFiles {
-                    cert: d.join(&e.cert),
-                    key: d.join(&e.key),
-                })
+            (_, _, Some(pki), Some(id)) => pki.client(id).map(|f| ClientFiles {
+                cert: f.cert,
+                key: f.key,
             }),
             _ => None,
         };
         let mut variants = Vec::new();
         for v in plan.needs() {
-            let (Some(m), Some(dir)) = (&manifest, &self.pki) else {
+            let Some(pki) = &pki else {
                 return Err(flag(
                     "--present",
                     format!(
@@ -303,14 +302,14 @@ impl ProxyArgs {
                     ),
                 ));
             };
-            let Some(e) = m.variant(v) else {
-                return Err(flag("--present", format!("the PKI in {} has no {v} credential (missing-intermediate needs `pki init --intermediate`)", dir.display())));
+            let Some(f) = pki.variant(v) else {
+                return Err(flag("--present", format!("the PKI in {} has no {v} credential (missing-intermediate needs `pki init --intermediate`)", pki.dir().display())));
             };
             variants.push((
                 v,
                 ClientFiles {
-                    cert: dir.join(&e.cert),
-                    key: dir.join(&e.key),
+                    cert: f.cert,
+                    key: f.key,
                 },
             ));
         }
@@ -338,7 +337,10 @@ impl ProxyArgs {
                 format!("{:?} is not HOST:PORT", self.upstream),
             )
         })?;
-        let upstream_cas = match (self.upstream_ca.is_empty(), pki("ca/ca.crt")) {
+        let upstream_cas = match (
+            self.upstream_ca.is_empty(),
+            pki.as_ref().map(PkiDir::ca_cert),
+        ) {
             (false, _) => self.upstream_ca.clone(),
             (true, Some(ca)) => vec![ca],
             (true, None) => Vec::new(),
@@ -353,7 +355,7 @@ impl ProxyArgs {
                 let cert = self
                     .listen_cert
                     .clone()
-                    .or_else(|| pki("server/tls.crt"))
+                    .or_else(|| server.as_ref().map(|f| f.cert.clone()))
                     .ok_or_else(|| {
                         flag(
                             "--listen-cert",
@@ -363,14 +365,18 @@ impl ProxyArgs {
                 let key = self
                     .listen_key
                     .clone()
-                    .or_else(|| pki("server/tls.key"))
+                    .or_else(|| server.as_ref().map(|f| f.key.clone()))
                     .ok_or_else(|| {
                         flag(
                             "--listen-key",
                             "required with --listen-tls tls|mtls (or --pki DIR)",
                         )
                     })?;
-                let client_cas = match (mode, self.listen_client_ca.is_empty(), pki("ca/ca.crt")) {
+                let client_cas = match (
+                    mode,
+                    self.listen_client_ca.is_empty(),
+                    pki.as_ref().map(PkiDir::ca_cert),
+                ) {
                     (TlsMode::Mtls, false, _) => self.listen_client_ca.clone(),
                     (TlsMode::Mtls, true, Some(ca)) => vec![ca],
                     (TlsMode::Mtls, true, None) => {
@@ -385,7 +391,7 @@ impl ProxyArgs {
                     mode,
                     self.listen_crl.is_empty(),
                     self.listen_client_ca.is_empty(),
-                    pki("ca/crl.pem"),
+                    pki.as_ref().map(PkiDir::crl),
                 ) {
                     (TlsMode::Mtls, false, _, _) => self.listen_crl.clone(),
                     (TlsMode::Mtls, true, true, Some(crl)) if crl.exists() => vec![crl],
@@ -400,21 +406,9 @@ impl ProxyArgs {
             }
         };
 
-        let rotate_ca = match (
-            &self.rotate_ca_cert,
-            &self.rotate_ca_key,
-            &manifest,
-            &self.pki,
-        ) {
-            (Some(c), Some(k), _, _) => Some((c.clone(), k.clone())),
-            (_, _, Some(m), Some(dir)) => {
-                let issuing = m
-                    .credentials
-                    .iter()
-                    .find(|e| e.role == Role::IntermediateCa)
-                    .or_else(|| m.credentials.iter().find(|e| e.role == Role::Ca));
-                issuing.map(|e| (dir.join(&e.cert), dir.join(&e.key)))
-            }
+        let rotate_ca = match (&self.rotate_ca_cert, &self.rotate_ca_key, &pki) {
+            (Some(c), Some(k), _) => Some((c.clone(), k.clone())),
+            (_, _, Some(pki)) => pki.issuing_ca().map(|f| (f.cert, f.key)),
             _ => None,
         };
         if self.rotate_every.is_some() && rotate_ca.is_none() {
