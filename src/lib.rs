@@ -20,6 +20,7 @@
 //!
 //! ```text
 //!  pki ──writes──▶ test PKI on disk (manifest.toml: every credential and its expected verdict)
+//!  x509, spiffe ──facts read once from a certificate; the workload identity
 //!  creds ──loads, checks, publishes (Live<T>); reload on file change / SIGHUP
 //!  tls ──rustls configs from checked material; the Outcome and Verdict of every attempt
 //!  net ──connect + handshake under per-phase deadlines, the HTTP/1.1 exchange; accept helpers
@@ -55,7 +56,9 @@
 //! | 8 connections | [`accept`] | the accept loop shared by servers: connection cap, back-off, drain then close |
 //! | 9 tls | [`tls`] | rustls config builders, SPIFFE and accept-anything verifiers, [`tls::Outcome`] |
 //! | 10 credentials | [`creds`] | loading and checking credential files; live values and reload triggers |
-//! | 11 material | [`pki`] | test PKI generation (rcgen), the variant catalogue, `manifest.toml`, inspection |
+//! | 11 material | [`pki`] | test PKI generation (rcgen) under its own CA or the user's, the variant catalogue, `manifest.toml` and the directory layout, inspection |
+//! | 12 facts | [`x509`] | certificate facts parsed once from DER (serial, fingerprint, validity, SANs, key, CA flag, usages), PEM labels |
+//! | 13 identity | [`spiffe`] | the SPIFFE ID: parsing by the standard's rules, trust domain, Istio principal |
 #![forbid(unsafe_code)]
 
 pub mod accept;
@@ -73,4 +76,6 @@ pub mod proxy;
 pub mod report;
 pub mod rotation_test;
 pub mod serve;
+pub mod spiffe;
 pub mod tls;
+pub mod x509;

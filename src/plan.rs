@@ -50,7 +50,7 @@ impl Presented {
     pub fn expected(self) -> Expect {
         match self {
             Presented::None => Expect::Reject,
-            Presented::Variant(v) => v.expect(),
+            Presented::Variant(v) => v.expected(),
         }
     }
 }

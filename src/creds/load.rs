@@ -12,6 +12,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use super::Sources;
+use crate::x509::{looks_like_pem, pem_labels};
 
 /// Why a credential file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -165,10 +166,10 @@ pub fn leaf_serial(ck: &CertifiedKey) -> Option<String> {
     ck.cert.first().map(serial_of)
 }
 
+/// The serial of a certificate (see [`crate::x509::serial_hex`]); empty when
+/// it does not parse, since it only labels a log line or a timeline mark.
 pub fn serial_of(der: &CertificateDer<'_>) -> String {
-    x509_parser::parse_x509_certificate(der)
-        .map(|(_, c)| crate::pki::serial_hex(c.raw_serial()))
-        .unwrap_or_default()
+    crate::x509::serial_of(der).unwrap_or_default()
 }
 
 /// Trust anchors from one or more CA bundle files.
@@ -236,29 +237,6 @@ pub fn provider() -> Arc<CryptoProvider> {
     CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-}
-
-fn looks_like_pem(bytes: &[u8]) -> bool {
-    bytes.windows(11).any(|w| w == b"-----BEGIN ")
-}
-
-/// The labels of all `-----BEGIN X-----` lines, including ones the PEM
-/// parser skips (e.g. "ENCRYPTED PRIVATE KEY"), so an error can say what a
-/// wrong file is.
-pub fn pem_labels(bytes: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(bytes);
-    let mut labels: Vec<String> = Vec::new();
-    for line in text.lines() {
-        let label = line
-            .trim()
-            .strip_prefix("-----BEGIN ")
-            .and_then(|l| l.strip_suffix("-----"));
-        match label {
-            Some(l) if !labels.iter().any(|seen| seen == l) => labels.push(l.to_string()),
-            _ => {}
-        }
-    }
-    labels
 }
 
 /// "; it holds: PRIVATE KEY" — the tail of a wrong-file error.

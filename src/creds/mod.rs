@@ -15,8 +15,8 @@ mod watch;
 pub use live::{Live, ReloadStatus};
 pub use load::{
     add_roots, certified_key, leaf_serial, load_certified_key, load_chain, load_crls, load_key,
-    load_roots, parse_chain, parse_crls, parse_key, pem_labels, provider, read, read_client_pair,
-    serial_of, CredError,
+    load_roots, parse_chain, parse_crls, parse_key, provider, read, read_client_pair, serial_of,
+    CredError,
 };
 pub use publish::{Fingerprint, Loaded, Publisher, RotationKind, RotationLog, Sources};
 pub use server::{ServerFiles, ServerTlsMaterial};

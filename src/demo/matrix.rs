@@ -10,7 +10,7 @@ use anyhow::Context;
 use rustls_pki_types::ServerName;
 
 use crate::creds;
-use crate::pki::{Expect, Manifest};
+use crate::pki::{Expect, Manifest, PkiDir};
 use crate::probe::{self, Probe};
 use crate::tls::{client_config, ClientCert, Outcome, TlsVersion, TlsVersions, Verdict};
 
@@ -67,7 +67,8 @@ pub async fn matrix(
     manifest: &Manifest,
     versions: &TlsVersions,
 ) -> anyhow::Result<Vec<Row>> {
-    let roots = creds::load_roots(&[dir.join("ca/ca.crt")])?;
+    let pki = PkiDir::new(dir, manifest.clone());
+    let roots = creds::load_roots(&[pki.ca_cert()])?;
     let name = ServerName::try_from(
         manifest
             .server_names
@@ -83,7 +84,8 @@ pub async fn matrix(
         ClientCert::None,
     )];
     for e in manifest.clients() {
-        let ck = creds::load_certified_key(&dir.join(&e.cert), &dir.join(&e.key))?;
+        let files = pki.files(e);
+        let ck = creds::load_certified_key(&files.cert, &files.key)?;
         let variant = e.variant.map(|v| v.name().to_string()).unwrap_or_default();
         presented.push((
             e.name.clone(),

@@ -35,7 +35,7 @@ pub use op::Target;
 
 use crate::creds::{self, Loaded, Publisher, RotationKind, Sources};
 use crate::net::TlsTarget;
-use crate::pki::Manifest;
+use crate::pki::PkiDir;
 use crate::report::Outputs;
 use crate::tls::{client_config, ClientCert, TlsMode, TlsVersions};
 
@@ -188,9 +188,9 @@ impl LoadArgs {
     pub async fn setup(&self) -> Result<LoadSetup, LoadError> {
         self.check_numbers()?;
         let (method, addr) = (self.request_method()?, self.resolve().await?);
-        let manifest = self.pki.as_deref().map(Manifest::load).transpose()?;
+        let pki = self.pki.as_deref().map(PkiDir::open).transpose()?;
         let marks = Marks::default();
-        let (tls, client) = self.tls(manifest.as_ref(), &marks)?;
+        let (tls, client) = self.tls(pki.as_ref(), &marks)?;
         let target = Target {
             addr,
             tls,
@@ -296,7 +296,7 @@ impl LoadArgs {
     /// publications marked on `marks`), resumption, the name to verify.
     fn tls(
         &self,
-        manifest: Option<&Manifest>,
+        pki: Option<&PkiDir>,
         marks: &Marks,
     ) -> Result<(Option<TlsTarget>, Option<RotatingClient>), LoadError> {
         if self.tls != TlsMode::Mtls && (self.cert.is_some() || self.identity.is_some()) {
@@ -305,15 +305,15 @@ impl LoadArgs {
         if self.tls == TlsMode::Off {
             return Ok((None, None));
         }
-        let cas = match (&self.ca[..], &self.pki) {
-            ([], Some(dir)) => vec![dir.join("ca/ca.crt")],
+        let cas = match (&self.ca[..], pki) {
+            ([], Some(pki)) => vec![pki.ca_cert()],
             ([], None) => return Err(flag("--ca", "TLS needs the CA that signed the target's certificate: pass --ca FILE or --pki DIR")),
             (cas, _) => cas.to_vec(),
         };
         let roots = creds::load_roots(&cas)?;
         let mut client = None;
         let cert = if self.tls == TlsMode::Mtls {
-            let (cert, key) = self.client_files(manifest)?;
+            let (cert, key) = self.client_files(pki)?;
             let publisher = client_publisher(cert.clone(), key.clone(), marks)?;
             let live = publisher.live().clone();
             client = Some((Arc::new(publisher), [cert, key]));
@@ -341,28 +341,28 @@ impl LoadArgs {
         Ok((Some((Arc::new(config), name)), client))
     }
 
-    fn client_files(&self, manifest: Option<&Manifest>) -> Result<(PathBuf, PathBuf), LoadError> {
+    fn client_files(&self, pki: Option<&PkiDir>) -> Result<(PathBuf, PathBuf), LoadError> {
         if let (Some(c), Some(k)) = (&self.cert, &self.key) {
             return Ok((c.clone(), k.clone()));
         }
-        let (Some(m), Some(dir)) = (manifest, &self.pki) else {
+        let Some(pki) = pki else {
             return Err(flag("--cert", "mTLS needs a client identity: pass --cert/--key, or --pki DIR [--identity SERVICE], or use --tls tls"));
         };
         let service = match &self.identity {
             Some(s) => s.clone(),
-            None => m.services.first().cloned().unwrap_or_default(),
+            None => pki.manifest().services.first().cloned().unwrap_or_default(),
         };
-        let e = m.client(&service).ok_or_else(|| {
+        let files = pki.client(&service).ok_or_else(|| {
             flag(
                 "--identity",
                 format!(
                     "{service:?} is not a service of the PKI in {}; it has {}",
-                    dir.display(),
-                    m.services.join(", ")
+                    pki.dir().display(),
+                    pki.manifest().services.join(", ")
                 ),
             )
         })?;
-        Ok((dir.join(&e.cert), dir.join(&e.key)))
+        Ok((files.cert, files.key))
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::inspect::{inspect_file, render_text};
-use super::{init, KeyType, PkiOptions, Role};
+use super::{init, layout, KeyType, PkiOptions, Role};
 
 /// `certshift pki init` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -90,7 +90,8 @@ pub fn run_init(args: &InitArgs) -> anyhow::Result<()> {
         };
         println!("  {shown:<34} {what}");
     }
-    println!("  {:<34} CRL revoking the `revoked` variant", "ca/crl.pem");
+    let crl = format!("{}/{}", layout::CA_DIR, layout::CRL_FILE);
+    println!("  {crl:<34} CRL revoking the `revoked` variant");
     println!("  {:<34} index of all of the above", super::MANIFEST_FILE);
     Ok(())
 }

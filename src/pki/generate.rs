@@ -12,9 +12,14 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::issue::{key_pem, pem_cert, self_signed_leaf, Authority, Issued, LeafSpec, Usage};
-use super::manifest::{CertFacts, Entry, Manifest, Role, FORMAT_VERSION, MANIFEST_FILE};
+use super::layout::{
+    CA_DIR, CA_FILE, CA_KEY_FILE, CERT_FILE, CLIENTS_DIR, CRL_FILE, INTERMEDIATE_FILE,
+    INTERMEDIATE_KEY_FILE, KEY_FILE, SERVER_DIR, UNTRUSTED_CA_DIR, VARIANTS_DIR,
+};
+use super::manifest::{Entry, EntryFacts, Manifest, Role, FORMAT_VERSION, MANIFEST_FILE};
 use super::write::PkiFile;
-use super::{spiffe_id, KeyType, PkiError, Variant};
+use super::{KeyType, PkiError, Variant};
+use crate::spiffe::{is_trust_domain, SpiffeId};
 
 /// Longest leaf validity: keeps date arithmetic in range and test
 /// credentials short-lived.
@@ -152,35 +157,35 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
     };
     let root_pem = pem_cert(&root.cert);
 
-    out.ca("ca", Role::Ca, "ca", "ca.crt", "ca.key", &root)?;
+    out.ca("ca", Role::Ca, CA_DIR, CA_FILE, CA_KEY_FILE, &root)?;
     if let Some(i) = &intermediate {
         out.ca(
             "intermediate-ca",
             Role::IntermediateCa,
-            "ca",
-            "intermediate.crt",
-            "intermediate.key",
+            CA_DIR,
+            INTERMEDIATE_FILE,
+            INTERMEDIATE_KEY_FILE,
             i,
         )?;
     }
     out.ca(
         "other-ca",
         Role::UntrustedCa,
-        "other-ca",
-        "ca.crt",
-        "ca.key",
+        UNTRUSTED_CA_DIR,
+        CA_FILE,
+        CA_KEY_FILE,
         &untrusted,
     )?;
 
     let mut server = LeafSpec::new("certshift-serve", Usage::Server, now, opts.validity);
     server.names = opts.server_names.clone();
-    server.spiffe_id = Some(spiffe_id(
+    server.spiffe_id = Some(istio_id(
         &opts.trust_domain,
         &opts.namespace,
         SERVER_ACCOUNT,
-    ));
+    )?);
     let issued = issuing.issue(&server, kt)?;
-    let entry = Meta::new("server", Role::Server, "server".into());
+    let entry = Meta::new("server", Role::Server, SERVER_DIR.into());
     out.leaf(
         entry.spiffe(server.spiffe_id.clone()),
         &chain_of(&issued),
@@ -189,9 +194,9 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
     )?;
 
     for service in &opts.services {
-        let spec = client_spec(opts, service, now);
+        let spec = client_spec(opts, service, now)?;
         let issued = issuing.issue(&spec, kt)?;
-        let meta = Meta::new(service, Role::Client, format!("clients/{service}"))
+        let meta = Meta::new(service, Role::Client, format!("{CLIENTS_DIR}/{service}"))
             .client(Variant::Valid, service);
         out.leaf(
             meta.spiffe(spec.spiffe_id.clone()),
@@ -209,7 +214,7 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
         if variant == Variant::Valid || (variant.needs_intermediate() && intermediate.is_none()) {
             continue;
         }
-        let mut spec = client_spec(opts, first, now);
+        let mut spec = client_spec(opts, first, now)?;
         let day = time::Duration::days(1);
         // What differs from a valid credential: the spec, who signs, and
         // whether the chain travels with the leaf.
@@ -234,7 +239,7 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
                 (Signer::Issuing, true)
             }
             Variant::WrongTrustDomain => {
-                spec.spiffe_id = Some(spiffe_id("evil.example", &opts.namespace, first));
+                spec.spiffe_id = Some(istio_id("evil.example", &opts.namespace, first)?);
                 (Signer::Issuing, true)
             }
             Variant::NoSpiffeId => {
@@ -258,8 +263,12 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
         if variant == Variant::Revoked {
             revoked.push(issued.serial.clone());
         }
-        let meta = Meta::new(variant.name(), Role::Variant, format!("variants/{variant}"))
-            .client(variant, first);
+        let meta = Meta::new(
+            variant.name(),
+            Role::Variant,
+            format!("{VARIANTS_DIR}/{variant}"),
+        )
+        .client(variant, first);
         out.leaf(meta.spiffe(spec.spiffe_id.clone()), &chain, &issued, None)?;
     }
 
@@ -273,7 +282,7 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
     if !crl.ends_with('\n') {
         crl.push('\n');
     }
-    out.file("ca/crl.pem", crl.into_bytes(), false);
+    out.file(&format!("{CA_DIR}/{CRL_FILE}"), crl.into_bytes(), false);
 
     let manifest = Manifest {
         format: FORMAT_VERSION,
@@ -306,10 +315,19 @@ enum Signer {
     Itself,
 }
 
-fn client_spec(opts: &PkiOptions, service: &str, now: OffsetDateTime) -> LeafSpec {
+fn client_spec(
+    opts: &PkiOptions,
+    service: &str,
+    now: OffsetDateTime,
+) -> Result<LeafSpec, PkiError> {
     let mut spec = LeafSpec::new(service, Usage::Client, now, opts.validity);
-    spec.spiffe_id = Some(spiffe_id(&opts.trust_domain, &opts.namespace, service));
-    spec
+    spec.spiffe_id = Some(istio_id(&opts.trust_domain, &opts.namespace, service)?);
+    Ok(spec)
+}
+
+/// The Istio-form SPIFFE ID of a workload, as the certificate carries it.
+fn istio_id(trust_domain: &str, namespace: &str, account: &str) -> Result<String, PkiError> {
+    Ok(SpiffeId::istio(trust_domain, namespace, account)?.to_string())
 }
 
 struct Meta<'a> {
@@ -371,7 +389,7 @@ impl Builder {
         let (cert_path, key_path) = (format!("{dir}/{cert}"), format!("{dir}/{key}"));
         self.file(&cert_path, pem_cert(&ca.cert).into_bytes(), false);
         self.file(&key_path, key_pem(ca.key()).into_bytes(), true);
-        let facts = CertFacts::of(&ca.cert)?;
+        let facts = EntryFacts::of(&ca.cert)?;
         self.entries.push(Entry {
             name: name.into(),
             role,
@@ -401,14 +419,14 @@ impl Builder {
         ca_pem: Option<&str>,
     ) -> Result<(), PkiError> {
         let dir = meta.path.clone();
-        let (cert_path, key_path) = (format!("{dir}/tls.crt"), format!("{dir}/tls.key"));
+        let (cert_path, key_path) = (format!("{dir}/{CERT_FILE}"), format!("{dir}/{KEY_FILE}"));
         let chain_pem: String = chain.iter().map(pem_cert).collect();
         self.file(&cert_path, chain_pem.into_bytes(), false);
         self.file(&key_path, key_pem(&issued.key).into_bytes(), true);
         if let Some(ca) = ca_pem {
-            self.file(&format!("{dir}/ca.crt"), ca.as_bytes().to_vec(), false);
+            self.file(&format!("{dir}/{CA_FILE}"), ca.as_bytes().to_vec(), false);
         }
-        let facts = CertFacts::of(&issued.cert)?;
+        let facts = EntryFacts::of(&issued.cert)?;
         self.entries.push(Entry {
             name: meta.name.into(),
             role: meta.role,
@@ -422,7 +440,7 @@ impl Builder {
             not_before: facts.not_before,
             not_after: facts.not_after,
             sha256: facts.sha256,
-            expect: meta.variant.map(Variant::expect),
+            expect: meta.variant.map(Variant::expected),
             why: meta.variant.map(|v| v.why().to_string()),
         });
         Ok(())
@@ -447,11 +465,4 @@ fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
-}
-
-fn is_trust_domain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 255
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
 }

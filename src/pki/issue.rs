@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::PkiError;
+use crate::x509::{KeyAlgorithm, KeyInfo};
 
 /// The key algorithm of every credential in a PKI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize)]
@@ -55,6 +56,20 @@ impl KeyType {
             KeyType::Rsa2048 => "rsa-2048",
             KeyType::Rsa3072 => "rsa-3072",
             KeyType::Rsa4096 => "rsa-4096",
+        }
+    }
+
+    /// The key type to mint a replacement for a certificate whose key is
+    /// `key`: the same algorithm and curve, RSA rounded down to a size rcgen
+    /// makes, and RSA 2048 for anything rcgen cannot generate (Ed448, RSA-PSS).
+    pub fn like(key: &KeyInfo) -> KeyType {
+        match (&key.algorithm, key.curve.as_deref()) {
+            (KeyAlgorithm::Ecdsa, Some("P-384")) => KeyType::EcdsaP384,
+            (KeyAlgorithm::Ecdsa, _) => KeyType::EcdsaP256,
+            (KeyAlgorithm::Ed25519, _) => KeyType::Ed25519,
+            (KeyAlgorithm::Rsa, _) if key.size_bits >= 4096 => KeyType::Rsa4096,
+            (KeyAlgorithm::Rsa, _) if key.size_bits >= 3072 => KeyType::Rsa3072,
+            _ => KeyType::Rsa2048,
         }
     }
 
@@ -413,6 +428,44 @@ mod tests {
             back.public_key_raw(),
             key.public_key_raw(),
             "same key after the rewrite"
+        );
+    }
+
+    #[test]
+    fn key_type_like_a_certificates_key_round_trips() {
+        let now = OffsetDateTime::now_utc();
+        let spec = LeafSpec::new("like", Usage::Client, now, Duration::from_secs(3600));
+        // RSA 3072/4096 take seconds to generate; their sizes are checked below.
+        for kt in [
+            KeyType::EcdsaP256,
+            KeyType::EcdsaP384,
+            KeyType::Ed25519,
+            KeyType::Rsa2048,
+        ] {
+            let issued = self_signed_leaf(&spec, kt).unwrap();
+            let facts = crate::x509::CertFacts::from_der(&issued.cert).unwrap();
+            assert_eq!(KeyType::like(&facts.key), kt, "{}", kt.name());
+        }
+        let key = |algorithm, size_bits| KeyInfo {
+            algorithm,
+            size_bits,
+            curve: None,
+        };
+        assert_eq!(
+            KeyType::like(&key(KeyAlgorithm::Rsa, 3072)),
+            KeyType::Rsa3072
+        );
+        assert_eq!(
+            KeyType::like(&key(KeyAlgorithm::Rsa, 8192)),
+            KeyType::Rsa4096
+        );
+        assert_eq!(
+            KeyType::like(&key(KeyAlgorithm::Ed448, 448)),
+            KeyType::Rsa2048
+        );
+        assert_eq!(
+            KeyType::like(&key(KeyAlgorithm::RsaPss, 4096)),
+            KeyType::Rsa2048
         );
     }
 }

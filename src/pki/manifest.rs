@@ -5,11 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use time::format_description::well_known::Rfc3339;
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{Expect, KeyType, PkiError, Variant};
+use crate::x509::{rfc3339, CertFacts};
 
 pub const MANIFEST_FILE: &str = "manifest.toml";
 pub const FORMAT_VERSION: u32 = 1;
@@ -147,52 +145,24 @@ impl Manifest {
 
 /// The facts a manifest entry records about a certificate, read back from the
 /// DER the way any other tool would see them.
-pub(crate) struct CertFacts {
+pub(crate) struct EntryFacts {
     pub serial: String,
     pub not_before: String,
     pub not_after: String,
     pub sha256: String,
 }
 
-impl CertFacts {
+impl EntryFacts {
     pub fn of(der: &[u8]) -> Result<Self, PkiError> {
-        let (_, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::Pem {
+        let facts = CertFacts::from_der(der).map_err(|e| PkiError::Pem {
             what: "issued certificate".into(),
             detail: e.to_string(),
         })?;
-        let time = |t: x509_parser::time::ASN1Time| {
-            t.to_datetime()
-                .format(&Rfc3339)
-                .unwrap_or_else(|_| t.to_string())
-        };
-        Ok(CertFacts {
-            serial: serial_hex(cert.raw_serial()),
-            not_before: time(cert.validity().not_before),
-            not_after: time(cert.validity().not_after),
-            sha256: fingerprint(der),
+        Ok(EntryFacts {
+            serial: facts.serial,
+            not_before: rfc3339(facts.not_before),
+            not_after: rfc3339(facts.not_after),
+            sha256: facts.sha256,
         })
     }
-}
-
-/// SHA-256 of `der`, colon-separated uppercase hex (openssl's `-fingerprint`).
-pub fn fingerprint(der: &[u8]) -> String {
-    hex_upper(&Sha256::digest(der), ":")
-}
-
-/// A serial as `openssl x509 -serial` prints it: uppercase hex of the
-/// unsigned value, without DER sign-padding zeros.
-pub fn serial_hex(raw: &[u8]) -> String {
-    let first = raw.iter().position(|&b| b != 0).unwrap_or(raw.len());
-    match &raw[first..] {
-        [] => "00".to_string(),
-        digits => hex_upper(digits, ""),
-    }
-}
-
-fn hex_upper(bytes: &[u8], sep: &str) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(sep)
 }

@@ -2,14 +2,17 @@
 //! catalogue of bad client variants, CRLs, and certificate inspection.
 //!
 //! Owns: deciding what a test PKI contains ([`generate`]), issuing with rcgen
-//! ([`issue`]), the `manifest.toml` contract ([`manifest`]), writing keys
-//! safely ([`write`]) and reading certificates back for people ([`inspect`]).
-//! Never: serves, verifies peers or loads live credentials (that is `creds`).
+//! ([`issue`]), the `manifest.toml` contract ([`manifest`]), where every file
+//! of a `--pki` directory lives ([`layout`], [`PkiDir`]), writing keys safely
+//! ([`write`]) and reading certificates back for people ([`inspect`]).
+//! Never: serves, verifies peers or loads live credentials (that is `creds`),
+//! and imports nothing from above the material layer (`x509`, `spiffe`).
 
 pub mod cmd;
 mod generate;
 pub mod inspect;
 mod issue;
+pub mod layout;
 mod manifest;
 mod variant;
 mod write;
@@ -23,7 +26,8 @@ pub use issue::{
     key_pem, pem_cert, random_serial, self_signed_leaf, serial_number, Authority, Issued, KeyType,
     LeafSpec, Usage,
 };
-pub use manifest::{fingerprint, serial_hex, Entry, Manifest, Role, MANIFEST_FILE};
+pub use layout::{CredentialFiles, PkiDir};
+pub use manifest::{Entry, Manifest, Role, MANIFEST_FILE};
 pub use variant::{Expect, UnknownVariant, Variant};
 pub use write::{write_files, PkiFile};
 
@@ -55,25 +59,8 @@ pub enum PkiError {
     },
     #[error("{path}: {detail}")]
     Manifest { path: PathBuf, detail: String },
-}
-
-/// `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`, Istio's form.
-pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {
-    format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
-}
-
-/// The SPIFFE ID among a certificate's URI SANs: the one URI whose scheme
-/// is `spiffe` (case-insensitive, RFC 3986). An X.509-SVID has exactly one
-/// URI SAN; two SPIFFE IDs is no identity at all.
-pub fn spiffe_id_in<'a>(uris: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let mut ids = uris.into_iter().filter(|u| {
-        u.get(..9)
-            .is_some_and(|s| s.eq_ignore_ascii_case("spiffe://"))
-    });
-    match (ids.next(), ids.next()) {
-        (Some(id), None) => Some(id),
-        _ => None,
-    }
+    #[error(transparent)]
+    Spiffe(#[from] crate::spiffe::SpiffeIdError),
 }
 
 /// Generate a PKI as of now and write it to `dir`; the manifest is returned.

@@ -74,7 +74,10 @@ impl Variant {
         }
     }
 
-    pub fn expect(self) -> Expect {
+    /// The verdict a strict server must give this credential: only the
+    /// identity's own valid credential is accepted. (Not `expect`: that reads
+    /// like `Option::expect`.)
+    pub fn expected(self) -> Expect {
         match self {
             Variant::Valid => Expect::Accept,
             _ => Expect::Reject,
@@ -148,7 +151,7 @@ mod tests {
     fn names_round_trip_and_only_valid_is_accepted() {
         for v in Variant::ALL {
             assert_eq!(v.name().parse::<Variant>(), Ok(v));
-            assert_eq!(v.expect() == Expect::Accept, v == Variant::Valid, "{v}");
+            assert_eq!(v.expected() == Expect::Accept, v == Variant::Valid, "{v}");
         }
         let err = "expird".parse::<Variant>().unwrap_err().to_string();
         assert!(

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::PkiError;
+use super::{layout, PkiError};
 
 /// One file of a PKI, relative to its root.
 #[derive(Clone)]
@@ -31,11 +31,11 @@ impl std::fmt::Debug for PkiFile {
 /// The top-level entries a PKI owns; `--force` replaces exactly these.
 const PKI_ENTRIES: [&str; 6] = [
     super::MANIFEST_FILE,
-    "ca",
-    "other-ca",
-    "server",
-    "clients",
-    "variants",
+    layout::CA_DIR,
+    layout::UNTRUSTED_CA_DIR,
+    layout::SERVER_DIR,
+    layout::CLIENTS_DIR,
+    layout::VARIANTS_DIR,
 ];
 
 /// Refuse a non-empty `dir` unless `force`; a missing `dir` is fine.

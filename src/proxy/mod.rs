@@ -45,6 +45,8 @@ pub enum ProxyError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Credentials(#[from] CredError),
+    #[error("cannot set up minting of client certificates (--rotate-every, --rotate-ca-cert, POST /rotate?mint)")]
+    Mint(#[from] MintError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,

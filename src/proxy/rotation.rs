@@ -19,6 +19,7 @@ use crate::creds::{self, CredError, Loaded, Publisher, RotationKind, RotationLog
 use crate::metrics::Metrics;
 use crate::pki::{self, Authority, KeyType, LeafSpec, Usage};
 use crate::tls;
+use crate::x509::CertFacts;
 
 /// Everything that can rotate in the proxy, each with its one publication path.
 pub struct ProxyCredentials {
@@ -34,7 +35,7 @@ pub struct ProxyCredentials {
 
 impl ProxyCredentials {
     /// Load everything once; any bad file here is a startup error.
-    pub fn load(cfg: Arc<ProxyConfig>, metrics: Metrics) -> Result<Self, CredError> {
+    pub fn load(cfg: Arc<ProxyConfig>, metrics: Metrics) -> Result<Self, super::ProxyError> {
         let log: Arc<dyn RotationLog> = Arc::new(metrics);
         let client = match cfg.client.clone() {
             Some(f) => Some(Publisher::load(
@@ -147,8 +148,10 @@ impl ProxyCredentials {
 pub enum MintError {
     #[error("minting needs a client identity and a CA (--rotate-ca-cert or --pki)")]
     Unavailable,
-    #[error("the client certificate cannot be read to copy its identity: {0}")]
-    Identity(String),
+    #[error("the client credential holds no certificate to copy an identity from")]
+    NoCertificate,
+    #[error("the client certificate cannot be read to copy its identity")]
+    Identity(#[from] crate::x509::FactsError),
     #[error("issuing a client leaf: {0}")]
     Issue(#[from] pki::PkiError),
     #[error(transparent)]
@@ -232,63 +235,30 @@ struct Minter {
 }
 
 impl Minter {
-    fn new(cert: &Path, key: &Path, current: &CertifiedKey) -> Result<Self, CredError> {
+    fn new(cert: &Path, key: &Path, current: &CertifiedKey) -> Result<Self, MintError> {
         let cert_pem = String::from_utf8_lossy(&creds::read(cert)?).into_owned();
         let key_pem = String::from_utf8_lossy(&creds::read(key)?).into_owned();
         let ca = Authority::from_pem(&cert_pem, &key_pem).map_err(|e| CredError::BadKey {
             path: key.to_path_buf(),
             detail: format!("cannot mint with this CA: {e}"),
         })?;
-        let ca_self_signed = x509_parser::parse_x509_certificate(&ca.cert)
-            .map(|(_, c)| c.subject().as_raw() == c.issuer().as_raw())
+        let ca_self_signed = CertFacts::from_der(&ca.cert)
+            .map(|f| f.self_signed)
             .unwrap_or(true);
         let tail = if ca_self_signed {
             Vec::new()
         } else {
             vec![ca.cert.clone()]
         };
-        let leaf = current
-            .cert
-            .first()
-            .ok_or_else(|| CredError::Tls("client credential has no certificate".into()))?;
-        let report = pki::inspect::inspect_bytes(
-            "client certificate",
-            leaf,
-            time::OffsetDateTime::now_utc(),
-        )
-        .map_err(|e| CredError::Tls(e.to_string()))?;
-        let info = report
-            .certificates
-            .first()
-            .ok_or_else(|| CredError::Tls("client certificate unreadable".into()))?;
-        let key_type = match (
-            info.key.algorithm.as_str(),
-            info.key.size_bits,
-            info.key.curve.as_deref(),
-        ) {
-            ("ECDSA", _, Some("P-384")) => KeyType::EcdsaP384,
-            ("ECDSA", _, _) => KeyType::EcdsaP256,
-            ("Ed25519", _, _) => KeyType::Ed25519,
-            ("RSA", b, _) if b >= 4096 => KeyType::Rsa4096,
-            ("RSA", b, _) if b >= 3072 => KeyType::Rsa3072,
-            _ => KeyType::Rsa2048,
-        };
-        let (_, x) =
-            x509_parser::parse_x509_certificate(leaf).map_err(|e| CredError::Tls(e.to_string()))?;
-        let lifetime = x.validity().not_after.timestamp() - x.validity().not_before.timestamp();
-        let common_name = x
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|c| c.as_str().ok())
-            .unwrap_or("certshift")
-            .to_string();
+        let leaf = current.cert.first().ok_or(MintError::NoCertificate)?;
+        let facts = CertFacts::from_der(leaf)?;
+        let lifetime = facts.lifetime().whole_seconds();
         Ok(Minter {
             ca,
             tail,
-            key_type,
-            common_name,
-            spiffe_id: info.spiffe_id.clone(),
+            key_type: KeyType::like(&facts.key),
+            common_name: facts.common_name.unwrap_or_else(|| "certshift".into()),
+            spiffe_id: facts.spiffe_id.map(|id| id.to_string()),
             validity: Duration::from_secs(lifetime.max(3600) as u64),
         })
     }

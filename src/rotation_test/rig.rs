@@ -22,7 +22,7 @@ use super::{Rotate, RotationTestArgs};
 use crate::creds::{self, CredError, Publisher, RotationKind};
 use crate::load::{Marks, Mode, Target};
 use crate::metrics::Metrics;
-use crate::pki::{self, Authority, KeyType, LeafSpec, Manifest, PkiOptions, Role, Usage};
+use crate::pki::{self, Authority, KeyType, LeafSpec, Manifest, PkiDir, PkiOptions, Role, Usage};
 use crate::proxy::{Proxy, ProxyArgs, ProxyHandle};
 use crate::report::RunInfo;
 use crate::serve::{ServeArgs, Service, ServiceHandle};
@@ -87,8 +87,9 @@ impl Rig {
         };
         let pki_dir = dir.join("pki");
         let manifest = pki::init(&pki_dir, &opts, false).context("generating the test PKI")?;
-        let issuing = authority(&pki_dir)?;
-        let ca_pem = std::fs::read_to_string(pki_dir.join("ca/ca.crt"))?;
+        let pki = PkiDir::new(&pki_dir, manifest.clone());
+        let issuing = authority(&pki)?;
+        let ca_pem = std::fs::read_to_string(pki.ca_cert())?;
         let (client_cn, client_spiffe) = client_identity(&manifest, None)?;
         let server = manifest.credentials.iter().find(|e| e.role == Role::Server);
         let mut rig = Rig {
@@ -166,19 +167,20 @@ impl Rig {
         let Some(pki_dir) = &args.pki else {
             anyhow::bail!("--pki: --target needs the PKI whose CA issues the rotated client certificates (and whose ca/ca.crt verifies the service)");
         };
-        let manifest = Manifest::load(pki_dir)?;
+        let pki = PkiDir::open(pki_dir)?;
+        let manifest = pki.manifest();
         let addr = tokio::net::lookup_host(target)
             .await
             .with_context(|| format!("--target: cannot resolve {target}"))?
             .next()
             .with_context(|| format!("--target: {target} resolves to no address"))?;
-        let ca_pem = std::fs::read_to_string(pki_dir.join("ca/ca.crt"))
-            .with_context(|| format!("reading {}", pki_dir.join("ca/ca.crt").display()))?;
-        let (client_cn, client_spiffe) = client_identity(&manifest, args.identity.as_deref())?;
+        let ca_pem = std::fs::read_to_string(pki.ca_cert())
+            .with_context(|| format!("reading {}", pki.ca_cert().display()))?;
+        let (client_cn, client_spiffe) = client_identity(manifest, args.identity.as_deref())?;
         let mut rig = Rig {
             dir: pki_dir.clone(),
             key_type: manifest.key_type,
-            issuing: Mutex::new(authority(pki_dir)?),
+            issuing: Mutex::new(authority(&pki)?),
             trusted: Mutex::new(vec![ca_pem]),
             client_cn,
             client_spiffe,
@@ -476,15 +478,12 @@ fn verifier(roots_pem: &str) -> anyhow::Result<Arc<dyn ServerCertVerifier>> {
     Ok(webpki_server_verifier(roots, Vec::new())?)
 }
 
-fn authority(pki_dir: &Path) -> anyhow::Result<Authority> {
-    let read = |f: &str| {
-        std::fs::read_to_string(pki_dir.join(f))
-            .with_context(|| format!("reading {}", pki_dir.join(f).display()))
-    };
-    Ok(Authority::from_pem(
-        &read("ca/ca.crt")?,
-        &read("ca/ca.key")?,
-    )?)
+/// The PKI's root, which signs the rotated certificates.
+fn authority(pki: &PkiDir) -> anyhow::Result<Authority> {
+    let read =
+        |f: &Path| std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()));
+    let ca = pki.ca();
+    Ok(Authority::from_pem(&read(&ca.cert)?, &read(&ca.key)?)?)
 }
 
 fn client_identity(

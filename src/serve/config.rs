@@ -2,14 +2,14 @@
 //! raw flags become checked settings here, once; the service trusts them.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
 
 use super::policy::{Policy, PolicyError};
 use crate::creds::{CredError, ServerFiles};
-use crate::pki::Manifest;
+use crate::pki::PkiDir;
 use crate::tls::{ClientAuth, TlsVersions};
 
 /// Upper bounds that keep arithmetic on user-given values from overflowing.
@@ -145,11 +145,9 @@ pub struct ServeConfig {
 impl ServeArgs {
     /// Resolve `--pki`, check required flags, load the policy.
     pub fn into_config(self) -> Result<ServeConfig, ServeError> {
-        let manifest = match &self.pki {
-            Some(dir) => Some(Manifest::load(dir)?),
-            None => None,
-        };
-        let from_pki = |rel: &str| self.pki.as_deref().map(|d: &Path| d.join(rel));
+        let pki = self.pki.as_deref().map(PkiDir::open).transpose()?;
+        let manifest = pki.as_ref().map(PkiDir::manifest);
+        let server = pki.as_ref().and_then(PkiDir::server);
         let need = |flag: &'static str, v: Option<PathBuf>| {
             v.ok_or(ServeError::Config {
                 flag,
@@ -160,13 +158,12 @@ impl ServeArgs {
         };
         let cert = need(
             "--cert",
-            self.cert.clone().or_else(|| from_pki("server/tls.crt")),
+            self.cert
+                .clone()
+                .or_else(|| server.as_ref().map(|f| f.cert.clone())),
         )?;
-        let key = need(
-            "--key",
-            self.key.clone().or_else(|| from_pki("server/tls.key")),
-        )?;
-        let client_cas = match (self.client_ca.is_empty(), from_pki("ca/ca.crt")) {
+        let key = need("--key", self.key.clone().or_else(|| server.map(|f| f.key)))?;
+        let client_cas = match (self.client_ca.is_empty(), pki.as_ref().map(PkiDir::ca_cert)) {
             (false, _) => self.client_ca.clone(),
             (true, Some(ca)) => vec![ca],
             (true, None) => Vec::new(),
@@ -185,13 +182,13 @@ impl ServeArgs {
         let crls = match (
             self.crl.is_empty(),
             self.client_ca.is_empty(),
-            from_pki("ca/crl.pem"),
+            pki.as_ref().map(PkiDir::crl),
         ) {
             (false, _, _) => self.crl.clone(),
             (true, true, Some(crl)) if crl.exists() => vec![crl],
             _ => Vec::new(),
         };
-        let trust_domains = match (self.trust_domain.is_empty(), &manifest) {
+        let trust_domains = match (self.trust_domain.is_empty(), manifest) {
             (false, _) => self.trust_domain.clone(),
             (true, Some(m)) => vec![m.trust_domain.clone()],
             (true, None) => vec!["cluster.local".to_string()],

@@ -14,15 +14,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use super::policy::principal_from_spiffe_id;
 use super::{RunState, ServiceState};
-use crate::tls::{spiffe_id_of, TlsVersion};
+use crate::spiffe::SpiffeId;
+use crate::tls::TlsVersion;
+use crate::x509::CertFacts;
 
 /// What the service knows about the peer of one connection.
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
     addr: SocketAddr,
-    spiffe_id: Option<String>,
+    spiffe_id: Option<SpiffeId>,
     serial: Option<String>,
     tls_version: Option<TlsVersion>,
 }
@@ -38,14 +39,19 @@ impl Peer {
     }
 
     pub(crate) fn tls(addr: SocketAddr, conn: &rustls::ServerConnection) -> Self {
-        let leaf = conn.peer_certificates().and_then(|c| c.first());
+        // Parsed once per connection; every request on it reuses the facts.
+        let leaf = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|der| CertFacts::from_der(der).ok());
+        let (spiffe_id, serial) = match leaf {
+            Some(f) => (f.spiffe_id, Some(f.serial)),
+            None => (None, None),
+        };
         Peer {
             addr,
-            spiffe_id: leaf.and_then(spiffe_id_of),
-            serial: leaf.and_then(|c| {
-                let (_, x) = x509_parser::parse_x509_certificate(c).ok()?;
-                Some(crate::pki::serial_hex(x.raw_serial()))
-            }),
+            spiffe_id,
+            serial,
             tls_version: conn.protocol_version().and_then(TlsVersion::of),
         }
     }
@@ -103,7 +109,7 @@ fn respond(shared: &ServiceState, peer: &Peer, req: &Request<Incoming>) -> Respo
     shared.counters.requests.fetch_add(1, Ordering::Relaxed);
     // In any-ca mode the identity is unverified: the policy then judges
     // whatever the client claims, which is exactly the hole that mode shows.
-    let principal = peer.spiffe_id.as_deref().and_then(principal_from_spiffe_id);
+    let principal = peer.spiffe_id.as_ref().map(SpiffeId::principal);
     if let Some(policy) = shared.policy.current().as_ref() {
         if !policy.allows(req.method().as_str(), path, principal) {
             shared.counters.denied.fetch_add(1, Ordering::Relaxed);
@@ -112,7 +118,7 @@ fn respond(shared: &ServiceState, peer: &Peer, req: &Request<Incoming>) -> Respo
         }
     }
     let echo = Echo {
-        peer: peer.spiffe_id.as_deref(),
+        peer: peer.spiffe_id.as_ref().map(SpiffeId::as_str),
         path,
         tls_version: peer.tls_version,
         method: req.method().as_str(),

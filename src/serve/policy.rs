@@ -5,7 +5,7 @@
 //! and the per-request decision [`Policy::allows`]. It never does I/O other
 //! than reading the policy file in [`Policy::load`], never inspects
 //! certificates (callers hand it an already-verified principal, see
-//! [`principal_from_spiffe_id`]), and never reloads itself: a [`Policy`] is
+//! [`SpiffeId::principal`]), and never reloads itself: a [`Policy`] is
 //! immutable, so hot reload means building a new one and swapping it in.
 //!
 //! ```toml
@@ -25,10 +25,16 @@
 //! - a policy with zero rules denies everything, as an Istio ALLOW policy
 //!   with no rules does. Loading such a file is valid on purpose: "deny all"
 //!   is a legitimate configuration for negative tests.
+//!
+//! Over 600 lines on purpose: more than half is the tests of the policy
+//! contract (file format, error messages, Istio semantics), kept beside the
+//! ~300 lines they pin down.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::spiffe::SpiffeId;
 
 /// Why a policy could not be loaded. Every variant names the source so the
 /// message is actionable on its own in a log line.
@@ -132,10 +138,7 @@ fn compile(kind: Kind, raw: &str) -> Result<Pattern, String> {
     }
     // Checked before wildcard parsing so `spiffe://td/*` gets this hint too.
     if let Kind::Principal = kind {
-        if raw
-            .get(..9)
-            .is_some_and(|s| s.eq_ignore_ascii_case("spiffe://"))
-        {
+        if SpiffeId::has_scheme(raw) {
             return Err("write principals in Istio form without spiffe://, \
                         e.g. cluster.local/ns/production/sa/order-service"
                 .into());
@@ -271,7 +274,7 @@ impl Policy {
     /// Per-request decision; allocation-free.
     ///
     /// `path` may carry a query string, which is ignored. `principal` is the
-    /// authenticated peer in Istio form (see [`principal_from_spiffe_id`]);
+    /// authenticated peer in Istio form (see [`SpiffeId::principal`]);
     /// pass `None` for plaintext or a peer without a client certificate.
     /// `Some("")` is treated like `None` because there is no identity in it.
     pub fn allows(&self, method: &str, path: &str, principal: Option<&str>) -> bool {
@@ -312,23 +315,6 @@ fn compile_rule(source_name: &str, number: usize, raw: &RuleFile) -> Result<Rule
         principals: field("principals", Kind::Principal, &raw.principals)?,
         not_principals: field("not_principals", Kind::Principal, &raw.not_principals)?,
     })
-}
-
-/// Istio principal for a SPIFFE ID taken from a verified client certificate:
-/// `spiffe://cluster.local/ns/a/sa/b` becomes `cluster.local/ns/a/sa/b`.
-/// Returns `None` for any other URI and for an ID with no trust domain,
-/// since neither names a workload.
-pub fn principal_from_spiffe_id(id: &str) -> Option<&str> {
-    // The URI scheme is case-insensitive (RFC 3986), the rest is kept as is.
-    let scheme = id.get(..9)?;
-    if !scheme.eq_ignore_ascii_case("spiffe://") {
-        return None;
-    }
-    let rest = id.get(9..)?;
-    if rest.is_empty() || rest.starts_with('/') {
-        return None;
-    }
-    Some(rest)
 }
 
 #[cfg(test)]
@@ -689,11 +675,17 @@ principals = ["cluster.local/ns/production/sa/inventory-service"]
 
     #[test]
     fn spiffe_id_to_principal() {
+        // The principal the policy sees for a peer's SPIFFE ID.
+        let principal_from_spiffe_id =
+            |id: &str| SpiffeId::parse(id).ok().map(|i| i.principal().to_string());
         assert_eq!(
-            principal_from_spiffe_id(&format!("spiffe://{ORDER}")),
+            principal_from_spiffe_id(&format!("spiffe://{ORDER}")).as_deref(),
             Some(ORDER)
         );
-        assert_eq!(principal_from_spiffe_id("SPIFFE://td/x"), Some("td/x"));
+        assert_eq!(
+            principal_from_spiffe_id("SPIFFE://td/x").as_deref(),
+            Some("td/x")
+        );
         assert_eq!(principal_from_spiffe_id("https://cluster.local/ns/a"), None);
         assert_eq!(principal_from_spiffe_id(ORDER), None);
         assert_eq!(principal_from_spiffe_id("spiffe://"), None);

@@ -9,24 +9,13 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSuppo
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
 use rustls_pki_types::{CertificateDer, UnixTime};
-use x509_parser::extensions::GeneralName;
 
-/// The SPIFFE ID of a certificate (see [`crate::pki::spiffe_id_in`]).
+use crate::spiffe::SpiffeId;
+
+/// The SPIFFE ID of a certificate, as written in it (see
+/// [`SpiffeId::from_uri_sans`] for which URI SAN counts).
 pub fn spiffe_id_of(cert: &CertificateDer<'_>) -> Option<String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
-    let san = parsed.subject_alternative_name().ok()??;
-    let uris = san.value.general_names.iter().filter_map(|n| match n {
-        GeneralName::URI(u) => Some(*u),
-        _ => None,
-    });
-    crate::pki::spiffe_id_in(uris).map(str::to_string)
-}
-
-fn trust_domain(spiffe_id: &str) -> Option<&str> {
-    spiffe_id
-        .get(..9)
-        .filter(|scheme| scheme.eq_ignore_ascii_case("spiffe://"))?;
-    spiffe_id.get(9..)?.split('/').next()
+    crate::x509::spiffe_id(cert).map(|id| id.to_string())
 }
 
 /// Chain verification by `inner`, then a SPIFFE ID in one of `trust_domains`.
@@ -67,10 +56,10 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        let id = spiffe_id_of(end_entity);
+        let id = crate::x509::spiffe_id(end_entity);
         let ok = id
-            .as_deref()
-            .and_then(trust_domain)
+            .as_ref()
+            .map(SpiffeId::trust_domain)
             .is_some_and(|td| self.trust_domains.iter().any(|t| t == td));
         if !ok {
             tracing::debug!(spiffe_id = ?id, trust_domains = ?self.trust_domains, "client certificate refused: identity");
@@ -165,8 +154,13 @@ mod tests {
 
     #[test]
     fn trust_domain_is_the_authority_part() {
+        let trust_domain = |id: &str| {
+            SpiffeId::parse(id)
+                .ok()
+                .map(|i| i.trust_domain().to_string())
+        };
         assert_eq!(
-            trust_domain("spiffe://cluster.local/ns/a/sa/b"),
+            trust_domain("spiffe://cluster.local/ns/a/sa/b").as_deref(),
             Some("cluster.local")
         );
         assert_eq!(trust_domain("https://cluster.local/ns/a"), None);

@@ -185,7 +185,7 @@ pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
 }
 
 pub fn sha256(der: &[u8]) -> String {
-    certshift::pki::fingerprint(der)
+    certshift::x509::fingerprint(der)
 }
 
 pub struct RunningProxy {

@@ -8,14 +8,14 @@
 //! value came from (`file` points errors back at its keys).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::{flag, ConfigError};
 use super::flags::{ProxyArgs, TlsMode};
 use super::settings::{ClientFiles, ProxyConfig};
 use crate::creds::ServerFiles;
-use crate::pki::{Manifest, Role, Variant};
+use crate::pki::{CredentialFiles, PkiDir, Variant};
 use crate::plan::{Plan, Presented};
 
 /// Upper bounds that keep arithmetic on user-given values from overflowing.
@@ -24,7 +24,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
 /// Checks `args` step by step; the first error wins, in the order below.
 pub(super) fn validate(args: ProxyArgs) -> Result<ProxyConfig, ConfigError> {
-    let pki = Pki::open(&args)?;
+    let pki = open_pki(&args)?;
     let plan = plan(&args)?;
     let Presenting { client, variants } = presenting(&args, pki.as_ref(), &plan)?;
     let upstream = upstream(&args, pki.as_ref())?;
@@ -33,7 +33,7 @@ pub(super) fn validate(args: ProxyArgs) -> Result<ProxyConfig, ConfigError> {
     let admin = admin(&args)?;
     limits(&args)?;
     let trust_domains = vec![pki.as_ref().map_or("cluster.local".to_string(), |p| {
-        p.manifest.trust_domain.clone()
+        p.manifest().trust_domain.clone()
     })];
     Ok(ProxyConfig {
         listen: args.listen,
@@ -66,32 +66,16 @@ pub(super) fn validate(args: ProxyArgs) -> Result<ProxyConfig, ConfigError> {
     })
 }
 
-/// `--pki DIR` and its manifest.
-struct Pki<'a> {
-    dir: &'a Path,
-    manifest: Manifest,
+/// `--pki DIR`: its manifest and the layout that names its files.
+fn open_pki(args: &ProxyArgs) -> Result<Option<PkiDir>, ConfigError> {
+    Ok(args.pki.as_deref().map(PkiDir::open).transpose()?)
 }
 
-impl<'a> Pki<'a> {
-    fn open(args: &'a ProxyArgs) -> Result<Option<Pki<'a>>, ConfigError> {
-        let Some(dir) = args.pki.as_deref() else {
-            return Ok(None);
-        };
-        let manifest = Manifest::load(dir)?;
-        Ok(Some(Pki { dir, manifest }))
+fn client_files(f: CredentialFiles) -> ClientFiles {
+    ClientFiles {
+        cert: f.cert,
+        key: f.key,
     }
-
-    fn files(&self, cert: impl AsRef<Path>, key: impl AsRef<Path>) -> ClientFiles {
-        ClientFiles {
-            cert: self.dir.join(cert),
-            key: self.dir.join(key),
-        }
-    }
-}
-
-/// A file of the PKI's fixed layout, when there is a PKI.
-fn in_pki(pki: Option<&Pki>, rel: &str) -> Option<PathBuf> {
-    pki.map(|p| p.dir.join(rel))
 }
 
 /// `--present`, `--present-sequence`, `--seed`.
@@ -111,18 +95,24 @@ struct Presenting {
 
 /// `--identity`, `--client-cert`/`--client-key` and the variants of the
 /// plan, checked against `--upstream-tls`.
-fn presenting(args: &ProxyArgs, pki: Option<&Pki>, plan: &Plan) -> Result<Presenting, ConfigError> {
+fn presenting(
+    args: &ProxyArgs,
+    pki: Option<&PkiDir>,
+    plan: &Plan,
+) -> Result<Presenting, ConfigError> {
     let identity = match (pki, &args.identity) {
-        (Some(p), Some(id)) if p.manifest.client(id).is_none() => {
+        (Some(p), Some(id)) if p.client(id).is_none() => {
             return Err(flag(
                 "--identity",
                 format!(
                     "{id:?} is not a service of the PKI; it has {}",
-                    p.manifest.services.join(", ")
+                    p.manifest().services.join(", ")
                 ),
             ))
         }
-        (Some(p), id) => id.clone().or_else(|| p.manifest.services.first().cloned()),
+        (Some(p), id) => id
+            .clone()
+            .or_else(|| p.manifest().services.first().cloned()),
         (None, Some(_)) => return Err(flag("--identity", "needs --pki DIR")),
         (None, None) => None,
     };
@@ -131,7 +121,7 @@ fn presenting(args: &ProxyArgs, pki: Option<&Pki>, plan: &Plan) -> Result<Presen
             cert: c.clone(),
             key: k.clone(),
         }),
-        (_, _, Some(p), Some(id)) => p.manifest.client(id).map(|e| p.files(&e.cert, &e.key)),
+        (_, _, Some(p), Some(id)) => p.client(id).map(client_files),
         _ => None,
     };
     let mut variants = Vec::new();
@@ -142,10 +132,10 @@ fn presenting(args: &ProxyArgs, pki: Option<&Pki>, plan: &Plan) -> Result<Presen
                 format!("presenting {v} needs --pki DIR (the bad credentials come from the PKI)"),
             ));
         };
-        let Some(e) = p.manifest.variant(v) else {
-            return Err(flag("--present", format!("the PKI in {} has no {v} credential (missing-intermediate needs `pki init --intermediate`)", p.dir.display())));
+        let Some(f) = p.variant(v) else {
+            return Err(flag("--present", format!("the PKI in {} has no {v} credential (missing-intermediate needs `pki init --intermediate`)", p.dir().display())));
         };
-        variants.push((v, p.files(&e.cert, &e.key)));
+        variants.push((v, client_files(f)));
     }
     let valid = Presented::Variant(Variant::Valid);
     let presents =
@@ -166,14 +156,14 @@ struct Upstream {
 }
 
 /// `--upstream`, `--upstream-name`, `--upstream-ca`.
-fn upstream(args: &ProxyArgs, pki: Option<&Pki>) -> Result<Upstream, ConfigError> {
+fn upstream(args: &ProxyArgs, pki: Option<&PkiDir>) -> Result<Upstream, ConfigError> {
     let (host, _) = crate::net::split_host_port(&args.upstream).ok_or_else(|| {
         flag(
             "--upstream",
             format!("{:?} is not HOST:PORT", args.upstream),
         )
     })?;
-    let cas = match (args.upstream_ca.is_empty(), in_pki(pki, "ca/ca.crt")) {
+    let cas = match (args.upstream_ca.is_empty(), pki.map(PkiDir::ca_cert)) {
         (false, _) => args.upstream_ca.clone(),
         (true, Some(ca)) => vec![ca],
         (true, None) => Vec::new(),
@@ -189,23 +179,32 @@ fn upstream(args: &ProxyArgs, pki: Option<&Pki>) -> Result<Upstream, ConfigError
 }
 
 /// `--listen-tls` and its files; none when downstream is plaintext.
-fn listen(args: &ProxyArgs, pki: Option<&Pki>) -> Result<Option<ServerFiles>, ConfigError> {
+fn listen(args: &ProxyArgs, pki: Option<&PkiDir>) -> Result<Option<ServerFiles>, ConfigError> {
     let mode = args.listen_tls;
     if mode == TlsMode::Off {
         return Ok(None);
     }
-    let required = |f: &'static str, given: &Option<PathBuf>, rel: &str| {
+    let server = pki.and_then(PkiDir::server);
+    let required = |f: &'static str, given: &Option<PathBuf>, default: Option<PathBuf>| {
         given
             .clone()
-            .or_else(|| in_pki(pki, rel))
+            .or(default)
             .ok_or_else(|| flag(f, "required with --listen-tls tls|mtls (or --pki DIR)"))
     };
-    let cert = required("--listen-cert", &args.listen_cert, "server/tls.crt")?;
-    let key = required("--listen-key", &args.listen_key, "server/tls.key")?;
+    let cert = required(
+        "--listen-cert",
+        &args.listen_cert,
+        server.as_ref().map(|f| f.cert.clone()),
+    )?;
+    let key = required(
+        "--listen-key",
+        &args.listen_key,
+        server.as_ref().map(|f| f.key.clone()),
+    )?;
     let client_cas = match (
         mode,
         args.listen_client_ca.is_empty(),
-        in_pki(pki, "ca/ca.crt"),
+        pki.map(PkiDir::ca_cert),
     ) {
         (TlsMode::Mtls, false, _) => args.listen_client_ca.clone(),
         (TlsMode::Mtls, true, Some(ca)) => vec![ca],
@@ -223,7 +222,7 @@ fn listen(args: &ProxyArgs, pki: Option<&Pki>) -> Result<Option<ServerFiles>, Co
         mode,
         args.listen_crl.is_empty(),
         args.listen_client_ca.is_empty(),
-        in_pki(pki, "ca/crl.pem"),
+        pki.map(PkiDir::crl),
     ) {
         (TlsMode::Mtls, false, _, _) => args.listen_crl.clone(),
         (TlsMode::Mtls, true, true, Some(crl)) if crl.exists() => vec![crl],
@@ -241,16 +240,11 @@ fn listen(args: &ProxyArgs, pki: Option<&Pki>) -> Result<Option<ServerFiles>, Co
 /// issuing CA).
 fn rotation(
     args: &ProxyArgs,
-    pki: Option<&Pki>,
+    pki: Option<&PkiDir>,
 ) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
     let rotate_ca = match (&args.rotate_ca_cert, &args.rotate_ca_key, pki) {
         (Some(c), Some(k), _) => Some((c.clone(), k.clone())),
-        (_, _, Some(p)) => {
-            let issuing = |role| p.manifest.credentials.iter().find(|e| e.role == role);
-            issuing(Role::IntermediateCa)
-                .or_else(|| issuing(Role::Ca))
-                .map(|e| (p.dir.join(&e.cert), p.dir.join(&e.key)))
-        }
+        (_, _, Some(p)) => p.issuing_ca().map(|f| (f.cert, f.key)),
         _ => None,
     };
     if args.rotate_every.is_some() && rotate_ca.is_none() {
