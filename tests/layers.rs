@@ -1,7 +1,8 @@
 //! The map in `src/lib.rs` is true: every top-level module is in its layer
 //! table, and every `crate::…` path in `src/` points to a strictly lower
 //! layer (never sideways, never up). Reads the source as text; a plain
-//! lexer skips comments, strings and `#[cfg(test)] mod tests` tails.
+//! lexer skips comments, strings and test code (`#[cfg(test)] mod tests`
+//! tails and `tests.rs` files).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -81,7 +82,9 @@ fn sources(src: &Path) -> Vec<(String, String, String)> {
                 .unwrap_or_default()
                 .trim_end_matches(".rs")
                 .to_string();
-            if top == "lib" || top == "main" {
+            // `tests.rs` holds a module's `#[cfg(test)] mod tests;` (test
+            // code may use anything, as an inline tests module may).
+            if top == "lib" || top == "main" || path.file_name().is_some_and(|n| n == "tests.rs") {
                 continue;
             }
             let text = std::fs::read_to_string(&path).expect("source is UTF-8");
