@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 pub use cmd::{ReportArgs, ReportCommand};
-pub use output::{write_json as write_json_file, write_outputs, Outputs, RunViews};
+pub use output::{write_json as write_json_file, write_outputs, OutputError, Outputs, RunViews};
 
 use crate::metrics::{fmt_ms, fmt_us, Percentiles};
 
@@ -226,42 +226,7 @@ impl LoadReport {
             self.achieved_rate,
             self.throughput,
         );
-        let rows = [
-            (
-                "latency (from intended start, coordinated omission corrected)",
-                &self.latency_us,
-            ),
-            (
-                "service time (from actual start, uncorrected)",
-                &self.service_time_us,
-            ),
-        ];
-        for (title, m) in rows {
-            let _ = writeln!(s, "\n{title}");
-            let _ = writeln!(
-                s,
-                "  {:<10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
-                "to end of", "count", "p50", "p90", "p99", "p99.9", "max"
-            );
-            for p in LoadPhase::ALL {
-                // A phase no operation went through (no TLS, or keep-alive
-                // reuse only) has no row rather than a row of zeros.
-                let Some(q) = m.get(p.name()).filter(|q| q.count > 0) else {
-                    continue;
-                };
-                let _ = writeln!(
-                    s,
-                    "  {:<10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
-                    p.name(),
-                    q.count,
-                    fmt_us(q.p50),
-                    fmt_us(q.p90),
-                    fmt_us(q.p99),
-                    fmt_us(q.p999),
-                    fmt_us(q.max)
-                );
-            }
-        }
+        self.latency_tables(&mut s);
         let _ = writeln!(s, "\noutcomes");
         for (o, n) in &self.outcomes {
             let _ = writeln!(s, "  {o:<28} {n:>8}");
@@ -300,6 +265,46 @@ impl LoadReport {
             );
         }
         s
+    }
+
+    /// The corrected latency and the service time, per phase.
+    fn latency_tables(&self, s: &mut String) {
+        let rows = [
+            (
+                "latency (from intended start, coordinated omission corrected)",
+                &self.latency_us,
+            ),
+            (
+                "service time (from actual start, uncorrected)",
+                &self.service_time_us,
+            ),
+        ];
+        for (title, m) in rows {
+            let _ = writeln!(s, "\n{title}");
+            let _ = writeln!(
+                s,
+                "  {:<10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                "to end of", "count", "p50", "p90", "p99", "p99.9", "max"
+            );
+            for p in LoadPhase::ALL {
+                // A phase no operation went through (no TLS, or keep-alive
+                // reuse only) has no row rather than a row of zeros.
+                let Some(q) = m.get(p.name()).filter(|q| q.count > 0) else {
+                    continue;
+                };
+                let _ = writeln!(
+                    s,
+                    "  {:<10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                    p.name(),
+                    q.count,
+                    fmt_us(q.p50),
+                    fmt_us(q.p90),
+                    fmt_us(q.p99),
+                    fmt_us(q.p999),
+                    fmt_us(q.max)
+                );
+            }
+        }
     }
 
     /// One line on losses and the longest outage.

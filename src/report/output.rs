@@ -5,8 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use anyhow::Context;
-
 use super::plot::{self, Marker, PlotInput, Point};
 use super::{LoadReport, RotationMark};
 use crate::metrics::hdrlog::{self, LogInterval};
@@ -18,6 +16,30 @@ pub trait RunViews {
     fn intervals(&self, interval_ms: u64) -> Vec<LogInterval>;
     /// Plot points per `bucket_ms`.
     fn points(&self, bucket_ms: u64) -> Vec<Point>;
+}
+
+/// Why a report file could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("writing {}: cannot create a file in {}", path.display(), dir.display())]
+    Create {
+        path: PathBuf,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("encoding the report as JSON")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    HdrLog(#[from] hdrlog::HdrLogError),
+    #[error(transparent)]
+    Plot(#[from] plot::PlotError),
 }
 
 /// Where a run's files go.
@@ -34,7 +56,7 @@ pub fn write_outputs(
     run: &dyn RunViews,
     report: &LoadReport,
     out: &Outputs,
-) -> anyhow::Result<Vec<String>> {
+) -> Result<Vec<String>, OutputError> {
     let mut lines = Vec::new();
     if let Some(path) = &out.json {
         write_json(path, report)?;
@@ -62,7 +84,7 @@ pub fn write_outputs(
 
 /// The summary carried in an HdrHistogram log's `#[certshift]` comment:
 /// the report without the parts the histograms carry.
-pub(super) fn log_meta(report: &LoadReport) -> anyhow::Result<String> {
+pub(super) fn log_meta(report: &LoadReport) -> Result<String, OutputError> {
     let mut meta = report.clone();
     meta.timeline.clear();
     meta.latency_us.clear();
@@ -70,7 +92,7 @@ pub(super) fn log_meta(report: &LoadReport) -> anyhow::Result<String> {
     Ok(serde_json::to_string(&meta)?)
 }
 
-pub fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), OutputError> {
     let mut bytes = serde_json::to_vec_pretty(value)?;
     bytes.push(b'\n');
     atomic_write(path, &bytes)
@@ -81,7 +103,7 @@ pub(super) fn write_plot(
     report: &LoadReport,
     points: &[Point],
     bucket_ms: u64,
-) -> anyhow::Result<()> {
+) -> Result<(), OutputError> {
     let markers: Vec<Marker> = report.rotations.iter().map(marker).collect();
     let title = format!(
         "certshift load {} ({}, tls {}) at {:.0}/s",
@@ -110,27 +132,27 @@ pub(super) fn plot_bucket_ms(duration_s: f64) -> u64 {
     ms.max(100).div_ceil(100) * 100
 }
 
-fn atomic_write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| {
-        format!(
-            "writing {}: cannot create a file in {}",
-            path.display(),
-            dir.display()
-        )
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|source| OutputError::Create {
+        path: path.to_path_buf(),
+        dir: dir.to_path_buf(),
+        source,
     })?;
-    std::io::Write::write_all(&mut tmp, bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
+    let write = |source| OutputError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::io::Write::write_all(&mut tmp, bytes).map_err(write)?;
     // Reports are for sharing (CI artifacts); temp files start out 0600.
     use std::os::unix::fs::PermissionsExt;
     let _ = tmp
         .as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o644));
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path).map_err(|e| write(e.error))?;
     Ok(())
 }
 
