@@ -46,8 +46,14 @@ pub struct ParsedLog {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HdrLogError {
-    #[error("writing the HdrHistogram log: {0}")]
-    Write(String),
+    #[error("writing the HdrHistogram log")]
+    Write(#[source] std::io::Error),
+    #[error("encoding a histogram of the HdrHistogram log: {0:?}")]
+    Encode(
+        hdrhistogram::serialization::interval_log::IntervalLogWriterError<
+            hdrhistogram::serialization::V2DeflateSerializeError,
+        >,
+    ),
     #[error("line {line}: not an HdrHistogram interval log entry ({problem})")]
     Parse { line: usize, problem: String },
 }
@@ -60,7 +66,7 @@ pub fn write(
     intervals: &[LogInterval],
     meta: &[String],
 ) -> Result<(), HdrLogError> {
-    let err = |e: std::io::Error| HdrLogError::Write(e.to_string());
+    let err = HdrLogError::Write;
     let mut serializer = V2DeflateSerializer::new();
     let mut builder = IntervalLogWriterBuilder::new();
     builder
@@ -86,7 +92,7 @@ pub fn write(
                 Duration::from_millis(iv.length_ms),
                 Tag::new(tag),
             )
-            .map_err(|e| HdrLogError::Write(format!("{e:?}")))?;
+            .map_err(HdrLogError::Encode)?;
         }
     }
     Ok(())

@@ -194,7 +194,7 @@ fn load_policy(path: &Path) -> Result<Loaded<Option<Policy>>, PolicyError> {
     let mut src = Sources::default();
     let bytes = src.read(path).map_err(|e| PolicyError::Read {
         path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+        source: std::io::Error::other(e),
     })?;
     let text = String::from_utf8_lossy(&bytes);
     let policy = Policy::from_toml_str(&path.display().to_string(), &text)?;
