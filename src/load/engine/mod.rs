@@ -46,6 +46,9 @@ use super::Mode;
 /// they are cancelled.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// A short lead before operation 0 is due, so every worker is waiting.
+const LEAD: Duration = Duration::from_millis(20);
+
 /// What a run does, validated.
 #[derive(Clone)]
 pub struct LoadConfig {
@@ -167,8 +170,7 @@ pub async fn drive<O: Operation>(
         // recorder becomes the bottleneck.
         _ => std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
-    // A short lead so every worker is waiting before operation 0 is due.
-    let t0 = Instant::now() + Duration::from_millis(20);
+    let t0 = Instant::now() + LEAD;
     let measured_from = t0 + schedule.offset(schedule.warmup_ops());
     let started = measured_from.into_std();
     let started_wall = SystemTime::now() + measured_from.saturating_duration_since(Instant::now());
