@@ -1,6 +1,13 @@
-//! `certshift load` and `report`: coordinated omission, the rate, the JSON
-//! contract, the HdrHistogram log (read back with the `hdrhistogram`
-//! crate's own reader) and `report merge`, against a real `serve`.
+//! `certshift load` and `report` against a real `serve`, in real time:
+//! coordinated omission over a real SIGSTOP, the rate, the JSON contract, the
+//! HdrHistogram log (read back with the `hdrhistogram` crate's own reader),
+//! `report merge`, timeouts and resumption.
+//!
+//! The engine's exact behaviour (counts, drops, stall, warm-up, stop, rotation
+//! windows) is tested on virtual time in `src/load/engine/tests.rs`. These
+//! tests run side by side, so none asserts an absolute service time: a
+//! neighbour's burst of handshakes on a 2-core machine is not this service's
+//! slowness.
 
 mod common;
 
@@ -14,12 +21,6 @@ use certshift::report::{LoadReport, RunInfo};
 use certshift::tls::{client_config, TlsVersions};
 use common::{certshift, spawn_certshift, Running, TestPki};
 use rustls_pki_types::ServerName;
-
-/// The tests of this file run one at a time. Each drives hundreds of TLS
-/// handshakes a second on a 2-core machine, and the stall tests measure
-/// service time: a neighbour's burst of handshakes landing in another
-/// test's stall recovery would be measured as the service's slowness.
-static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// `certshift serve --mode strict` as its own process, so it can be stopped
 /// with SIGSTOP the way a GC pause or a CPU-starved pod stops.
@@ -88,7 +89,6 @@ async fn stalled_run(mode: Mode) -> LoadReport {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_shows_in_the_corrected_tail_but_not_in_service_time_keepalive() {
-    let _alone = ALONE.lock().await;
     let r = stalled_run(Mode::Keepalive).await;
     assert_eq!(r.failed + r.dropped, 0, "{:?}", r.outcomes);
     assert!((598..=602).contains(&r.attempted), "{}", r.attempted);
@@ -96,18 +96,35 @@ async fn a_stall_shows_in_the_corrected_tail_but_not_in_service_time_keepalive()
     let service = r.service_time_us["request"].p99;
     // wrk2's point: the ~100 requests due during the stall waited for it.
     assert!(corrected >= 400_000, "corrected p99 {corrected}µs");
-    // Only the 4 requests in flight when the service stopped took long to serve.
-    assert!(service < 100_000, "service-time p99 {service}µs");
+    // Only the 4 requests in flight when the service stopped took long to
+    // serve. Relative, not absolute (a neighbouring test may slow service
+    // times by tens of ms): measured from the actual start, as a closed-loop
+    // tool does, the tail would be the same as the corrected one. The
+    // virtual-time test asserts the absolute figure.
+    assert!(
+        service * 4 < corrected,
+        "service-time p99 {service}µs, corrected {corrected}µs"
+    );
     assert!(r.service_time_us["request"].max >= 400_000);
 }
 
+/// The stall in handshake mode, exactly, is on virtual time; what only a
+/// real TLS 1.3 service shows is how acceptance was known.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stall_shows_in_the_corrected_tail_handshake_mode() {
-    let _alone = ALONE.lock().await;
-    let r = stalled_run(Mode::Handshake).await;
+async fn handshake_mode_confirms_tls13_acceptance_by_evidence() {
+    let pki = TestPki::default_flat();
+    let serve = serve_process(&pki);
+    let cfg = LoadConfig::new(
+        target(&pki, serve.addr()),
+        Mode::Handshake,
+        100.0,
+        Duration::from_secs(1),
+    );
+    let r = load::run(&cfg, &Marks::default(), std::future::pending())
+        .await
+        .report(RunInfo::default());
     assert_eq!(r.failed + r.dropped, 0, "{:?}", r.outcomes);
-    let corrected = r.latency_us["request"].p99;
-    assert!(corrected >= 400_000, "corrected p99 {corrected}µs");
+    assert_eq!(r.attempted, 100);
     // TLS 1.3 acceptance was confirmed by evidence, never assumed.
     assert_eq!(
         r.confirmations.get("ticket"),
@@ -151,7 +168,6 @@ fn json(path: &Path) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_run_attempts_what_was_asked_and_writes_every_file() {
-    let _alone = ALONE.lock().await;
     let pki = TestPki::default_flat();
     let serve = common::start_serve(&pki, certshift::serve::Enforcement::Strict).await;
     let dir = tempfile::tempdir().unwrap();
@@ -247,7 +263,6 @@ fn read_log_counts(path: &Path) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_merge_of_two_logs_is_the_sum_and_show_prints_it_again() {
-    let _alone = ALONE.lock().await;
     let pki = TestPki::default_flat();
     let serve = common::start_serve(&pki, certshift::serve::Enforcement::Strict).await;
     let dir = tempfile::tempdir().unwrap();
@@ -357,7 +372,6 @@ fn bad_flags_name_the_flag_and_exit_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_service_gives_timeouts_and_drops_never_gaps() {
-    let _alone = ALONE.lock().await;
     let pki = TestPki::default_flat();
     let serve = serve_process(&pki);
     let pid = serve.child.id().to_string();
@@ -398,7 +412,6 @@ async fn a_stopped_service_gives_timeouts_and_drops_never_gaps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_reports_the_resumed_share() {
-    let _alone = ALONE.lock().await;
     let pki = TestPki::default_flat();
     let serve = common::start_serve(&pki, certshift::serve::Enforcement::Strict).await;
     let dir = tempfile::tempdir().unwrap();

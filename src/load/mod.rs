@@ -15,7 +15,8 @@
 //! stall by waiting for a response before sending the next operation.
 
 pub mod analysis;
-mod engine;
+pub mod engine;
+mod marks;
 pub mod op;
 mod progress;
 pub mod record;
@@ -30,7 +31,8 @@ use std::time::Duration;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::ServerName;
 
-pub use engine::{run, LoadConfig, LoadRun, Mark, Marks};
+pub use engine::{run, LoadConfig, LoadRun};
+pub use marks::{Mark, Marks};
 pub use op::Target;
 
 use crate::creds::{self, Loaded, Publisher, RotationKind, Sources};

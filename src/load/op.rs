@@ -15,8 +15,12 @@
 //!
 //! Every phase shares one deadline (`--timeout`); running out of it in a
 //! phase gives that phase's timeout outcome, never a silent gap.
+//!
+//! The engine calls an [`Operation`]: [`Sockets`] is the real one; tests
+//! give it a simulated service instead, so the schedule and the corrections
+//! are tested on virtual time without a socket.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,8 +34,42 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tokio_rustls::client::TlsStream;
 
+use super::Mode;
 use crate::net::{self, http, HttpClient, Opened, Stream, Timeouts};
 use crate::tls::{classify_io, Outcome, TlsVersion};
+
+/// What the engine starts at each due time. It measures from its own
+/// actual start (the engine adds the scheduling lag) and never waits for
+/// anything but the service.
+pub trait Operation: Send + Sync + 'static {
+    /// What one keep-alive connection keeps between its operations.
+    type Connection: Default + Send + 'static;
+
+    /// One operation: on `conn`, the connection's state, in keepalive mode;
+    /// `None` in the modes that open a connection per operation.
+    fn run(&self, conn: Option<&mut Self::Connection>) -> impl Future<Output = OpResult> + Send;
+}
+
+/// The real operation: `mode` against `target` over TCP and TLS, each
+/// bounded by `timeout`.
+pub struct Sockets {
+    pub target: Target,
+    pub mode: Mode,
+    pub timeout: Duration,
+}
+
+impl Operation for Sockets {
+    type Connection = KeepAlive;
+
+    async fn run(&self, conn: Option<&mut KeepAlive>) -> OpResult {
+        let (t, budget) = (&self.target, self.timeout);
+        match (self.mode, conn) {
+            (Mode::Handshake, _) => handshake(t, budget).await,
+            (Mode::Keepalive, Some(ka)) => ka.request(t, budget).await,
+            _ => request(t, budget).await,
+        }
+    }
+}
 
 /// Where each operation goes and what it sends.
 #[derive(Clone)]

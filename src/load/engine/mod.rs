@@ -1,0 +1,330 @@
+//! The open-loop engine: start each operation at its intended time,
+//! whatever the service is doing, and record its latency from that time
+//! (coordinated omission corrected, as wrk2 does).
+//!
+//! ```text
+//!  Schedule (op k due at k/rate) ──▶ Clock hands out op k when due:
+//!     handshake/request: op k runs as its own task ─▶ result ─▶ recorder k mod W
+//!     keepalive: op k queues on connection k mod N; ops run in order, so a
+//!                late response delays the next send, and that delay is in
+//!                the next operation's corrected latency
+//!  recorders ──at the end──▶ Recorder::merge ──▶ LoadRun
+//!  workers ──atomics──▶ progress line (counts, last-second p99)
+//! ```
+//!
+//! The clock ([`Clock`]) and the operation ([`Operation`]) are parameters:
+//! [`run`] uses the precise clock thread and real sockets; the tests at the
+//! bottom ([`drive`] with [`Clock::Runtime`] under paused time and a
+//! simulated service) check the schedule, drops, corrections, warm-up and
+//! stop on virtual time.
+//!
+//! Never: skips an operation silently (over `--max-in-flight` it is counted
+//! as dropped), waits for a response before scheduling the next operation,
+//! or shares a histogram between workers.
+
+mod clock;
+mod workers;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use clock::Clock;
+
+use super::marks::{Mark, Marks};
+use super::op::{OpResult, Operation, Sockets, Target};
+use super::record::{Recorder, MAX_OP_LOG};
+use super::schedule::Schedule;
+use super::Mode;
+
+/// After a stop request, how long in-flight operations get to finish before
+/// they are cancelled.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// A short lead before operation 0 is due, so every worker is waiting.
+const LEAD: Duration = Duration::from_millis(20);
+
+/// What a run does, validated.
+#[derive(Clone)]
+pub struct LoadConfig {
+    pub target: Target,
+    pub mode: Mode,
+    /// Keep-alive connections (`--mode keepalive`).
+    pub connections: usize,
+    pub rate: f64,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub max_in_flight: usize,
+    /// Bound on each operation, all phases together.
+    pub timeout: Duration,
+    /// Draw the live progress line (on a terminal only).
+    pub progress: bool,
+}
+
+impl LoadConfig {
+    /// Defaults as the command line has them, for in-process runs.
+    pub fn new(target: Target, mode: Mode, rate: f64, duration: Duration) -> Self {
+        LoadConfig {
+            target,
+            mode,
+            connections: 4,
+            rate,
+            duration,
+            warmup: Duration::ZERO,
+            max_in_flight: 1000,
+            timeout: Duration::from_secs(10),
+            progress: false,
+        }
+    }
+
+    pub fn schedule(&self) -> Schedule {
+        Schedule::new(self.rate, self.warmup, self.duration)
+    }
+
+    /// How the engine paces this run's operations.
+    pub fn pacing(&self) -> Pacing {
+        Pacing {
+            mode: self.mode,
+            connections: self.connections,
+            schedule: self.schedule(),
+            max_in_flight: self.max_in_flight,
+            progress: self.progress,
+        }
+    }
+
+    /// What each operation of this run is.
+    pub fn operation(&self) -> Sockets {
+        Sockets {
+            target: self.target.clone(),
+            mode: self.mode,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// Everything the engine needs but the operation itself.
+#[derive(Debug, Clone)]
+pub struct Pacing {
+    /// Keepalive runs operations in order on `connections` workers; the
+    /// other modes start each operation as its own task.
+    pub mode: Mode,
+    pub connections: usize,
+    pub schedule: Schedule,
+    pub max_in_flight: usize,
+    pub progress: bool,
+}
+
+/// A finished run.
+#[derive(Debug, Clone)]
+pub struct LoadRun {
+    pub recorder: Recorder,
+    pub schedule: Schedule,
+    /// End of the warm-up: `t_ms` 0 of every timeline.
+    pub started: std::time::Instant,
+    pub started_wall: SystemTime,
+    pub marks: Vec<Mark>,
+    /// Stopped early by the shutdown future.
+    pub interrupted: bool,
+}
+
+impl LoadRun {
+    /// Milliseconds from the measurement start; `None` before it.
+    pub fn t_ms(&self, at: std::time::Instant) -> Option<u64> {
+        at.checked_duration_since(self.started)
+            .map(|d| d.as_millis() as u64)
+    }
+}
+
+/// Run the load until the schedule is done or `shutdown` resolves: real
+/// sockets, on the precise clock.
+pub async fn run(cfg: &LoadConfig, marks: &Marks, shutdown: impl Future<Output = ()>) -> LoadRun {
+    drive(
+        &cfg.pacing(),
+        Clock::Thread,
+        cfg.operation(),
+        marks,
+        shutdown,
+    )
+    .await
+}
+
+/// Run `op` as `pacing` says, timed by `clock`, until the schedule is done
+/// or `shutdown` resolves; then in-flight operations get [`STOP_GRACE`] to
+/// finish and are cancelled after it.
+pub async fn drive<O: Operation>(
+    pacing: &Pacing,
+    clock: Clock,
+    op: O,
+    marks: &Marks,
+    shutdown: impl Future<Output = ()>,
+) -> LoadRun {
+    let schedule = pacing.schedule;
+    let workers = match pacing.mode {
+        Mode::Keepalive => pacing.connections.max(1),
+        // One recorder per core: operations finish on every core, and no
+        // recorder becomes the bottleneck.
+        _ => std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
+    let t0 = Instant::now() + LEAD;
+    let measured_from = t0 + schedule.offset(schedule.warmup_ops());
+    let started = measured_from.into_std();
+    let started_wall = SystemTime::now() + measured_from.saturating_duration_since(Instant::now());
+    let state = Arc::new(RunState {
+        pacing: pacing.clone(),
+        op,
+        t0,
+        measured_from,
+        in_flight: AtomicUsize::new(0),
+        counters: ProgressCounters {
+            p99_us: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            ..ProgressCounters::default()
+        },
+        op_cap: MAX_OP_LOG / workers,
+        stop: watch::channel(false).0,
+        abort: watch::channel(false).0,
+    });
+    let mut tasks = JoinSet::new();
+    let stop = state.stop.subscribe();
+    let ticking = match pacing.mode {
+        Mode::Keepalive => {
+            let mut queues = Vec::with_capacity(workers);
+            for c in 0..workers {
+                let (tx, rx) = mpsc::unbounded_channel();
+                queues.push(tx);
+                tasks.spawn(workers::keepalive(state.clone(), c, rx));
+            }
+            clock.start(schedule, t0, stop, move |k| {
+                let _ = queues[(k % queues.len() as u64) as usize].send(k);
+            })
+        }
+        _ => {
+            let mut results = Vec::with_capacity(workers);
+            for w in 0..workers {
+                let (tx, rx) = mpsc::unbounded_channel();
+                results.push(tx);
+                tasks.spawn(workers::recorder(state.clone(), w, rx));
+            }
+            let (sh, runtime) = (state.clone(), tokio::runtime::Handle::current());
+            clock.start(schedule, t0, stop, move |k| {
+                let tx = &results[(k % results.len() as u64) as usize];
+                workers::launch(&sh, &runtime, tx, k);
+            })
+        }
+    };
+    let progress = pacing
+        .progress
+        .then(|| super::progress::spawn(state.progress_source()));
+    let mut interrupted = false;
+    let mut merged = Recorder::new(MAX_OP_LOG);
+    tokio::pin!(shutdown);
+    let grace = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                Some(Ok(r)) => merged.merge(r),
+                Some(Err(e)) => tracing::error!(error = %e, "load worker failed"),
+                None => break,
+            },
+            () = &mut shutdown, if !interrupted => {
+                interrupted = true;
+                state.stop.send_replace(true);
+                grace.as_mut().reset(Instant::now() + STOP_GRACE);
+            }
+            () = &mut grace, if interrupted => {
+                // Whatever still runs is ours to end, not the service's failure.
+                state.abort.send_replace(true);
+                grace.as_mut().reset(Instant::now() + Duration::from_secs(3600));
+            }
+        }
+    }
+    merged.sort_ops();
+    ticking.finish().await;
+    if let Some(p) = progress {
+        p.finish().await;
+    }
+    LoadRun {
+        recorder: merged,
+        schedule,
+        started,
+        started_wall,
+        marks: marks.all(),
+        interrupted,
+    }
+}
+
+/// Counters the workers bump and the progress line reads.
+#[derive(Default)]
+struct ProgressCounters {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+    /// Each worker's p99 over its last second, in µs.
+    p99_us: Vec<AtomicU64>,
+}
+
+/// What the clock and every worker of one run share: the pacing, the
+/// operation, the run's start times, the in-flight count, the progress
+/// counters and the stop and abort switches.
+struct RunState<O> {
+    pacing: Pacing,
+    op: O,
+    /// When operation 0 is due (the warm-up's start).
+    t0: Instant,
+    /// When the first measured operation is due.
+    measured_from: Instant,
+    in_flight: AtomicUsize,
+    counters: ProgressCounters,
+    /// Operation records each worker keeps.
+    op_cap: usize,
+    /// Set on shutdown: the clock hands out no more operations.
+    stop: watch::Sender<bool>,
+    /// Set after the stop grace: operations still running are cancelled.
+    abort: watch::Sender<bool>,
+}
+
+impl<O: Operation> RunState<O> {
+    fn progress_source(self: &Arc<Self>) -> super::progress::Source {
+        let sh = self.clone();
+        super::progress::Source {
+            total: self.pacing.schedule.measured_ops(),
+            measured_from: self.measured_from,
+            read: Box::new(move || {
+                let c = &sh.counters;
+                super::progress::Reading {
+                    ok: c.ok.load(Ordering::Relaxed),
+                    failed: c.failed.load(Ordering::Relaxed),
+                    dropped: c.dropped.load(Ordering::Relaxed),
+                    p99_us: c
+                        .p99_us
+                        .iter()
+                        .map(|a| a.load(Ordering::Relaxed))
+                        .max()
+                        .unwrap_or(0),
+                }
+            }),
+        }
+    }
+
+    fn due(&self, k: u64) -> Instant {
+        self.t0 + self.pacing.schedule.offset(k)
+    }
+
+    /// The operation, unless the run is aborted first.
+    async fn op_or_abort(&self, conn: Option<&mut O::Connection>) -> OpResult {
+        let start = Instant::now();
+        let mut abort = self.abort.subscribe();
+        tokio::select! {
+            r = self.op.run(conn) => r,
+            _ = abort.wait_for(|a| *a) => OpResult::cancelled(start.elapsed()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

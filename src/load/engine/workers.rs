@@ -1,0 +1,149 @@
+//! The engine's workers: what happens to an operation once the clock says
+//! it is due. In handshake and request modes it starts as its own task
+//! (unless `--max-in-flight` are running: then it is dropped, and counted)
+//! and a recorder records its result; in keepalive mode it queues on its
+//! connection, whose worker runs it in order and records it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::RunState;
+use crate::load::op::{OpResult, Operation};
+use crate::load::record::Recorder;
+use crate::metrics::PhaseHist;
+
+/// A finished operation, or one dropped over `--max-in-flight`.
+pub(super) enum Msg {
+    Done(u64, Instant, Instant, OpResult),
+    Dropped(u64),
+}
+
+/// `handshake` and `request` modes: each operation is its own task, started
+/// by the clock at its due time; a recorder only records.
+pub(super) async fn recorder<O: Operation>(
+    sh: Arc<RunState<O>>,
+    w: usize,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+) -> Recorder {
+    let mut rec = Tally::new(&sh, w);
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Msg::Done(k, intended, actual, r) => rec.done(&sh, k, intended, actual, &r),
+            Msg::Dropped(k) => rec.dropped(&sh, k),
+        }
+    }
+    rec.rec
+}
+
+/// Start operation `k` now (it is due), unless too many are in flight.
+pub(super) fn launch<O: Operation>(
+    sh: &Arc<RunState<O>>,
+    runtime: &tokio::runtime::Handle,
+    tx: &mpsc::UnboundedSender<Msg>,
+    k: u64,
+) {
+    if sh.in_flight.fetch_add(1, Ordering::Relaxed) >= sh.pacing.max_in_flight {
+        sh.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let _ = tx.send(Msg::Dropped(k));
+        return;
+    }
+    let intended = sh.due(k);
+    let (sh, tx) = (sh.clone(), tx.clone());
+    runtime.spawn(async move {
+        let actual = Instant::now();
+        let r = sh.op_or_abort(None).await;
+        sh.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let _ = tx.send(Msg::Done(k, intended, actual, r));
+    });
+}
+
+/// `keepalive` mode: one persistent connection, its operations in order. A
+/// response that comes late delays the next send; the next operation's
+/// latency still runs from its own intended start.
+pub(super) async fn keepalive<O: Operation>(
+    sh: Arc<RunState<O>>,
+    c: usize,
+    mut due: mpsc::UnboundedReceiver<u64>,
+) -> Recorder {
+    let mut rec = Tally::new(&sh, c);
+    let mut conn = O::Connection::default();
+    // Operations this connection may owe at once: its share of the cap.
+    let cap = (sh.pacing.max_in_flight / sh.pacing.connections.max(1)).max(1);
+    while let Some(mut k) = due.recv().await {
+        // After a stall more operations are due than the connection may
+        // owe: the oldest are dropped, and counted.
+        while due.len() >= cap {
+            rec.dropped(&sh, k);
+            match due.try_recv() {
+                Ok(next) => k = next,
+                Err(_) => break,
+            }
+        }
+        let intended = sh.due(k);
+        let actual = Instant::now();
+        let r = sh.op_or_abort(Some(&mut conn)).await;
+        rec.done(&sh, k, intended, actual, &r);
+    }
+    rec.rec
+}
+
+/// One worker's recording: its recorder, plus the last-second p99 it shows
+/// on the progress line.
+struct Tally {
+    rec: Recorder,
+    recent: PhaseHist,
+    recent_since: Instant,
+    w: usize,
+}
+
+impl Tally {
+    fn new<O>(sh: &RunState<O>, w: usize) -> Self {
+        Tally {
+            rec: Recorder::new(sh.op_cap),
+            recent: PhaseHist::new(),
+            recent_since: Instant::now(),
+            w,
+        }
+    }
+
+    fn done<O>(
+        &mut self,
+        sh: &RunState<O>,
+        k: u64,
+        intended: Instant,
+        actual: Instant,
+        r: &OpResult,
+    ) {
+        let Some(seq) = sh.pacing.schedule.measured(k) else {
+            return;
+        };
+        let lag = actual.saturating_duration_since(intended);
+        let start = actual.saturating_duration_since(sh.measured_from);
+        self.rec.record(seq, lag, start, r);
+        let counter = if r.succeeded() {
+            &sh.counters.ok
+        } else {
+            &sh.counters.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if sh.pacing.progress {
+            self.recent.record(lag + r.end);
+            if self.recent_since.elapsed() >= Duration::from_secs(1) {
+                sh.counters.p99_us[self.w].store(self.recent.percentiles().p99, Ordering::Relaxed);
+                self.recent.clear();
+                self.recent_since = Instant::now();
+            }
+        }
+    }
+
+    fn dropped<O>(&mut self, sh: &RunState<O>, k: u64) {
+        if let Some(seq) = sh.pacing.schedule.measured(k) {
+            self.rec.record_dropped(seq);
+            sh.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
