@@ -130,3 +130,56 @@ fn server_rotation_against_a_given_target_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("only client rotations"));
 }
+
+/// A rotation mints keys, writes files and reloads components, and the load
+/// shares its runtime: that work must not hold a runtime thread. On a
+/// current-thread runtime a task that counts while a rotation runs can only
+/// count if the rotation gives the thread back; a rotation doing its work
+/// inline never would (none of that work awaits anything).
+#[tokio::test]
+async fn rotations_leave_the_runtime_free_while_they_mint_and_write() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use certshift::load::Marks;
+    use certshift::rotation_test::{Rig, Rotate, RotationTestArgs};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RotationTestArgs,
+    }
+
+    for mode in ["request", "handshake"] {
+        let args = Cli::parse_from(["rotation-test", "--mode", mode]).args;
+        let dir = tempfile::tempdir().unwrap();
+        let rig = Rig::start(&args, dir.path()).await.unwrap();
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let marks = Marks::default();
+        for kind in [Rotate::Client, Rotate::Server] {
+            let before = ticks.load(Ordering::Relaxed);
+            rig.rotate(kind, false, args.interval, &marks)
+                .await
+                .unwrap_or_else(|e| panic!("{mode} {}: {e:#}", kind.name()));
+            assert!(
+                ticks.load(Ordering::Relaxed) > before,
+                "{mode}: the {} rotation held the runtime's only thread",
+                kind.name()
+            );
+        }
+        ticker.abort();
+        let kinds: Vec<String> = marks.all().into_iter().map(|m| m.kind).collect();
+        assert_eq!(kinds, ["client", "server"], "{mode}");
+        rig.stop().await;
+    }
+}
