@@ -130,3 +130,73 @@ fn server_rotation_against_a_given_target_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("only client rotations"));
 }
+
+/// A rotation mints keys, writes files and reloads components, and the load
+/// shares its runtime: that work must not hold a runtime thread. On a
+/// current-thread runtime the runtime's only thread is the test's, so every
+/// publication ("rotated", logged by `creds::Publisher` on the thread that
+/// publishes) must come from another thread; a rotation doing its work
+/// inline would publish from this one.
+#[tokio::test]
+async fn rotations_publish_from_off_the_runtime_thread() {
+    use std::sync::{Arc, Mutex};
+    use std::thread::ThreadId;
+
+    use certshift::load::Marks;
+    use certshift::rotation_test::{Rig, Rotate, RotationTestArgs};
+    use clap::Parser;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RotationTestArgs,
+    }
+
+    /// The thread of every event the publication path logs.
+    #[derive(Clone, Default)]
+    struct Publications(Arc<Mutex<Vec<ThreadId>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Publications {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if event.metadata().target() == "certshift::creds::publish" {
+                self.0.lock().unwrap().push(std::thread::current().id());
+            }
+        }
+    }
+
+    let published = Publications::default();
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(published.clone()))
+        .expect("the only subscriber in this test binary");
+    let runtime_thread = std::thread::current().id();
+    for mode in ["request", "handshake"] {
+        let args = Cli::parse_from(["rotation-test", "--mode", mode]).args;
+        let dir = tempfile::tempdir().unwrap();
+        let rig = Rig::start(&args, dir.path()).await.unwrap();
+        let marks = Marks::default();
+        for kind in [Rotate::Client, Rotate::Server] {
+            published.0.lock().unwrap().clear();
+            rig.rotate(kind, false, args.interval, &marks)
+                .await
+                .unwrap_or_else(|e| panic!("{mode} {}: {e:#}", kind.name()));
+            let threads = published.0.lock().unwrap().clone();
+            assert!(
+                !threads.is_empty(),
+                "{mode} {}: nothing published",
+                kind.name()
+            );
+            assert!(
+                !threads.contains(&runtime_thread),
+                "{mode}: the {} rotation published from the runtime's thread",
+                kind.name()
+            );
+        }
+        let kinds: Vec<String> = marks.all().into_iter().map(|m| m.kind).collect();
+        assert_eq!(kinds, ["client", "server"], "{mode}");
+        rig.stop().await;
+    }
+}

@@ -59,7 +59,7 @@ pub enum ProxyError {
 }
 
 /// State every connection task shares; read-mostly.
-pub(crate) struct Shared {
+pub(crate) struct ProxyState {
     pub(crate) cfg: Arc<ProxyConfig>,
     pub(crate) creds: Arc<ProxyCredentials>,
     pub(crate) metrics: Metrics,
@@ -73,7 +73,7 @@ pub(crate) struct Shared {
 /// A bound proxy, not yet accepting.
 pub struct Proxy {
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<ProxyState>,
     _reloader: ReloaderHandle,
     _schedule: Option<AbortOnDrop<()>>,
 }
@@ -81,7 +81,7 @@ pub struct Proxy {
 /// Control of a running proxy.
 #[derive(Clone)]
 pub struct ProxyHandle {
-    shared: Arc<Shared>,
+    shared: Arc<ProxyState>,
 }
 
 impl Proxy {
@@ -112,7 +112,7 @@ impl Proxy {
                 let _ = r.reload_files();
             })?;
         let schedule = held.spawn_schedule().map(AbortOnDrop);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ProxyState {
             cfg,
             creds: held,
             metrics,
@@ -211,7 +211,7 @@ fn upstream_configs(
 
 /// One downstream connection: one upstream experiment.
 async fn connection(
-    shared: Arc<Shared>,
+    shared: Arc<ProxyState>,
     down: TcpStream,
     peer: SocketAddr,
     closing: watch::Receiver<RunState>,
@@ -276,7 +276,7 @@ async fn connection(
 
 /// Connect upstream presenting `presented`, relay, and say how it ended.
 async fn experiment(
-    shared: &Shared,
+    shared: &ProxyState,
     presented: Presented,
     phases: &mut Phases,
     mut down: Box<dyn AsyncIo>,

@@ -300,22 +300,8 @@ impl ServerCertVerifier for NoRoots {
         ))
     }
 
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("no upstream trust bundle".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("no upstream trust bundle".into()))
+    tls::handshake_signatures! {
+        refuse |_v| rustls::Error::General("no upstream trust bundle".into())
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

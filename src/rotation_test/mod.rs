@@ -16,6 +16,7 @@
 //! point of the flag.
 
 mod rig;
+mod steps;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -6,70 +6,51 @@
 //! reloads them (checked before they are published). Only the client side of
 //! handshake mode, which has no proxy, publishes into the load's live
 //! credential directly.
+//!
+//! Never: mints keys, writes files or reloads a component on the async
+//! runtime's threads while the load runs. The load generator shares this
+//! process and runtime, and an RSA key generation (up to a second) on a
+//! worker would show up as false latency in the very run that measures
+//! rotation downtime: every rotation step runs on the blocking pool
+//! (`Rig::off_runtime`).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rustls::client::danger::ServerCertVerifier;
-use rustls::sign::CertifiedKey;
 use rustls_pki_types::ServerName;
-use time::OffsetDateTime;
 
+use super::steps::{Direct, NewRoot, Steps};
 use super::{Rotate, RotationTestArgs};
-use crate::creds::{self, CredError, Publisher, RotationKind};
+use crate::creds::RotationKind;
 use crate::load::{Marks, Mode, Target};
 use crate::metrics::Metrics;
-use crate::pki::{self, Authority, KeyType, LeafSpec, Manifest, PkiDir, PkiOptions, Role, Usage};
-use crate::proxy::{Proxy, ProxyArgs, ProxyHandle};
+use crate::pki::{self, Authority, Manifest, PkiDir, PkiOptions, Role};
+use crate::proxy::{Proxy, ProxyArgs};
 use crate::report::RunInfo;
-use crate::serve::{ServeArgs, Service, ServiceHandle};
-use crate::tls::{
-    client_config_verified_by, webpki_server_verifier, ClientCert, TlsVersions, UpstreamVerifier,
-};
-
-/// Leaves the rig issues live this long.
-const LEAF_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+use crate::serve::{ServeArgs, Service};
 
 /// Everything the test runs against and rotates.
 pub struct Rig {
-    dir: PathBuf,
-    key_type: KeyType,
-    /// The CA issuing new leaves; replaced by a CA-bundle rotation.
-    issuing: Mutex<Authority>,
-    /// PEM of the roots every trust bundle holds now.
-    trusted: Mutex<Vec<String>>,
-    client_cn: String,
-    client_spiffe: Option<String>,
-    server_names: Vec<String>,
-    server_spiffe: Option<String>,
-    serve: Option<Running<ServiceHandle>>,
-    proxy: Option<Running<ProxyHandle>>,
-    /// Handshake mode and --target: the load presents the client credential.
-    direct: Option<Direct>,
+    /// What a rotation changes; shared with the blocking-pool threads that
+    /// perform its steps.
+    steps: Arc<Steps>,
+    serve: Option<Running>,
+    proxy: Option<Running>,
     /// Where the load connects.
     addr: SocketAddr,
     server_name: String,
-    roots_generated: Mutex<u32>,
     /// The proxy's metrics: what the service answered the proxy.
     metrics: Metrics,
 }
 
-struct Running<H> {
-    handle: H,
+/// A component the rig started, and how to stop it.
+struct Running {
     addr: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
-}
-
-/// The load's own credential and trust, published in memory; the rig
-/// marks the timeline itself (a CA rotation is three steps of one kind).
-struct Direct {
-    client: Publisher<CertifiedKey>,
-    roots: Publisher<Arc<dyn ServerCertVerifier>>,
-    config: Arc<rustls::ClientConfig>,
 }
 
 impl Rig {
@@ -90,30 +71,16 @@ impl Rig {
         let pki = PkiDir::new(&pki_dir, manifest.clone());
         let issuing = authority(&pki)?;
         let ca_pem = std::fs::read_to_string(pki.ca_cert())?;
-        let (client_cn, client_spiffe) = client_identity(&manifest, None)?;
+        let client = client_identity(&manifest, None)?;
         let server = manifest.credentials.iter().find(|e| e.role == Role::Server);
-        let mut rig = Rig {
-            dir: dir.to_path_buf(),
-            key_type: args.key_type,
-            issuing: Mutex::new(issuing),
-            trusted: Mutex::new(vec![ca_pem]),
-            client_cn,
-            client_spiffe,
-            server_names: manifest.server_names.clone(),
-            server_spiffe: server.and_then(|e| e.spiffe_id.clone()),
-            serve: None,
-            proxy: None,
-            direct: None,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            server_name: "localhost".into(),
-            roots_generated: Mutex::new(0),
-            metrics: Metrics::start(),
-        };
+        let mut steps = Steps::new(dir, args.key_type, issuing, ca_pem, client);
+        steps.server_names = manifest.server_names.clone();
+        steps.server_spiffe = server.and_then(|e| e.spiffe_id.clone());
         for d in ["serve", "proxy"] {
             std::fs::create_dir_all(dir.join(d))?;
         }
-        rig.issue_server()?;
-        rig.write_bundles()?;
+        steps.issue_server()?;
+        steps.write_bundles()?;
         let serve = ServeArgs {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             cert: Some(dir.join("serve/tls.crt")),
@@ -125,20 +92,17 @@ impl Rig {
         };
         let service = Service::bind(serve.into_config()?).await?;
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let (handle, addr) = (service.handle(), service.local_addr());
+        let addr = service.local_addr();
+        steps.serve = Some(service.handle());
         let task = tokio::spawn(service.run(async { drop(rx.await) }, Duration::from_secs(2)));
-        rig.serve = Some(Running {
-            handle,
-            addr,
-            stop,
-            task,
-        });
-        rig.addr = addr;
-        let (client, cert, key) = rig.issue_client()?;
+        let serve = Some(Running { addr, stop, task });
+        let metrics = Metrics::start();
+        let (client, cert, key) = steps.issue_client()?;
+        let mut proxy = None;
         if args.mode == Mode::Handshake {
-            rig.direct = Some(Direct::new(client, &rig.trusted_pem())?);
+            steps.direct = Some(Direct::new(client, &steps.trusted_pem())?);
         } else {
-            rig.write_client(&cert, &key)?;
+            steps.write_client(&cert, &key)?;
             let mut p = ProxyArgs::for_upstream(&addr.to_string());
             p.listen = SocketAddr::from(([127, 0, 0, 1], 0));
             p.upstream_ca = vec![dir.join("proxy/upstream-ca.crt")];
@@ -148,19 +112,25 @@ impl Rig {
             p.admin = "off".into();
             p.no_watch = true;
             p.connect_timeout = Duration::from_secs(2);
-            let proxy = Proxy::bind(p.into_config()?, rig.metrics.clone()).await?;
+            let bound = Proxy::bind(p.into_config()?, metrics.clone()).await?;
             let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-            let (handle, paddr) = (proxy.handle(), proxy.local_addr());
-            let task = tokio::spawn(proxy.run(async { drop(rx.await) }));
-            rig.proxy = Some(Running {
-                handle,
+            let paddr = bound.local_addr();
+            steps.proxy = Some(bound.handle());
+            let task = tokio::spawn(bound.run(async { drop(rx.await) }));
+            proxy = Some(Running {
                 addr: paddr,
                 stop,
                 task,
             });
-            rig.addr = paddr;
         }
-        Ok(rig)
+        Ok(Rig {
+            steps: Arc::new(steps),
+            addr: proxy.as_ref().map_or(addr, |p| p.addr),
+            serve,
+            proxy,
+            server_name: "localhost".into(),
+            metrics,
+        })
     }
 
     async fn for_target(args: &RotationTestArgs, target: &str) -> anyhow::Result<Rig> {
@@ -176,35 +146,26 @@ impl Rig {
             .with_context(|| format!("--target: {target} resolves to no address"))?;
         let ca_pem = std::fs::read_to_string(pki.ca_cert())
             .with_context(|| format!("reading {}", pki.ca_cert().display()))?;
-        let (client_cn, client_spiffe) = client_identity(manifest, args.identity.as_deref())?;
-        let mut rig = Rig {
-            dir: pki_dir.clone(),
-            key_type: manifest.key_type,
-            issuing: Mutex::new(authority(&pki)?),
-            trusted: Mutex::new(vec![ca_pem]),
-            client_cn,
-            client_spiffe,
-            server_names: Vec::new(),
-            server_spiffe: None,
+        let client = client_identity(manifest, args.identity.as_deref())?;
+        let mut steps = Steps::new(pki_dir, manifest.key_type, authority(&pki)?, ca_pem, client);
+        let (client, _, _) = steps.issue_client()?;
+        steps.direct = Some(Direct::new(client, &steps.trusted_pem())?);
+        Ok(Rig {
+            steps: Arc::new(steps),
             serve: None,
             proxy: None,
-            direct: None,
             addr,
             server_name: args
                 .server_name
                 .clone()
                 .unwrap_or_else(|| "localhost".into()),
-            roots_generated: Mutex::new(0),
             metrics: Metrics::start(),
-        };
-        let (client, _, _) = rig.issue_client()?;
-        rig.direct = Some(Direct::new(client, &rig.trusted_pem())?);
-        Ok(rig)
+        })
     }
 
     /// The load's target.
     pub fn target(&self, args: &RotationTestArgs) -> Target {
-        let tls = self.direct.as_ref().map(|d| {
+        let tls = self.steps.direct.as_ref().map(|d| {
             let name = ServerName::try_from(self.server_name.clone()).unwrap_or_else(|_| {
                 ServerName::try_from("localhost").expect("invariant: a valid DNS name")
             });
@@ -229,10 +190,15 @@ impl Rig {
     }
 
     pub fn info(&self, args: &RotationTestArgs) -> RunInfo {
+        let tls = if self.steps.direct.is_some() {
+            "mtls"
+        } else {
+            "off"
+        };
         RunInfo {
             target: args.target.clone().unwrap_or_else(|| self.addr.to_string()),
             mode: args.mode.name().into(),
-            tls: if self.direct.is_some() { "mtls" } else { "off" }.into(),
+            tls: tls.into(),
         }
     }
 
@@ -244,13 +210,13 @@ impl Rig {
         if let Some(p) = &self.proxy {
             s.push_str(&format!(
                 ", proxy on {} presenting {}",
-                p.addr, self.client_cn
+                p.addr, self.steps.client_cn
             ));
         }
         if self.serve.is_none() {
             s.push_str(&format!(
                 "target {} presenting {}",
-                self.addr, self.client_cn
+                self.addr, self.steps.client_cn
             ));
         }
         s
@@ -283,17 +249,24 @@ impl Rig {
     ) -> anyhow::Result<()> {
         match kind {
             Rotate::Client | Rotate::All => {
-                let serial = self.rotate_client()?;
-                marks.mark(RotationKind::Client, Some(serial));
+                self.off_runtime(marks, |steps, marks| {
+                    let serial = steps.rotate_client()?;
+                    marks.mark(RotationKind::Client, Some(serial));
+                    Ok(())
+                })
+                .await
             }
             Rotate::Server => {
-                let serial = self.issue_server()?;
-                self.reload_serve()?;
-                marks.mark(RotationKind::Server, Some(serial));
+                self.off_runtime(marks, |steps, marks| {
+                    let serial = steps.issue_server()?;
+                    steps.reload_serve()?;
+                    marks.mark(RotationKind::Server, Some(serial));
+                    Ok(())
+                })
+                .await
             }
-            Rotate::CaBundle => self.rotate_ca(no_overlap, interval, marks).await?,
+            Rotate::CaBundle => self.rotate_ca(no_overlap, interval, marks).await,
         }
-        Ok(())
     }
 
     /// Add the new root everywhere, issue from it, drop the old root. With
@@ -304,178 +277,65 @@ impl Rig {
         interval: Duration,
         marks: &Marks,
     ) -> anyhow::Result<()> {
-        let n = {
-            let mut g = lock(&self.roots_generated);
-            *g += 1;
-            *g
-        };
-        let root = Authority::new_root(
-            &format!("certshift rotation-test root {n}"),
-            self.key_type,
-            OffsetDateTime::now_utc() - time::Duration::minutes(5),
-            Duration::from_secs(30 * 86_400),
-        )?;
-        let root_pem = pki::pem_cert(&root.cert);
-        let root_serial = creds::serial_of(&root.cert);
         let step = interval / 3;
+        let root = self
+            .off_runtime(marks, move |steps, marks| {
+                let root = steps.new_root()?;
+                if !no_overlap {
+                    steps.trust_also(root.pem.clone())?;
+                    marks.mark(RotationKind::CaAddRoot, Some(root.serial.clone()));
+                }
+                Ok(root)
+            })
+            .await?;
         if !no_overlap {
-            lock(&self.trusted).push(root_pem.clone());
-            self.publish_bundles()?;
-            marks.mark(RotationKind::CaAddRoot, Some(root_serial.clone()));
             tokio::time::sleep(step).await;
         }
-        *lock(&self.issuing) = root;
-        self.rotate_client()?;
-        self.issue_server()?;
-        self.reload_serve()?;
-        marks.mark(RotationKind::CaIssue, Some(root_serial.clone()));
+        let NewRoot {
+            authority,
+            pem,
+            serial,
+        } = root;
+        let serial = self
+            .off_runtime(marks, move |steps, marks| {
+                steps.issue_from(authority);
+                steps.rotate_client()?;
+                steps.issue_server()?;
+                steps.reload_serve()?;
+                marks.mark(RotationKind::CaIssue, Some(serial.clone()));
+                Ok(serial)
+            })
+            .await?;
         tokio::time::sleep(step).await;
-        *lock(&self.trusted) = vec![root_pem];
-        self.publish_bundles()?;
-        marks.mark(RotationKind::CaDropRoot, Some(root_serial));
-        Ok(())
+        self.off_runtime(marks, move |steps, marks| {
+            steps.trust_only(pem)?;
+            marks.mark(RotationKind::CaDropRoot, Some(serial));
+            Ok(())
+        })
+        .await
     }
 
-    fn rotate_client(&self) -> anyhow::Result<String> {
-        let (ck, cert, key) = self.issue_client()?;
-        let serial = creds::leaf_serial(&ck).unwrap_or_default();
-        if let Some(d) = &self.direct {
-            d.client
-                .publish_with(|| Ok::<_, CredError>((ck, Some(serial.clone()))))?;
-        } else if let Some(p) = &self.proxy {
-            self.write_client(&cert, &key)?;
-            let errors = p.handle.credentials().reload_files();
-            if let Some((kind, e)) = errors.first() {
-                anyhow::bail!("the proxy refused the new {kind} credential: {e}");
-            }
-        }
-        Ok(serial)
-    }
-
-    fn publish_bundles(&self) -> anyhow::Result<()> {
-        if let Some(d) = &self.direct {
-            d.roots
-                .publish_with(|| verifier(&self.trusted_pem()).map(|v| (v, None)))?;
-        }
-        if self.serve.is_some() {
-            self.write_bundles()?;
-            self.reload_serve()?;
-        }
-        if let Some(p) = &self.proxy {
-            let errors = p.handle.credentials().reload_files();
-            if let Some((kind, e)) = errors.first() {
-                anyhow::bail!("the proxy refused the new {kind}: {e}");
-            }
-        }
-        Ok(())
-    }
-
-    fn reload_serve(&self) -> anyhow::Result<()> {
-        if let Some(s) = &self.serve {
-            s.handle
-                .reload()
-                .context("the service refused its new credentials")?;
-        }
-        Ok(())
-    }
-
-    fn trusted_pem(&self) -> String {
-        lock(&self.trusted).concat()
-    }
-
-    /// Issue a client leaf with the identity's CN and SPIFFE ID: the
-    /// checked credential, and its certificate and key as PEM.
-    fn issue_client(&self) -> anyhow::Result<(CertifiedKey, String, String)> {
-        let mut spec = LeafSpec::new(&self.client_cn, Usage::Client, now(), LEAF_VALIDITY);
-        spec.spiffe_id = self.client_spiffe.clone();
-        let issued = lock(&self.issuing).issue(&spec, self.key_type)?;
-        let key = pki::key_pem(&issued.key);
-        let cert = pki::pem_cert(&issued.cert);
-        let path = PathBuf::from("(rotation-test)");
-        let chain = creds::parse_chain(&path, cert.as_bytes())?;
-        let parsed = creds::parse_key(&path, key.as_bytes())?;
-        let ck = Arc::unwrap_or_clone(creds::certified_key(&path, chain, &path, parsed)?);
-        Ok((ck, cert, key))
-    }
-
-    /// Issue the service's leaf and write it; its serial.
-    fn issue_server(&self) -> anyhow::Result<String> {
-        let cn = self
-            .server_names
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "localhost".into());
-        let mut spec = LeafSpec::new(&cn, Usage::Server, now(), LEAF_VALIDITY);
-        spec.names = self.server_names.clone();
-        spec.spiffe_id = self.server_spiffe.clone();
-        let issued = lock(&self.issuing).issue(&spec, self.key_type)?;
-        write_pair(
-            &self.dir.join("serve"),
-            &pki::pem_cert(&issued.cert),
-            &pki::key_pem(&issued.key),
-        )?;
-        Ok(creds::serial_of(&issued.cert))
-    }
-
-    fn write_client(&self, cert_pem: &str, key_pem: &str) -> anyhow::Result<()> {
-        write_pair(&self.dir.join("proxy"), cert_pem, key_pem)
-    }
-
-    fn write_bundles(&self) -> anyhow::Result<()> {
-        let pem = self.trusted_pem();
-        write_file(&self.dir.join("serve/client-ca.crt"), pem.as_bytes(), 0o644)?;
-        write_file(
-            &self.dir.join("proxy/upstream-ca.crt"),
-            pem.as_bytes(),
-            0o644,
-        )
+    /// Run one rotation step on the blocking pool, so that minting keys,
+    /// writing files and reloading never stall the load sharing this
+    /// runtime. The step marks the timeline itself, the moment it has
+    /// published, not when this task is next polled.
+    async fn off_runtime<R: Send + 'static>(
+        &self,
+        marks: &Marks,
+        step: impl FnOnce(&Steps, &Marks) -> anyhow::Result<R> + Send + 'static,
+    ) -> anyhow::Result<R> {
+        let (steps, marks) = (self.steps.clone(), marks.clone());
+        tokio::task::spawn_blocking(move || step(&steps, &marks))
+            .await
+            .context("a rotation step panicked")?
     }
 
     pub async fn stop(self) {
-        for r in [
-            self.proxy.map(|p| (p.stop, p.task)),
-            self.serve.map(|s| (s.stop, s.task)),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let _ = r.0.send(());
-            let _ = tokio::time::timeout(Duration::from_secs(3), r.1).await;
+        for r in [self.proxy, self.serve].into_iter().flatten() {
+            let _ = r.stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(3), r.task).await;
         }
     }
-}
-
-impl Direct {
-    fn new(client: CertifiedKey, roots_pem: &str) -> anyhow::Result<Direct> {
-        let client = Publisher::fixed(RotationKind::Client, client, Arc::new(()));
-        let roots = Publisher::fixed(
-            RotationKind::TrustBundle,
-            verifier(roots_pem)?,
-            Arc::new(()),
-        );
-        let upstream = Arc::new(UpstreamVerifier::new(roots.live().clone(), None));
-        let mut config = client_config_verified_by(
-            upstream,
-            ClientCert::Live(client.live().clone()),
-            &TlsVersions::all(),
-        )?;
-        config.resumption = rustls::client::Resumption::disabled();
-        Ok(Direct {
-            client,
-            roots,
-            config: Arc::new(config),
-        })
-    }
-}
-
-fn verifier(roots_pem: &str) -> anyhow::Result<Arc<dyn ServerCertVerifier>> {
-    let mut roots = rustls::RootCertStore::empty();
-    creds::add_roots(
-        &mut roots,
-        Path::new("(trust bundle)"),
-        roots_pem.as_bytes(),
-    )?;
-    Ok(webpki_server_verifier(roots, Vec::new())?)
 }
 
 /// The PKI's root, which signs the rotated certificates.
@@ -501,35 +361,4 @@ fn client_identity(
         )
     })?;
     Ok((service, e.spiffe_id.clone()))
-}
-
-fn now() -> OffsetDateTime {
-    // A little in the past, so a peer whose clock lags a second still
-    // accepts a leaf issued this instant.
-    OffsetDateTime::now_utc() - time::Duration::minutes(5)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write_pair(dir: &Path, cert: &str, key: &str) -> anyhow::Result<()> {
-    // Key first: a reload between the two writes then sees a new key with
-    // the old certificate, which the checks refuse, and the old pair stays.
-    write_file(&dir.join("tls.key"), key.as_bytes(), 0o600)?;
-    write_file(&dir.join("tls.crt"), cert.as_bytes(), 0o644)
-}
-
-/// Write beside, then rename into place: readers see the old or the new file.
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))?;
-    tmp.write_all(bytes)?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
+use super::verify::handshake_signatures;
 use super::{spiffe_id_of, TlsVersions};
 use crate::creds::{provider, CredError, Live};
 
@@ -29,10 +30,7 @@ pub fn client_config(
     cert: ClientCert,
     versions: &TlsVersions,
 ) -> Result<ClientConfig, CredError> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&versions.rustls())
-        .map_err(|e| CredError::Tls(e.to_string()))?
-        .with_root_certificates(roots);
+    let builder = builder(versions)?.with_root_certificates(roots);
     let mut config = with_cert(builder, cert);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
@@ -45,12 +43,19 @@ pub fn client_config_verified_by(
     cert: ClientCert,
     versions: &TlsVersions,
 ) -> Result<ClientConfig, CredError> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&versions.rustls())
-        .map_err(|e| CredError::Tls(e.to_string()))?
+    let builder = builder(versions)?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     Ok(with_cert(builder, cert))
+}
+
+/// The provider's client config for `versions`, trust still to choose.
+fn builder(
+    versions: &TlsVersions,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, CredError> {
+    ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&versions.rustls())
+        .map_err(|e| CredError::Tls(e.to_string()))
 }
 
 fn with_cert(
@@ -130,27 +135,7 @@ impl ServerCertVerifier for UpstreamVerifier {
         Ok(verified)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner
-            .current()
-            .verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner
-            .current()
-            .verify_tls13_signature(message, cert, dss)
-    }
+    handshake_signatures! { forward |v| v.inner.current() }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.schemes.clone()

@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+use rustls::{CertificateError, DistinguishedName, Error, SignatureScheme};
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use crate::spiffe::SpiffeId;
@@ -17,6 +16,47 @@ use crate::spiffe::SpiffeId;
 pub fn spiffe_id_of(cert: &CertificateDer<'_>) -> Option<String> {
     crate::x509::spiffe_id(cert).map(|id| id.to_string())
 }
+
+/// rustls asks every verifier for two handshake-signature checks, TLS 1.2's
+/// and TLS 1.3's, with the same arguments, and each verifier here answers
+/// both the same way; this writes the pair once. Inside an `impl` of
+/// `ServerCertVerifier` or `ClientCertVerifier`:
+/// - `handshake_signatures! { forward |v| v.inner }`: ask the verifier
+///   `v.inner` (`v` is `self`);
+/// - `handshake_signatures! { algorithms |v| &v.algorithms }`: verify with
+///   these `WebPkiSupportedAlgorithms`;
+/// - `handshake_signatures! { refuse |_v| error }`: fail with `error`.
+macro_rules! handshake_signatures {
+    ($how:ident |$v:ident| $with:expr) => {
+        $crate::tls::handshake_signatures!(
+            @methods $how |$v| $with; verify_tls12_signature verify_tls13_signature
+        );
+    };
+    (@methods $how:ident |$v:ident| $with:expr; $($method:ident)+) => {
+        $(
+            fn $method(
+                &self,
+                message: &[u8],
+                cert: &rustls_pki_types::CertificateDer<'_>,
+                dss: &rustls::DigitallySignedStruct,
+            ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+                let $v = self;
+                $crate::tls::handshake_signatures!(@check $how $method ($with) message cert dss)
+            }
+        )+
+    };
+    (@check forward $method:ident ($to:expr) $m:ident $c:ident $d:ident) => {
+        $to.$method($m, $c, $d)
+    };
+    (@check algorithms $method:ident ($algs:expr) $m:ident $c:ident $d:ident) => {
+        rustls::crypto::$method($m, $c, $d, $algs)
+    };
+    (@check refuse $method:ident ($error:expr) $m:ident $c:ident $d:ident) => {{
+        let _ = ($m, $c, $d);
+        Err($error)
+    }};
+}
+pub(crate) use handshake_signatures;
 
 /// Chain verification by `inner`, then a SPIFFE ID in one of `trust_domains`.
 #[derive(Debug)]
@@ -71,23 +111,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         Ok(verified)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
+    handshake_signatures! { forward |v| v.inner }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
@@ -125,23 +149,7 @@ impl ClientCertVerifier for AnyClientCert {
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
+    handshake_signatures! { algorithms |v| &v.algorithms }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
