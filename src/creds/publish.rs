@@ -10,8 +10,9 @@
 //! `rotation-test` mints in memory.
 //!
 //! Never: runs on the async runtime's threads when it reads files or mints
-//! keys (RSA key generation takes up to a second) — callers in async code
-//! use [`Publisher::reload_off_runtime`] or `spawn_blocking`.
+//! keys (RSA key generation takes up to a second): callers in async code
+//! go through `spawn_blocking` (the file watcher, `POST /rotate`, the mint
+//! schedule and rotation-test's steps all do).
 
 use std::fmt;
 use std::path::Path;
@@ -147,7 +148,7 @@ impl<T, E: fmt::Display> Publisher<T, E> {
         })
     }
 
-    /// A value with no files behind it; it changes only by [`Publisher::publish`].
+    /// A value with no files behind it; it changes only by [`Publisher::publish_with`].
     pub fn fixed(kind: RotationKind, value: T, log: Arc<dyn RotationLog>) -> Self {
         Publisher {
             kind,

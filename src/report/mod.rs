@@ -115,7 +115,7 @@ pub struct Window {
     pub p99_us: u64,
 }
 
-/// Tags of [`Ops::intervals`]' histograms, in order: the three phases
+/// Tags of [`RunViews::intervals`]' histograms (load's `Ops`), in order: the three phases
 /// corrected, the three as service time (`service-` prefix), and `failed`
 /// (corrected end-to-end latency of the lost operations, so its count is
 /// the failures). A contract with `report merge`.
