@@ -38,6 +38,9 @@ fn must(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+const P256: &[&str] = &["-pkeyopt", "ec_paramgen_curve:P-256"];
+const P384: &[&str] = &["-pkeyopt", "ec_paramgen_curve:P-384"];
+
 const CA_EXT: [&str; 4] = [
     "-addext",
     "basicConstraints=critical,CA:TRUE",
@@ -59,58 +62,43 @@ fn root(dir: &Path, name: &str, newkey: &str, opts: &[&str], ext: &[&str]) {
     must(dir, &args);
 }
 
-/// `NAME.crt`/`NAME.key`: an EC P-256 intermediate signed by `issuer`.
-fn intermediate(dir: &Path, name: &str, issuer: &str) {
+/// `NAME.crt`/`NAME.key`: an EC P-256 CA made from a request, signed by
+/// `issuer`'s key (`None`: its own) for `days` (negative: already expired).
+fn csr_ca(dir: &Path, name: &str, issuer: Option<&str>, days: &str) {
     let (crt, key, csr) = (
         format!("{name}.crt"),
         format!("{name}.key"),
         format!("{name}.csr"),
     );
     let subj = format!("/O=Example Corp/CN={name}");
-    must(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &subj,
-        ],
-    );
-    std::fs::write(
-        dir.join("inter.ext"),
-        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n\
-         subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
-    )
-    .unwrap();
-    must(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &format!("{issuer}.crt"),
-            "-CAkey",
-            &format!("{issuer}.key"),
-            "-CAcreateserial",
-            "-days",
-            "365",
-            "-extfile",
-            "inter.ext",
-            "-out",
-            &crt,
-        ],
-    );
+    let newkey = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut args = vec!["req", "-new", "-keyout", &key, "-out", &csr, "-subj", &subj];
+    args.extend(newkey);
+    must(dir, &args);
+    let mut ext = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n\
+                   subjectKeyIdentifier=hash\n"
+        .to_string();
+    let (issuer_crt, issuer_key) = issuer.map_or((String::new(), key.clone()), |i| {
+        (format!("{i}.crt"), format!("{i}.key"))
+    });
+    let mut args = vec!["x509", "-req", "-in", &csr, "-days", days, "-out", &crt];
+    match issuer {
+        Some(_) => {
+            ext += "authorityKeyIdentifier=keyid\n";
+            args.extend(["-CA", &issuer_crt, "-CAkey", &issuer_key, "-CAcreateserial"]);
+        }
+        None => args.extend(["-signkey", &issuer_key]),
+    }
+    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+    let extfile = format!("{name}.ext");
+    args.extend(["-extfile", &extfile]);
+    must(dir, &args);
 }
 
 /// `certshift pki init --out DIR/pki --ca-cert CERT --ca-key KEY EXTRA...`
@@ -177,8 +165,15 @@ fn variant(m: &Manifest, v: Variant) -> String {
         .clone()
 }
 
-/// What every PKI under a user's CA must satisfy, whatever the CA's shape.
-fn check_pki(pki: &Path, m: &Manifest, leaf_issuer: IssuedBy) {
+/// What every PKI under a user's CA must satisfy, whatever the CA's shape;
+/// `anchor` is the user's certificate `ca/ca.crt` must be.
+fn check_pki(pki: &Path, m: &Manifest, leaf_issuer: IssuedBy, anchor: &Path) {
+    let anchor = anchor.to_str().expect("temp paths are UTF-8");
+    assert_eq!(
+        der_of(pki, "ca/ca.crt"),
+        der_of(pki, anchor),
+        "ca/ca.crt is {anchor}"
+    );
     for e in m.credentials.iter().filter(|e| e.role == Role::Client) {
         accepted(pki, &e.cert, "sslclient", &CRL);
         assert_eq!(e.issuer, Some(leaf_issuer), "{}", e.name);
@@ -290,21 +285,10 @@ fn der_of(dir: &Path, pem: &str) -> String {
 fn ecdsa_p384_root_issues_every_credential_and_its_key_stays_home() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    root(
-        dir,
-        "root",
-        "ec",
-        &["-pkeyopt", "ec_paramgen_curve:P-384"],
-        &CA_EXT,
-    );
+    root(dir, "root", "ec", P384, &CA_EXT);
     let (pki, m) = init_ok(dir, "root.crt", "root.key", &[]);
 
-    check_pki(&pki, &m, IssuedBy::UserCa);
-    assert_eq!(
-        der_of(&pki, "ca/ca.crt"),
-        der_of(dir, "root.crt"),
-        "ca/ca.crt is the user's root"
-    );
+    check_pki(&pki, &m, IssuedBy::UserCa, &dir.join("root.crt"));
     assert!(
         m.variant(Variant::MissingIntermediate).is_none(),
         "no intermediate to leave out"
@@ -357,7 +341,12 @@ fn rsa_root_with_a_certshift_intermediate_and_ed25519_leaves() {
     ];
     let (pki, m) = init_ok(dir, "rsa-root.crt", "rsa-root.key", &args);
 
-    check_pki(&pki, &m, IssuedBy::GeneratedIntermediate);
+    check_pki(
+        &pki,
+        &m,
+        IssuedBy::GeneratedIntermediate,
+        &dir.join("rsa-root.crt"),
+    );
     let inter = m.find(Role::IntermediateCa, "intermediate-ca").unwrap();
     assert_eq!(inter.issuer, Some(IssuedBy::UserCa));
     assert!(
@@ -385,25 +374,14 @@ fn rsa_root_with_a_certshift_intermediate_and_ed25519_leaves() {
 fn intermediate_with_its_root_trusts_the_root_and_sends_the_intermediate() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    root(
-        dir,
-        "corp-root",
-        "ec",
-        &["-pkeyopt", "ec_paramgen_curve:P-256"],
-        &CA_EXT,
-    );
-    intermediate(dir, "team-ca", "corp-root");
+    root(dir, "corp-root", "ec", P256, &CA_EXT);
+    csr_ca(dir, "team-ca", Some("corp-root"), "365");
     let bundle = std::fs::read_to_string(dir.join("team-ca.crt")).unwrap()
         + &std::fs::read_to_string(dir.join("corp-root.crt")).unwrap();
     std::fs::write(dir.join("team-chain.crt"), bundle).unwrap();
     let (pki, m) = init_ok(dir, "team-chain.crt", "team-ca.key", &[]);
 
-    check_pki(&pki, &m, IssuedBy::UserCa);
-    assert_eq!(
-        der_of(&pki, "ca/ca.crt"),
-        der_of(dir, "corp-root.crt"),
-        "the service trusts the root"
-    );
+    check_pki(&pki, &m, IssuedBy::UserCa, &dir.join("corp-root.crt"));
     let chain = std::fs::read_to_string(pki.join("clients/order-service/tls.crt")).unwrap();
     assert_eq!(
         chain.matches("BEGIN CERTIFICATE").count(),
@@ -440,67 +418,14 @@ fn intermediate_with_its_root_trusts_the_root_and_sends_the_intermediate() {
 fn bad_pairs_exit_2_naming_the_file_and_write_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    root(
-        dir,
-        "good",
-        "ec",
-        &["-pkeyopt", "ec_paramgen_curve:P-256"],
-        &CA_EXT,
-    );
-    root(
-        dir,
-        "other",
-        "ec",
-        &["-pkeyopt", "ec_paramgen_curve:P-256"],
-        &CA_EXT,
-    );
+    root(dir, "good", "ec", P256, &CA_EXT);
+    root(dir, "other", "ec", P256, &CA_EXT);
     let leaf_ext = ["-addext", "basicConstraints=critical,CA:FALSE"];
-    root(
-        dir,
-        "leaf",
-        "ec",
-        &["-pkeyopt", "ec_paramgen_curve:P-256"],
-        &leaf_ext,
-    );
+    root(dir, "leaf", "ec", P256, &leaf_ext);
     let pathlen0 = ["-addext", "basicConstraints=critical,CA:TRUE,pathlen:0"];
-    root(
-        dir,
-        "tight",
-        "ec",
-        &["-pkeyopt", "ec_paramgen_curve:P-256"],
-        &pathlen0,
-    );
+    root(dir, "tight", "ec", P256, &pathlen0);
     // Expired yesterday: signed with a negative lifetime.
-    must(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "old.key",
-            "-out",
-            "old.csr",
-            "-subj",
-            "/CN=old",
-        ],
-    );
-    std::fs::write(
-        dir.join("ca.ext"),
-        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
-    )
-    .unwrap();
-    must(
-        dir,
-        &[
-            "x509", "-req", "-in", "old.csr", "-signkey", "old.key", "-days", "-1", "-extfile",
-            "ca.ext", "-out", "old.crt",
-        ],
-    );
+    csr_ca(dir, "old", None, "-1");
 
     let cases: [(&str, &str, &[&str], &str, &str); 5] = [
         (

@@ -73,28 +73,15 @@ impl Hierarchy {
             None => None,
         };
         let untrusted = Authority::new_root("certshift untrusted CA", kt, now, ca_lifetime)?;
-        let other_ca = CaCert {
-            name: "other-ca",
-            role: Role::UntrustedCa,
-            dir: UNTRUSTED_CA_DIR,
-            file: CA_FILE,
-            cert: untrusted.cert.clone(),
-            key: generated_key(CA_KEY_FILE, &untrusted),
-            issuer: IssuedBy::Itself,
-        };
+        let mut other_ca = CaCert::root("other-ca", Role::UntrustedCa, &untrusted.cert);
+        other_ca.dir = UNTRUSTED_CA_DIR;
+        other_ca.key = generated_key(CA_KEY_FILE, &untrusted);
 
         let (top, top_issuer, mut cas, anchor, above, user_ca) = match user {
             None => {
                 let root = Authority::new_root("certshift test root CA", kt, now, ca_lifetime)?;
-                let ca = CaCert {
-                    name: "ca",
-                    role: Role::Ca,
-                    dir: CA_DIR,
-                    file: CA_FILE,
-                    cert: root.cert.clone(),
-                    key: generated_key(CA_KEY_FILE, &root),
-                    issuer: IssuedBy::Itself,
-                };
+                let mut ca = CaCert::root("ca", Role::Ca, &root.cert);
+                ca.key = generated_key(CA_KEY_FILE, &root);
                 let anchor = root.cert.clone();
                 (
                     root,
@@ -120,15 +107,8 @@ impl Hierarchy {
                 let (cas, above) = match &user.root {
                     None => (vec![own(Role::Ca, "ca", CA_FILE, key)], Vec::new()),
                     Some(root) => {
-                        let anchor = CaCert {
-                            name: "ca",
-                            role: Role::Ca,
-                            dir: CA_DIR,
-                            file: CA_FILE,
-                            cert: root.clone(),
-                            key: CaKey::Unknown,
-                            issuer: IssuedBy::External,
-                        };
+                        let mut anchor = CaCert::root("ca", Role::Ca, root);
+                        anchor.issuer = IssuedBy::External;
                         let mine = own(Role::IntermediateCa, "user-ca", USER_CA_FILE, key);
                         let mut above = vec![user.authority.cert.clone()];
                         above.extend(user.middles.iter().cloned());
@@ -189,6 +169,21 @@ impl Hierarchy {
     /// The CA that signs the leaves.
     pub fn issuing(&self) -> &Authority {
         &self.signers[0]
+    }
+}
+
+impl CaCert {
+    /// A self-signed root at `ca/ca.crt` whose key is not known yet.
+    fn root(name: &'static str, role: Role, cert: &CertificateDer<'static>) -> Self {
+        CaCert {
+            name,
+            role,
+            dir: CA_DIR,
+            file: CA_FILE,
+            cert: cert.clone(),
+            key: CaKey::Unknown,
+            issuer: IssuedBy::Itself,
+        }
     }
 }
 
