@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::inspect::{inspect_file, render_text};
-use super::{init, layout, KeyType, PkiOptions, Role};
+use super::{init, layout, IssuedBy, KeyType, OwnCaFiles, PkiOptions, Role};
 
 /// `certshift pki init` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -31,8 +31,26 @@ pub struct InitArgs {
     #[arg(long = "server-name", value_name = "NAME", default_values_t = PkiOptions::default().server_names)]
     pub server_names: Vec<String>,
     /// Issue leaves from an intermediate CA; tls.crt then carries the chain.
+    /// With --ca-cert, certshift makes that intermediate under your CA.
     #[arg(long)]
     pub intermediate: bool,
+    /// Issue everything under your own CA (root or intermediate) instead of
+    /// a fresh throwaway root. The file may hold your CA followed by its
+    /// chain up to the root: ca/ca.crt is then that root (what a service
+    /// must trust) and every tls.crt carries leaf + your intermediate(s).
+    /// Given an intermediate alone, ca/ca.crt is the intermediate itself:
+    /// verifiers that want a self-signed anchor (OpenSSL, nginx) then need
+    /// your root too, so prefer passing the chain. `untrusted-ca` and
+    /// `self-signed` still come from fresh keys; ca/crl.pem is signed by your
+    /// CA. Checked first: key matches, CA:TRUE, keyCertSign/cRLSign, valid
+    /// for --validity, pathlen allows --intermediate.
+    #[arg(long, value_name = "FILE", requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    /// Private key of --ca-cert (PEM: PKCS#8, PKCS#1 or SEC1; unencrypted).
+    /// Read only: never copied into --out or logged; the manifest records
+    /// its path.
+    #[arg(long, value_name = "FILE", requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
     /// Validity of the leaves (e.g. 30d, 12h).
     #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
     pub validity: Duration,
@@ -51,6 +69,13 @@ impl InitArgs {
             server_names: self.server_names.clone(),
             intermediate: self.intermediate,
             validity: self.validity,
+            own_ca: match (&self.ca_cert, &self.ca_key) {
+                (Some(cert), Some(key)) => Some(OwnCaFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -71,9 +96,18 @@ pub fn run_init(args: &InitArgs) -> anyhow::Result<()> {
             ""
         }
     );
+    if let Some(ca) = &manifest.user_ca {
+        println!(
+            "issued under your {} CA {} (SHA-256 {})\n  from {}; its key stays at {} and was not copied",
+            ca.kind, ca.subject, ca.sha256, ca.cert, ca.key
+        );
+    }
     for e in &manifest.credentials {
+        let yours = e.issuer == Some(IssuedBy::External);
         let what = match e.role {
+            Role::Ca if yours => "trust anchor: install it in the service (your CA)".to_string(),
             Role::Ca => "trusted root CA".to_string(),
+            Role::IntermediateCa if yours => "your CA, sent in every tls.crt".to_string(),
             Role::IntermediateCa => "intermediate CA (issues the leaves)".to_string(),
             Role::UntrustedCa => "untrusted root CA".to_string(),
             Role::Server => format!("server  {}", e.spiffe_id.as_deref().unwrap_or("")),
@@ -91,7 +125,11 @@ pub fn run_init(args: &InitArgs) -> anyhow::Result<()> {
         println!("  {shown:<34} {what}");
     }
     let crl = format!("{}/{}", layout::CA_DIR, layout::CRL_FILE);
-    println!("  {crl:<34} CRL revoking the `revoked` variant");
+    let signer = match &manifest.user_ca {
+        Some(_) => ", signed by your CA: install it where the service reads CRLs",
+        None => "",
+    };
+    println!("  {crl:<34} CRL revoking the `revoked` variant{signer}");
     println!("  {:<34} index of all of the above", super::MANIFEST_FILE);
     Ok(())
 }

@@ -11,12 +11,13 @@ use rustls_pki_types::CertificateDer;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::issue::{key_pem, pem_cert, self_signed_leaf, Authority, Issued, LeafSpec, Usage};
+use super::hierarchy::{CaCert, CaKey, Hierarchy};
+use super::issue::{key_pem, pem_cert, self_signed_leaf, Issued, LeafSpec, Usage};
 use super::layout::{
-    CA_DIR, CA_FILE, CA_KEY_FILE, CERT_FILE, CLIENTS_DIR, CRL_FILE, INTERMEDIATE_FILE,
-    INTERMEDIATE_KEY_FILE, KEY_FILE, SERVER_DIR, UNTRUSTED_CA_DIR, VARIANTS_DIR,
+    CA_DIR, CA_FILE, CERT_FILE, CLIENTS_DIR, CRL_FILE, KEY_FILE, SERVER_DIR, VARIANTS_DIR,
 };
-use super::manifest::{Entry, EntryFacts, Manifest, Role, FORMAT_VERSION, MANIFEST_FILE};
+use super::manifest::{Entry, EntryFacts, IssuedBy, Manifest, Role, FORMAT_VERSION, MANIFEST_FILE};
+use super::own_ca::OwnCaFiles;
 use super::write::PkiFile;
 use super::{KeyType, PkiError, Variant};
 use crate::spiffe::{is_trust_domain, SpiffeId};
@@ -38,6 +39,8 @@ pub struct PkiOptions {
     pub server_names: Vec<String>,
     pub intermediate: bool,
     pub validity: Duration,
+    /// Issue under the user's CA instead of a fresh root.
+    pub own_ca: Option<OwnCaFiles>,
 }
 
 impl Default for PkiOptions {
@@ -57,6 +60,7 @@ impl Default for PkiOptions {
             server_names: ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec(),
             intermediate: false,
             validity: Duration::from_secs(30 * 86400),
+            own_ca: None,
         }
     }
 }
@@ -137,45 +141,18 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
         entries: Vec::new(),
     };
 
-    // CAs outlive every leaf they issue, the not-yet-valid one included.
-    let ca_lifetime = (opts.validity + Duration::from_secs(365 * 86400))
-        .max(Duration::from_secs(5 * 365 * 86400));
-    let root = Authority::new_root("certshift test root CA", kt, now, ca_lifetime)?;
-    let intermediate = match opts.intermediate {
-        true => {
-            Some(root.new_intermediate("certshift test intermediate CA", kt, now, ca_lifetime)?)
-        }
-        false => None,
-    };
-    let issuing = intermediate.as_ref().unwrap_or(&root);
-    let untrusted = Authority::new_root("certshift untrusted CA", kt, now, ca_lifetime)?;
-    // Leaves carry their chain up to (not including) the root.
+    let cas = Hierarchy::build(opts, now)?;
+    let issuing = cas.issuing();
+    // Leaves carry their chain up to (not including) the trust anchor.
     let chain_of = |leaf: &Issued| -> Vec<CertificateDer<'static>> {
         let mut chain = vec![leaf.cert.clone()];
-        chain.extend(intermediate.as_ref().map(|i| i.cert.clone()));
+        chain.extend(cas.chain.iter().cloned());
         chain
     };
-    let root_pem = pem_cert(&root.cert);
-
-    out.ca("ca", Role::Ca, CA_DIR, CA_FILE, CA_KEY_FILE, &root)?;
-    if let Some(i) = &intermediate {
-        out.ca(
-            "intermediate-ca",
-            Role::IntermediateCa,
-            CA_DIR,
-            INTERMEDIATE_FILE,
-            INTERMEDIATE_KEY_FILE,
-            i,
-        )?;
+    let root_pem = pem_cert(&cas.anchor);
+    for ca in &cas.cas {
+        out.ca(ca)?;
     }
-    out.ca(
-        "other-ca",
-        Role::UntrustedCa,
-        UNTRUSTED_CA_DIR,
-        CA_FILE,
-        CA_KEY_FILE,
-        &untrusted,
-    )?;
 
     let mut server = LeafSpec::new("certshift-serve", Usage::Server, now, opts.validity);
     server.names = opts.server_names.clone();
@@ -191,6 +168,7 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
         &chain_of(&issued),
         &issued,
         Some(&root_pem),
+        cas.leaf_issuer,
     )?;
 
     for service in &opts.services {
@@ -203,6 +181,7 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
             &chain_of(&issued),
             &issued,
             Some(&root_pem),
+            cas.leaf_issuer,
         )?;
     }
 
@@ -211,7 +190,7 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
     let first = &opts.services[0];
     let mut revoked = Vec::new();
     for variant in Variant::ALL {
-        if variant == Variant::Valid || (variant.needs_intermediate() && intermediate.is_none()) {
+        if variant == Variant::Valid || (variant.needs_intermediate() && cas.chain.is_empty()) {
             continue;
         }
         let mut spec = client_spec(opts, first, now)?;
@@ -251,10 +230,10 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
                 (Signer::Issuing, true)
             }
         };
-        let issued = match signer {
-            Signer::Issuing => issuing.issue(&spec, kt)?,
-            Signer::Untrusted => untrusted.issue(&spec, kt)?,
-            Signer::Itself => self_signed_leaf(&spec, kt)?,
+        let (issued, issuer) = match signer {
+            Signer::Issuing => (issuing.issue(&spec, kt)?, cas.leaf_issuer),
+            Signer::Untrusted => (cas.untrusted.issue(&spec, kt)?, IssuedBy::UntrustedCa),
+            Signer::Itself => (self_signed_leaf(&spec, kt)?, IssuedBy::Itself),
         };
         let chain = match send_chain {
             true => chain_of(&issued),
@@ -269,16 +248,24 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
             format!("{VARIANTS_DIR}/{variant}"),
         )
         .client(variant, first);
-        out.leaf(meta.spiffe(spec.spiffe_id.clone()), &chain, &issued, None)?;
+        out.leaf(
+            meta.spiffe(spec.spiffe_id.clone()),
+            &chain,
+            &issued,
+            None,
+            issuer,
+        )?;
     }
 
-    // One CRL per issuing CA, concatenated: verifiers that check the whole
-    // chain (rustls does by default) need a CRL from every CA on the path.
+    // One CRL per CA certshift holds the key of, concatenated: verifiers
+    // that check the whole chain (rustls does by default) need a CRL from
+    // every CA on the path. The first, the issuing CA's, revokes.
     let crl_lifetime = opts.validity.max(Duration::from_secs(7 * 86400));
-    let mut crl = match &intermediate {
-        Some(i) => i.crl(&revoked, now, crl_lifetime)? + &root.crl(&[], now, crl_lifetime)?,
-        None => root.crl(&revoked, now, crl_lifetime)?,
-    };
+    let mut crl = String::new();
+    for (i, ca) in cas.signers.iter().enumerate() {
+        let listed = if i == 0 { revoked.as_slice() } else { &[] };
+        crl += &ca.crl(listed, now, crl_lifetime)?;
+    }
     if !crl.ends_with('\n') {
         crl.push('\n');
     }
@@ -295,6 +282,7 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
         server_names: opts.server_names.clone(),
         intermediate: opts.intermediate,
         validity: short_duration(opts.validity),
+        user_ca: cas.user_ca.clone(),
         credentials: out.entries,
     };
     out.files.push(PkiFile {
@@ -377,36 +365,21 @@ impl Builder {
         });
     }
 
-    fn ca(
-        &mut self,
-        name: &str,
-        role: Role,
-        dir: &str,
-        cert: &str,
-        key: &str,
-        ca: &Authority,
-    ) -> Result<(), PkiError> {
-        let (cert_path, key_path) = (format!("{dir}/{cert}"), format!("{dir}/{key}"));
+    /// A CA certificate, and its key when certshift made it.
+    fn ca(&mut self, ca: &CaCert) -> Result<(), PkiError> {
+        let cert_path = format!("{}/{}", ca.dir, ca.file);
         self.file(&cert_path, pem_cert(&ca.cert).into_bytes(), false);
-        self.file(&key_path, key_pem(ca.key()).into_bytes(), true);
-        let facts = EntryFacts::of(&ca.cert)?;
-        self.entries.push(Entry {
-            name: name.into(),
-            role,
-            path: dir.into(),
-            cert: cert_path,
-            key: key_path,
-            variant: None,
-            identity: None,
-            spiffe_id: None,
-            serial: facts.serial,
-            not_before: facts.not_before,
-            not_after: facts.not_after,
-            sha256: facts.sha256,
-            expect: None,
-            why: None,
-        });
-        Ok(())
+        let key_path = match &ca.key {
+            CaKey::Write { file, pem } => {
+                let path = format!("{}/{file}", ca.dir);
+                self.file(&path, pem.clone().into_bytes(), true);
+                path
+            }
+            CaKey::Elsewhere(path) => path.clone(),
+            CaKey::Unknown => String::new(),
+        };
+        let meta = Meta::new(ca.name, ca.role, ca.dir.into());
+        self.entry(meta, cert_path, key_path, &ca.cert, ca.issuer)
     }
 
     /// A leaf credential directory: `tls.crt` (leaf then chain), `tls.key`,
@@ -417,6 +390,7 @@ impl Builder {
         chain: &[CertificateDer<'static>],
         issued: &Issued,
         ca_pem: Option<&str>,
+        issuer: IssuedBy,
     ) -> Result<(), PkiError> {
         let dir = meta.path.clone();
         let (cert_path, key_path) = (format!("{dir}/{CERT_FILE}"), format!("{dir}/{KEY_FILE}"));
@@ -426,13 +400,25 @@ impl Builder {
         if let Some(ca) = ca_pem {
             self.file(&format!("{dir}/{CA_FILE}"), ca.as_bytes().to_vec(), false);
         }
-        let facts = EntryFacts::of(&issued.cert)?;
+        self.entry(meta, cert_path, key_path, &issued.cert, issuer)
+    }
+
+    fn entry(
+        &mut self,
+        meta: Meta<'_>,
+        cert: String,
+        key: String,
+        der: &CertificateDer<'_>,
+        issuer: IssuedBy,
+    ) -> Result<(), PkiError> {
+        let facts = EntryFacts::of(der)?;
         self.entries.push(Entry {
             name: meta.name.into(),
             role: meta.role,
-            path: dir,
-            cert: cert_path,
-            key: key_path,
+            path: meta.path,
+            cert,
+            key,
+            issuer: Some(issuer),
             variant: meta.variant,
             identity: meta.identity,
             spiffe_id: meta.spiffe_id,

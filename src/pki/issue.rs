@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::PkiError;
-use crate::x509::{KeyAlgorithm, KeyInfo};
+use crate::x509::{CertFacts, KeyAlgorithm, KeyInfo};
 
 /// The key algorithm of every credential in a PKI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize)]
@@ -215,6 +215,13 @@ impl Authority {
                 what: "CA certificate".into(),
                 detail: e.to_string(),
             })?;
+        Authority::from_parts(cert, key)
+    }
+
+    /// A CA from its certificate and its (already parsed) private key. The
+    /// key is not checked against the certificate here: callers that take
+    /// both from a user check that first (`pki::own_ca`).
+    pub fn from_parts(cert: CertificateDer<'static>, key: KeyPair) -> Result<Self, PkiError> {
         let issuer = Issuer::from_ca_cert_der(&cert, key).map_err(issue_err("CA certificate"))?;
         Ok(Authority { cert, issuer })
     }
@@ -259,10 +266,26 @@ impl Authority {
                     invalidity_date: None,
                 })
                 .collect(),
-            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+            key_identifier_method: self.key_id_method(),
         };
         let crl = params.signed_by(&self.issuer).map_err(issue_err("CRL"))?;
         crl.pem().map_err(issue_err("CRL PEM"))
+    }
+}
+
+impl Authority {
+    /// The CRL's authorityKeyIdentifier must equal the CA's own
+    /// subjectKeyIdentifier, or OpenSSL finds no CRL for the CA ("unable to
+    /// get certificate CRL"). A CA made elsewhere (OpenSSL derives it with
+    /// SHA-1) keeps its own; rcgen's SHA-256 derivation only fits our CAs.
+    fn key_id_method(&self) -> rcgen::KeyIdMethod {
+        match CertFacts::from_der(&self.cert)
+            .ok()
+            .and_then(|f| f.link.subject_key_id)
+        {
+            Some(ski) => rcgen::KeyIdMethod::PreSpecified(ski),
+            None => rcgen::KeyIdMethod::Sha256,
+        }
     }
 }
 

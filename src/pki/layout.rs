@@ -36,6 +36,9 @@ pub const UNTRUSTED_CA_DIR: &str = "other-ca";
 /// The intermediate CA's certificate and key, in [`CA_DIR`].
 pub const INTERMEDIATE_FILE: &str = "intermediate.crt";
 pub const INTERMEDIATE_KEY_FILE: &str = "intermediate.key";
+/// The user's CA certificate, in [`CA_DIR`], when it is an intermediate
+/// below the root in `ca.crt` (its key stays where the user keeps it).
+pub const USER_CA_FILE: &str = "user-ca.crt";
 
 /// The files of one credential, as paths under the PKI directory.
 #[derive(Debug, Clone, PartialEq, Eq)]

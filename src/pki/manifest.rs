@@ -26,7 +26,50 @@ pub struct Manifest {
     pub intermediate: bool,
     /// Leaf validity as given to `--validity`.
     pub validity: String,
+    /// Where the CA came from when `pki init --ca-cert/--ca-key` issued the
+    /// PKI under the user's own CA; absent for certshift's own root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_ca: Option<UserCaInfo>,
     pub credentials: Vec<Entry>,
+}
+
+/// The user's CA a PKI was issued under. Its private key stays where the
+/// user keeps it: `key` is that path, never a copy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserCaInfo {
+    /// `--ca-cert` as given, made absolute.
+    pub cert: String,
+    /// `--ca-key` as given, made absolute.
+    pub key: String,
+    pub subject: String,
+    /// SHA-256 of the CA certificate's DER, as the entries' `sha256`.
+    pub sha256: String,
+    pub not_after: String,
+    /// "root" (self-signed) or "intermediate".
+    pub kind: String,
+    /// Subject of `ca/ca.crt`, what a service must trust: the root when
+    /// `--ca-cert` carried the chain up to it, else the CA itself.
+    pub trust_anchor: String,
+}
+
+/// Which CA signed a certificate of the PKI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IssuedBy {
+    /// certshift's own root.
+    GeneratedRoot,
+    /// The intermediate certshift made (`--intermediate`).
+    GeneratedIntermediate,
+    /// The user's CA (`--ca-cert`).
+    UserCa,
+    /// The fresh root nobody trusts.
+    UntrustedCa,
+    /// Self-signed.
+    #[serde(rename = "self")]
+    Itself,
+    /// Made outside certshift: the user's CA certificate and its chain.
+    External,
 }
 
 /// What a credential is for.
@@ -56,8 +99,13 @@ pub struct Entry {
     pub path: String,
     /// Certificate file (leaf first, then chain), relative to the PKI root.
     pub cert: String,
-    /// PKCS#8 private key, relative to the PKI root.
+    /// PKCS#8 private key, relative to the PKI root. For the user's CA it
+    /// is the absolute path the key was read from (never copied), and empty
+    /// for a root whose key certshift never saw.
     pub key: String,
+    /// Which CA signed the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<IssuedBy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<Variant>,
     /// The service (Kubernetes service account) this credential speaks for.

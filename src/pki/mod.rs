@@ -1,7 +1,8 @@
-//! The test PKI: a CA, server and client leaves with SPIFFE IDs, the
+//! The test PKI: a CA (certshift's own or the user's), server and client leaves with SPIFFE IDs, the
 //! catalogue of bad client variants, CRLs, and certificate inspection.
 //!
-//! Owns: deciding what a test PKI contains ([`generate`]), issuing with rcgen
+//! Owns: deciding what a test PKI contains ([`generate`]) and who signs it
+//! ([`hierarchy`], with the user's CA checked by [`own_ca`]), issuing with rcgen
 //! ([`issue`]), the `manifest.toml` contract ([`manifest`]), where every file
 //! of a `--pki` directory lives ([`layout`], [`PkiDir`]), writing keys safely
 //! ([`write`]) and reading certificates back for people ([`inspect`]).
@@ -10,10 +11,12 @@
 
 pub mod cmd;
 mod generate;
+mod hierarchy;
 pub mod inspect;
 mod issue;
 pub mod layout;
 mod manifest;
+mod own_ca;
 mod variant;
 mod write;
 
@@ -27,7 +30,8 @@ pub use issue::{
     LeafSpec, Usage,
 };
 pub use layout::{CredentialFiles, PkiDir};
-pub use manifest::{Entry, Manifest, Role, MANIFEST_FILE};
+pub use manifest::{Entry, IssuedBy, Manifest, Role, UserCaInfo, MANIFEST_FILE};
+pub use own_ca::OwnCaFiles;
 pub use variant::{Expect, UnknownVariant, Variant};
 pub use write::{write_files, PkiFile};
 
@@ -50,6 +54,13 @@ pub enum PkiError {
         "{0} is not empty; choose an empty directory or pass --force to overwrite the PKI in it"
     )]
     NotEmpty(PathBuf),
+    /// The user's CA (`--ca-cert`/`--ca-key`) cannot issue this PKI.
+    #[error("{}: {problem}; {fix}", file.display())]
+    OwnCa {
+        file: PathBuf,
+        problem: String,
+        fix: String,
+    },
     #[error("{0} exists and is not a directory; choose another --out")]
     NotADirectory(PathBuf),
     #[error("{path}: {source}")]

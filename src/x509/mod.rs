@@ -49,6 +49,9 @@ pub struct CertFacts {
     /// The one valid SPIFFE ID among the URI SANs, if there is exactly one.
     pub spiffe_id: Option<SpiffeId>,
     pub key: KeyInfo,
+    /// The subjectPublicKey bits (an EC point, an RSAPublicKey, an Ed25519
+    /// key): what a private key's public half is compared with.
+    pub public_key_raw: Vec<u8>,
     pub is_ca: bool,
     /// basicConstraints pathLenConstraint; `None` means unconstrained or not a CA.
     pub path_len: Option<u32>,
@@ -131,6 +134,7 @@ impl CertFacts {
             sans,
             spiffe_id,
             key: key::key_info(&cert),
+            public_key_raw: cert.public_key().subject_public_key.data.to_vec(),
             is_ca: basic.as_ref().is_some_and(|bc| bc.value.ca),
             path_len: basic.and_then(|bc| bc.value.path_len_constraint),
             key_usage,
