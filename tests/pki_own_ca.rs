@@ -414,6 +414,72 @@ fn intermediate_with_its_root_trusts_the_root_and_sends_the_intermediate() {
     assert!(m.variant(Variant::MissingIntermediate).is_none());
 }
 
+/// rotation-test against a service whose PKI was issued under the user's
+/// intermediate: the rotated client certificates are minted by that
+/// intermediate (certshift never holds the root's key) and carry it in
+/// their chain, so a strict service trusting only the root accepts every
+/// one of them.
+#[test]
+fn rotation_test_mints_under_the_users_intermediate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    root(dir, "corp-root", "ec", P256, &CA_EXT);
+    csr_ca(dir, "team-ca", Some("corp-root"), "365");
+    let bundle = std::fs::read_to_string(dir.join("team-ca.crt")).unwrap()
+        + &std::fs::read_to_string(dir.join("corp-root.crt")).unwrap();
+    std::fs::write(dir.join("team-chain.crt"), bundle).unwrap();
+    let (pki, _) = init_ok(dir, "team-chain.crt", "team-ca.key", &[]);
+    let pki_arg = pki.display().to_string();
+    let file = |rel: &str| pki.join(rel).display().to_string();
+    // No CRL: with one, rustls checks revocation along the whole chain, and
+    // only the user's root could sign the CRL for their intermediate.
+    let serve = common::spawn_certshift(
+        &[
+            "serve".into(),
+            "--cert".into(),
+            file("server/tls.crt"),
+            "--key".into(),
+            file("server/tls.key"),
+            "--client-ca".into(),
+            file("ca/ca.crt"),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--mode".into(),
+            "strict".into(),
+        ],
+        |l| l.starts_with("listening on "),
+    );
+    let out = certshift()
+        .args([
+            "rotation-test",
+            "--target",
+            &serve.addr().to_string(),
+            "--pki",
+            &pki_arg,
+            "--server-name",
+            "localhost",
+            "--rotations",
+            "2",
+            "--interval",
+            "300ms",
+            "--rate",
+            "50",
+            "--mode",
+            "handshake",
+            "--no-progress",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text_of(&out.stdout), text_of(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("PASS"), "{stdout}");
+    assert!(stdout.contains("attempted 45"), "{stdout}");
+}
+
+fn text_of(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 #[test]
 fn bad_pairs_exit_2_naming_the_file_and_write_nothing() {
     let tmp = tempfile::tempdir().unwrap();

@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rustls_pki_types::ServerName;
 
-use super::steps::{Direct, NewRoot, Steps};
+use super::steps::{Direct, Issuing, NewRoot, Steps};
 use super::{Rotate, RotationTestArgs};
 use crate::creds::RotationKind;
 use crate::load::{Marks, Mode, Target};
@@ -31,6 +31,7 @@ use crate::pki::{self, Authority, Manifest, PkiDir, PkiOptions, Role};
 use crate::proxy::{Proxy, ProxyArgs};
 use crate::report::RunInfo;
 use crate::serve::{ServeArgs, Service};
+use crate::x509::CertFacts;
 
 /// Everything the test runs against and rotates.
 pub struct Rig {
@@ -338,12 +339,26 @@ impl Rig {
     }
 }
 
-/// The PKI's root, which signs the rotated certificates.
-fn authority(pki: &PkiDir) -> anyhow::Result<Authority> {
+/// The CA that signs the rotated certificates: the PKI's issuing CA (its
+/// intermediate when it has one, so a PKI issued under the user's own
+/// intermediate mints without the root's key, which certshift never holds),
+/// sent along with each leaf when it is not the root.
+fn authority(pki: &PkiDir) -> anyhow::Result<Issuing> {
     let read =
         |f: &Path| std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()));
-    let ca = pki.ca();
-    Ok(Authority::from_pem(&read(&ca.cert)?, &read(&ca.key)?)?)
+    let ca = pki.issuing_ca().unwrap_or_else(|| pki.ca());
+    let cert_pem = read(&ca.cert)?;
+    let authority = Authority::from_pem(&cert_pem, &read(&ca.key)?)?;
+    let self_signed = CertFacts::from_der(&authority.cert).map_or(true, |f| f.self_signed);
+    let chain_pem = if self_signed {
+        String::new()
+    } else {
+        pki::pem_cert(&authority.cert)
+    };
+    Ok(Issuing {
+        ca: authority,
+        chain_pem,
+    })
 }
 
 fn client_identity(

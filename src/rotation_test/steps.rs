@@ -31,7 +31,7 @@ pub(super) struct Steps {
     dir: PathBuf,
     key_type: KeyType,
     /// The CA issuing new leaves; replaced by a CA-bundle rotation.
-    issuing: Mutex<Authority>,
+    issuing: Mutex<Issuing>,
     /// PEM of the roots every trust bundle holds now.
     trusted: Mutex<Vec<String>>,
     pub(super) client_cn: String,
@@ -60,13 +60,30 @@ pub(super) struct Direct {
     pub(super) config: Arc<rustls::ClientConfig>,
 }
 
+/// A CA that issues leaves, and the certificates that travel with them: its
+/// own when it is an intermediate (the service trusts the root), nothing
+/// for a root.
+pub(super) struct Issuing {
+    pub(super) ca: Authority,
+    pub(super) chain_pem: String,
+}
+
+impl Issuing {
+    pub(super) fn root(ca: Authority) -> Issuing {
+        Issuing {
+            ca,
+            chain_pem: String::new(),
+        }
+    }
+}
+
 impl Steps {
     /// Issuing from `issuing`, trusting `ca_pem`, presenting the client
     /// identity `(common name, SPIFFE ID)`; no components yet.
     pub(super) fn new(
         dir: &Path,
         key_type: KeyType,
-        issuing: Authority,
+        issuing: Issuing,
         ca_pem: String,
         (client_cn, client_spiffe): (String, Option<String>),
     ) -> Steps {
@@ -132,7 +149,7 @@ impl Steps {
 
     /// Issue new leaves from `ca`.
     pub(super) fn issue_from(&self, ca: Authority) {
-        *lock(&self.issuing) = ca;
+        *lock(&self.issuing) = Issuing::root(ca);
     }
 
     fn publish_bundles(&self) -> anyhow::Result<()> {
@@ -170,14 +187,23 @@ impl Steps {
     pub(super) fn issue_client(&self) -> anyhow::Result<(CertifiedKey, String, String)> {
         let mut spec = LeafSpec::new(&self.client_cn, Usage::Client, now(), LEAF_VALIDITY);
         spec.spiffe_id = self.client_spiffe.clone();
-        let issued = lock(&self.issuing).issue(&spec, self.key_type)?;
+        let (issued, chain) = self.issue(&spec)?;
         let key = pki::key_pem(&issued.key);
-        let cert = pki::pem_cert(&issued.cert);
+        let cert = pki::pem_cert(&issued.cert) + &chain;
         let path = PathBuf::from("(rotation-test)");
         let chain = creds::parse_chain(&path, cert.as_bytes())?;
         let parsed = creds::parse_key(&path, key.as_bytes())?;
         let ck = Arc::unwrap_or_clone(creds::certified_key(&path, chain, &path, parsed)?);
         Ok((ck, cert, key))
+    }
+
+    /// A leaf from the issuing CA, and the chain (PEM) that goes with it.
+    fn issue(&self, spec: &LeafSpec) -> anyhow::Result<(pki::Issued, String)> {
+        let issuing = lock(&self.issuing);
+        Ok((
+            issuing.ca.issue(spec, self.key_type)?,
+            issuing.chain_pem.clone(),
+        ))
     }
 
     /// Issue the service's leaf and write it; its serial.
@@ -190,10 +216,10 @@ impl Steps {
         let mut spec = LeafSpec::new(&cn, Usage::Server, now(), LEAF_VALIDITY);
         spec.names = self.server_names.clone();
         spec.spiffe_id = self.server_spiffe.clone();
-        let issued = lock(&self.issuing).issue(&spec, self.key_type)?;
+        let (issued, chain) = self.issue(&spec)?;
         write_pair(
             &self.dir.join("serve"),
-            &pki::pem_cert(&issued.cert),
+            &(pki::pem_cert(&issued.cert) + &chain),
             &pki::key_pem(&issued.key),
         )?;
         Ok(creds::serial_of(&issued.cert))
