@@ -370,15 +370,21 @@ fn rsa_root_with_a_certshift_intermediate_and_ed25519_leaves() {
     check_key_not_copied(&pki, &dir.join("rsa-root.key"));
 }
 
-#[test]
-fn intermediate_with_its_root_trusts_the_root_and_sends_the_intermediate() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// An openssl-made root `corp-root` and intermediate `team-ca` under it,
+/// and `team-chain.crt`: the intermediate followed by its root.
+fn team_chain(dir: &Path) {
     root(dir, "corp-root", "ec", P256, &CA_EXT);
     csr_ca(dir, "team-ca", Some("corp-root"), "365");
     let bundle = std::fs::read_to_string(dir.join("team-ca.crt")).unwrap()
         + &std::fs::read_to_string(dir.join("corp-root.crt")).unwrap();
     std::fs::write(dir.join("team-chain.crt"), bundle).unwrap();
+}
+
+#[test]
+fn intermediate_with_its_root_trusts_the_root_and_sends_the_intermediate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    team_chain(dir);
     let (pki, m) = init_ok(dir, "team-chain.crt", "team-ca.key", &[]);
 
     check_pki(&pki, &m, IssuedBy::UserCa, &dir.join("corp-root.crt"));
@@ -423,11 +429,7 @@ fn intermediate_with_its_root_trusts_the_root_and_sends_the_intermediate() {
 fn rotation_test_mints_under_the_users_intermediate() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    root(dir, "corp-root", "ec", P256, &CA_EXT);
-    csr_ca(dir, "team-ca", Some("corp-root"), "365");
-    let bundle = std::fs::read_to_string(dir.join("team-ca.crt")).unwrap()
-        + &std::fs::read_to_string(dir.join("corp-root.crt")).unwrap();
-    std::fs::write(dir.join("team-chain.crt"), bundle).unwrap();
+    team_chain(dir);
     let (pki, _) = init_ok(dir, "team-chain.crt", "team-ca.key", &[]);
     let pki_arg = pki.display().to_string();
     let file = |rel: &str| pki.join(rel).display().to_string();
