@@ -40,6 +40,8 @@ pub enum Command {
     Load(Box<crate::load::LoadArgs>),
     /// Rotate client, server or CA-bundle credentials under load; exit 1 if anything was lost.
     RotationTest(Box<crate::rotation_test::RotationTestArgs>),
+    /// Does an endpoint really enforce mTLS? One verdict per check; JSON and JUnit for CI; exit 1 on a failed check.
+    Audit(Box<crate::audit::AuditArgs>),
     /// Merge HdrHistogram logs from several load runs, or show a JSON report again.
     Report(crate::report::ReportArgs),
     /// The whole tool in 30 seconds: PKI, service, proxy, load, rotations, verdicts.
@@ -71,6 +73,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::RotationTest(a) => {
             runtime().and_then(|rt| rt.block_on(crate::rotation_test::command(*a)))
         }
+        Command::Audit(a) => runtime().and_then(|rt| rt.block_on(crate::audit::command(*a))),
         Command::Report(a) => crate::report::cmd::run(&a),
         Command::Demo(a) => runtime().and_then(|rt| rt.block_on(crate::demo::run(&a))),
     };

@@ -30,6 +30,8 @@
 //!          per-recorder histograms, an operation log, merged at the end ──▶ report
 //!  report ──the shape users keep: JSON contract, tables, HdrHistogram logs, SVG; `report merge|show`
 //!  rotation_test ──load while client/server/CA-bundle credentials rotate; the downtime
+//!  audit ──one experiment per check against a target (valid identity first, then every bad
+//!          credential, plaintext, resumption after expiry, clock skew) ──▶ PASS/FAIL, JUnit
 //!  demo  ──PKI + serve + proxy (mostly valid, every bad variant) + load + rotations
 //! ```
 //!
@@ -42,6 +44,7 @@
 //! | layer | module | owns |
 //! |---|---|---|
 //! | 1 commands | [`cli`] | clap definitions, dispatch, exit codes (0 ok, 1 failure found, 2 usage/config) |
+//! | 2 runs | [`audit`] | does an endpoint enforce mTLS: the check registry, experiments, verdicts; table, JSON, JUnit |
 //! | 2 runs | [`demo`] | the README's main job |
 //! | 2 runs | [`rotation_test`] | rotations under load on the embedded default or a target; windows and downtime |
 //! | 3 control | [`admin`] | the proxy's admin HTTP API (stats, Prometheus metrics, timeline, rotate) |
@@ -63,6 +66,7 @@
 
 pub mod accept;
 pub mod admin;
+pub mod audit;
 pub mod cli;
 pub mod creds;
 pub mod demo;

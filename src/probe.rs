@@ -73,6 +73,8 @@ pub struct ProbeResult {
     /// The negotiated key-exchange group (e.g. `X25519MLKEM768`), which
     /// dominates handshake cost.
     pub key_exchange: Option<String>,
+    /// Whether the handshake resumed an earlier session.
+    pub resumed: Option<bool>,
 }
 
 impl ProbeResult {
@@ -84,6 +86,7 @@ impl ProbeResult {
             handshake: None,
             server_cert: None,
             key_exchange: None,
+            resumed: None,
         }
     }
 
@@ -113,6 +116,7 @@ pub async fn run(p: &Probe) -> ProbeResult {
         handshake,
         server_cert: tls.server_cert,
         key_exchange: tls.key_exchange,
+        resumed: tls.resumed,
     }
 }
 

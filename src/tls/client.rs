@@ -178,3 +178,126 @@ impl ResolvesClientCert for Always {
         true
     }
 }
+
+/// Accepts any server certificate (still checking the handshake signature,
+/// so the peer holds the key it shows). For audits with `--insecure`: the
+/// audit is about how the server treats *client* certificates, and a user
+/// may not have the trust bundle for the server's own.
+#[derive(Debug)]
+pub struct AnyServerCert {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl AnyServerCert {
+    pub fn verifier() -> Arc<dyn ServerCertVerifier> {
+        Arc::new(AnyServerCert {
+            algorithms: provider().signature_verification_algorithms,
+        })
+    }
+}
+
+impl ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    handshake_signatures! { algorithms |v| &v.algorithms }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A client session store that remembers whether the server ever handed out
+/// something to resume with (a TLS 1.3 ticket, a TLS 1.2 session id or
+/// ticket). A resumption experiment needs to tell "the server refused to
+/// resume" from "the server never offered resumption".
+#[derive(Debug)]
+pub struct SessionRecorder {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tls13_tickets: std::sync::atomic::AtomicU32,
+    tls12_sessions: std::sync::atomic::AtomicU32,
+}
+
+impl SessionRecorder {
+    pub fn shared() -> Arc<SessionRecorder> {
+        Arc::new(SessionRecorder {
+            inner: rustls::client::ClientSessionMemoryCache::new(16),
+            tls13_tickets: Default::default(),
+            tls12_sessions: Default::default(),
+        })
+    }
+
+    /// TLS 1.3 tickets received so far.
+    pub fn tls13_tickets(&self) -> u32 {
+        self.tls13_tickets
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// TLS 1.2 sessions (id or ticket) stored so far.
+    pub fn tls12_sessions(&self) -> u32 {
+        self.tls12_sessions
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Use this store for `config`'s resumption (TLS 1.2 tickets enabled).
+    pub fn install(self: &Arc<Self>, config: &mut ClientConfig) {
+        config.resumption = rustls::client::Resumption::store(self.clone())
+            .tls12_resumption(rustls::client::Tls12Resumption::SessionIdOrTickets);
+    }
+}
+
+impl rustls::client::ClientSessionStore for SessionRecorder {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(server_name, group)
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(server_name)
+    }
+
+    fn set_tls12_session(
+        &self,
+        server_name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.tls12_sessions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.set_tls12_session(server_name, value)
+    }
+
+    fn tls12_session(
+        &self,
+        server_name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(server_name)
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.tls13_tickets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.insert_tls13_ticket(server_name, value)
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(server_name)
+    }
+}
