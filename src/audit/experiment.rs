@@ -226,16 +226,7 @@ impl Ctx {
             .authority
             .issue(&spec, key_type)
             .map_err(|e| format!("minting a {what} certificate: {e}"))?;
-        let mut chain = vec![issued.cert];
-        chain.extend(issuing.chain.iter().cloned());
-        let key = rustls_pki_types::PrivatePkcs8KeyDer::from(issued.key.serialize_der());
-        crate::creds::certified_key(
-            std::path::Path::new("<minted>"),
-            chain,
-            std::path::Path::new("<minted>"),
-            key.into(),
-        )
-        .map_err(|e| format!("minting a {what} certificate: {e}"))
+        certified(issued, &issuing.chain).map_err(|e| format!("minting a {what} certificate: {e}"))
     }
 
     /// The spec and key type of a leaf that looks like the identity.
@@ -262,4 +253,16 @@ impl Ctx {
             .map_or(KeyType::EcdsaP256, |f| KeyType::like(&f.key));
         (spec, key_type)
     }
+}
+
+/// A minted leaf, with `chain` after it, ready to present.
+pub fn certified(
+    issued: crate::pki::Issued,
+    chain: &[CertificateDer<'static>],
+) -> Result<Arc<CertifiedKey>, String> {
+    let mut certs = vec![issued.cert];
+    certs.extend(chain.iter().cloned());
+    let key = rustls_pki_types::PrivatePkcs8KeyDer::from(issued.key.serialize_der());
+    let minted = std::path::Path::new("<minted>");
+    crate::creds::certified_key(minted, certs, minted, key.into()).map_err(|e| e.to_string())
 }

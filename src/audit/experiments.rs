@@ -8,7 +8,7 @@ use std::time::Duration;
 use rustls::sign::CertifiedKey;
 use time::OffsetDateTime;
 
-use super::experiment::{Attempt, Ctx, Decision, Observation};
+use super::experiment::{certified, Attempt, Ctx, Decision, Observation};
 use crate::pki::{self, Authority, Variant};
 use crate::tls::{ClientCert, Outcome, SessionRecorder, TlsVersion};
 
@@ -68,12 +68,6 @@ fn day() -> time::Duration {
     time::Duration::days(1)
 }
 
-fn certified(issued: pki::Issued) -> Result<Arc<CertifiedKey>, String> {
-    let key = rustls_pki_types::PrivatePkcs8KeyDer::from(issued.key.serialize_der());
-    let p = std::path::Path::new("<minted>");
-    crate::creds::certified_key(p, vec![issued.cert], p, key.into()).map_err(|e| e.to_string())
-}
-
 pub async fn untrusted_ca(ctx: &Ctx) -> Observation {
     variant_or_fresh(ctx, Variant::UntrustedCa, |ctx| {
         let (spec, kt) = ctx.look_alike("untrusted-ca", now() - day(), now() + day());
@@ -84,7 +78,7 @@ pub async fn untrusted_ca(ctx: &Ctx) -> Observation {
             Duration::from_secs(86_400),
         )
         .map_err(|e| e.to_string())?;
-        certified(ca.issue(&spec, kt).map_err(|e| e.to_string())?)
+        certified(ca.issue(&spec, kt).map_err(|e| e.to_string())?, &[])
     })
     .await
 }
@@ -92,7 +86,10 @@ pub async fn untrusted_ca(ctx: &Ctx) -> Observation {
 pub async fn self_signed(ctx: &Ctx) -> Observation {
     variant_or_fresh(ctx, Variant::SelfSigned, |ctx| {
         let (spec, kt) = ctx.look_alike("self-signed", now() - day(), now() + day());
-        certified(pki::self_signed_leaf(&spec, kt).map_err(|e| e.to_string())?)
+        certified(
+            pki::self_signed_leaf(&spec, kt).map_err(|e| e.to_string())?,
+            &[],
+        )
     })
     .await
 }

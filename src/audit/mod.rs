@@ -212,8 +212,8 @@ fn server_verifier(
             "how should the server's certificate be verified? give --ca FILE, --pki DIR, or --insecure"
         ),
     };
-    let roots =
-        creds::load_roots(std::slice::from_ref(&ca)).with_context(|| format!("--ca {}", ca.display()))?;
+    let roots = creds::load_roots(std::slice::from_ref(&ca))
+        .with_context(|| format!("--ca {}", ca.display()))?;
     Ok(webpki_server_verifier(roots, Vec::new())?)
 }
 
