@@ -13,8 +13,8 @@ use std::time::Duration;
 use rand::RngCore;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, RevocationReason,
-    RevokedCertParams, SanType, SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
+    RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -234,15 +234,23 @@ impl Authority {
     /// Issue a leaf signed by this authority.
     pub fn issue(&self, spec: &LeafSpec, key_type: KeyType) -> Result<Issued, PkiError> {
         let key = key_type.generate()?;
+        let (cert, serial) = self.sign_leaf(spec, &key)?;
+        Ok(Issued { cert, key, serial })
+    }
+
+    /// Sign a leaf for `spec` around any subject public key: one rcgen made,
+    /// or one it cannot make whose SubjectPublicKeyInfo it only carries
+    /// (`pki::weak`'s RSA-1024).
+    pub(super) fn sign_leaf(
+        &self,
+        spec: &LeafSpec,
+        public_key: &impl PublicKeyData,
+    ) -> Result<(CertificateDer<'static>, SerialNumber), PkiError> {
         let (params, serial) = leaf_params(spec)?;
         let cert = params
-            .signed_by(&key, &self.issuer)
+            .signed_by(public_key, &self.issuer)
             .map_err(issue_err(&spec.common_name))?;
-        Ok(Issued {
-            cert: cert.der().clone(),
-            key,
-            serial,
-        })
+        Ok((cert.der().clone(), serial))
     }
 
     /// A CRL signed by this authority listing `revoked` serials.

@@ -3,9 +3,11 @@
 //!
 //! Owns: deciding what a test PKI contains ([`generate`]) and who signs it
 //! ([`hierarchy`], with the user's CA checked by [`own_ca`]), issuing with rcgen
-//! ([`issue`]), the `manifest.toml` contract ([`manifest`]), where every file
-//! of a `--pki` directory lives ([`layout`], [`PkiDir`]), writing keys safely
-//! ([`write`]) and reading certificates back for people ([`inspect`]).
+//! ([`issue`]), weak credentials rcgen cannot make ([`weak`]: SHA-1 signed,
+//! RSA-1024) and the certificate DER surgery behind them ([`resign`]), the
+//! `manifest.toml` contract ([`manifest`]), where every file of a `--pki`
+//! directory lives ([`layout`], [`PkiDir`]), writing keys safely ([`write`])
+//! and reading certificates back for people ([`inspect`]).
 //! Never: serves, verifies peers or loads live credentials (that is `creds`),
 //! and imports nothing from above the material layer (`x509`, `spiffe`).
 
@@ -17,7 +19,9 @@ mod issue;
 pub mod layout;
 mod manifest;
 mod own_ca;
+mod resign;
 mod variant;
+mod weak;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -32,7 +36,11 @@ pub use issue::{
 pub use layout::{CredentialFiles, PkiDir};
 pub use manifest::{Entry, IssuedBy, Manifest, Role, UserCaInfo, MANIFEST_FILE};
 pub use own_ca::OwnCaFiles;
+pub use resign::{
+    algorithm_identifier, assemble, resign, split_certificate, tbs_elements, CertParts,
+};
 pub use variant::{Expect, UnknownVariant, Variant};
+pub use weak::{rsa1024_client, sha1_signed, WeakKeyCredential};
 pub use write::{write_files, PkiFile};
 
 /// Errors of PKI generation and manifest reading.
@@ -72,6 +80,16 @@ pub enum PkiError {
     Manifest { path: PathBuf, detail: String },
     #[error(transparent)]
     Spiffe(#[from] crate::spiffe::SpiffeIdError),
+    /// `pki::weak` asked a CA for a SHA-1 signature its key has no form of.
+    #[error("the issuing CA's key is {ca_key}; a SHA-1 signature needs an RSA or ECDSA CA")]
+    NoSha1Signature { ca_key: String },
+    /// Taking a certificate's DER apart or putting it back together failed:
+    /// the input is not a well-formed certificate, or an element is too long.
+    #[error("certificate DER ({what}): {detail}")]
+    Der { what: String, detail: String },
+    /// A RustCrypto key could not be loaded, generated or used to sign.
+    #[error("{what}: {detail}")]
+    Crypto { what: String, detail: String },
 }
 
 /// Generate a PKI as of now and write it to `dir`; the manifest is returned.
