@@ -113,6 +113,8 @@ pub struct Defaults {
     pub profile: Profile,
     /// `--max-skew` was given: clock skew beyond it fails.
     pub max_skew: bool,
+    /// `--strict`: weak crypto must be refused.
+    pub strict: bool,
 }
 
 pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Observation> + Send + 'a>>;
@@ -162,6 +164,14 @@ fn reject(_: Defaults) -> Expected {
 
 fn within_max_skew(d: Defaults) -> Expected {
     if d.max_skew {
+        Expected::Reject
+    } else {
+        Expected::Info
+    }
+}
+
+fn strict_only(d: Defaults) -> Expected {
+    if d.strict {
         Expected::Reject
     } else {
         Expected::Info
@@ -326,6 +336,24 @@ pub static CHECKS: &[Check] = &[
         cause_alerts: &[],
         default: within_max_skew,
         run: run!(x::clock_skew),
+    },
+    Check {
+        id: "weak-signature",
+        category: Category::Crypto,
+        about: "a client certificate signed with SHA-1 by the trusted CA is refused",
+        hint: "refuse SHA-1 certificate signatures (OpenSSL: security level 1 or higher, the default)",
+        cause_alerts: &[],
+        default: strict_only,
+        run: run!(x::weak_signature),
+    },
+    Check {
+        id: "weak-key",
+        category: Category::Crypto,
+        about: "a client certificate with an RSA-1024 key is refused",
+        hint: "require client keys of at least RSA-2048 or ECDSA P-256 (OpenSSL: security level 2)",
+        cause_alerts: &[],
+        default: strict_only,
+        run: run!(x::weak_key),
     },
 ];
 

@@ -326,3 +326,41 @@ pub async fn clock_skew(ctx: &Ctx) -> Observation {
     });
     obs
 }
+
+/// A leaf like the identity's, signed by the issuing CA with SHA-1.
+pub async fn weak_signature(ctx: &Ctx) -> Observation {
+    let issuing = match &ctx.issuing {
+        Ok(i) => i,
+        Err(e) => return Observation::skipped(format!("needs the issuing CA's key to sign: {e}")),
+    };
+    let (spec, kt) = ctx.look_alike("weak-signature", now() - day(), now() + day());
+    let ck = match pki::sha1_signed(&issuing.authority, &spec, kt) {
+        Ok(issued) => certified(issued, &issuing.chain),
+        // An Ed25519 CA has no SHA-1 signature: nothing to test.
+        Err(e @ pki::PkiError::NoSha1Signature { .. }) => {
+            return Observation::skipped(e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match ck {
+        Ok(ck) => Observation::of(ctx.present(ClientCert::Always(ck)).await)
+            .note("SHA-1 signature by the issuing CA"),
+        Err(e) => Observation::inconclusive(e),
+    }
+}
+
+/// A leaf like the identity's with an RSA-1024 key, signed normally.
+pub async fn weak_key(ctx: &Ctx) -> Observation {
+    let issuing = match &ctx.issuing {
+        Ok(i) => i,
+        Err(e) => return Observation::skipped(format!("needs the issuing CA's key to sign: {e}")),
+    };
+    let (spec, _) = ctx.look_alike("weak-key", now() - day(), now() + day());
+    match pki::rsa1024_client(&issuing.authority, &spec) {
+        Ok(cred) => {
+            let ck = Arc::new(cred.certified_key(&issuing.chain));
+            Observation::of(ctx.present(ClientCert::Always(ck)).await).note("RSA-1024 client key")
+        }
+        Err(e) => Observation::inconclusive(e.to_string()),
+    }
+}

@@ -120,6 +120,10 @@ pub struct AuditArgs {
     /// than this is accepted (e.g. 5m). Without it, clock-skew is information.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub max_skew: Option<Duration>,
+    /// Weak crypto (weak-signature, weak-key) must be refused; without it
+    /// those checks are information.
+    #[arg(long)]
+    pub strict: bool,
     /// Lifetime of the short-lived certificate resumption-after-expiry waits
     /// out.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
@@ -360,6 +364,7 @@ fn expectations(
     let defaults = check::Defaults {
         profile,
         max_skew: args.max_skew.is_some(),
+        strict: args.strict,
     };
     let plan = CHECKS
         .iter()

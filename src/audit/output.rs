@@ -209,6 +209,7 @@ pub fn check_list() -> String {
     let spiffe = Defaults {
         profile: Profile::Spiffe,
         max_skew: false,
+        strict: false,
     };
     let x509 = Defaults {
         profile: Profile::X509,

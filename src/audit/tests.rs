@@ -107,10 +107,12 @@ fn the_registry_has_unique_ids_and_the_sanity_check_first() {
     let x509 = check::Defaults {
         profile: Profile::X509,
         max_skew: false,
+        strict: false,
     };
     let spiffe = check::Defaults {
         profile: Profile::Spiffe,
         max_skew: false,
+        strict: false,
     };
     let wtd = check::find("wrong-trust-domain").unwrap();
     assert_eq!(
