@@ -8,90 +8,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use certshift::pki::PkiOptions;
 use certshift::plan::Presented;
 use certshift::tls::{Outcome, TlsVersion, TlsVersions};
+use common::peers::{nginx_verify_on, start_nginx};
 use common::*;
-
-const NGINX: &str = "/usr/sbin/nginx";
-
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_nginx(pki: &Path) -> Nginx {
-    assert!(
-        Path::new(NGINX).exists(),
-        "nginx is required at {NGINX} (.ci/run installs it: apt-get install nginx)"
-    );
-    // nginx cannot bind port 0 and report it: take a free port from the
-    // kernel, release it, and retry if another process grabs it first.
-    for _attempt in 0..5 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let run = pki.join(format!("nginx-{port}"));
-        std::fs::create_dir_all(run.join("tmp")).unwrap();
-        let p = |rel: &str| pki.join(rel).display().to_string();
-        let r = |rel: &str| run.join(rel).display().to_string();
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {pid};\nerror_log {err} info;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp}; scgi_temp_path {tmp};\n\
-               server {{\n    listen {addr} ssl;\n    ssl_protocols TLSv1.2 TLSv1.3;\n\
-                 ssl_certificate {cert};\n    ssl_certificate_key {key};\n\
-                 ssl_client_certificate {ca};\n    ssl_verify_client on;\n    ssl_verify_depth 3;\n    ssl_crl {crl};\n\
-                 location / {{ return 200 \"nginx ok $ssl_client_serial\\n\"; }}\n  }}\n}}\n",
-            pid = r("nginx.pid"),
-            err = r("error.log"),
-            tmp = r("tmp"),
-            cert = p("server/tls.crt"),
-            key = p("server/tls.key"),
-            ca = p("ca/ca.crt"),
-            crl = p("ca/crl.pem"),
-        );
-        std::fs::write(run.join("nginx.conf"), conf).unwrap();
-        let mut child = Command::new(NGINX)
-            .args(["-p", &r(""), "-c", &r("nginx.conf")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break; // exited: port taken or bad config; maybe retry
-            }
-            if TcpStream::connect(addr).is_ok() {
-                return Nginx { child, addr };
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        let log = std::fs::read_to_string(run.join("error.log")).unwrap_or_default();
-        if !log.contains("Address already in use") {
-            panic!("nginx did not start:\n{log}");
-        }
-    }
-    panic!("nginx could not get a free port in 5 attempts");
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_refusals_are_counted_and_its_identity_holes_show_as_unexpected_accepts() {
@@ -99,7 +21,7 @@ async fn nginx_refusals_are_counted_and_its_identity_holes_show_as_unexpected_ac
         intermediate: true,
         ..PkiOptions::default()
     });
-    let nginx = start_nginx(pki.path());
+    let nginx = start_nginx(pki.path(), &nginx_verify_on(pki.path(), 3));
     for version in TlsVersion::ALL {
         let mut args = proxy_args(&pki, nginx.addr);
         args.present_sequence = Some(

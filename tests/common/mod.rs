@@ -1,7 +1,12 @@
 //! Shared helpers for integration tests: a PKI generated per test with the
 //! project's own `pki` module, `serve` started in-process on 127.0.0.1:0,
-//! and probes that present a manifest credential.
+//! and probes that present a manifest credential. `own_ca`: CAs made with
+//! openssl, as a user's own; `peers`: nginx, haproxy and `openssl s_server`
+//! on loopback.
 #![allow(dead_code)]
+
+pub mod own_ca;
+pub mod peers;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
