@@ -269,9 +269,12 @@ pub static CHECKS: &[Check] = &[
         id: "ca-as-leaf",
         category: Category::Usage,
         about: "a CA certificate (basicConstraints CA:TRUE) presented as a client is refused",
-        hint: "refuse CA certificates as end entities (RFC 5280 basicConstraints)",
+        hint: "refuse CA certificates as end entities (X.509-SVID: a leaf MUST NOT set cA; webpki refuses, OpenSSL does not)",
         cause_alerts: &["unsupported_certificate"],
-        default: reject,
+        // The X.509-SVID standard forbids cA=true on a leaf and requires
+        // validators to refuse one; plain RFC 5280 path validation (OpenSSL:
+        // nginx, haproxy) does not, so under x509 it is information.
+        default: spiffe_only,
         run: run!(x::ca_as_leaf),
     },
     Check {
