@@ -45,6 +45,17 @@ pub struct Seen {
     pub resumed: Option<bool>,
 }
 
+impl CheckResult {
+    /// The verdict as the table shows it: INFO says what the service did.
+    pub fn verdict_text(&self) -> String {
+        match (self.verdict, self.decision) {
+            (Verdict::Info, Decision::Accepted) => "INFO: accepted".into(),
+            (Verdict::Info, Decision::Refused) => "INFO: refused".into(),
+            (v, _) => v.to_string(),
+        }
+    }
+}
+
 /// A check's result: the contract of the JSON, JUnit and table rows.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CheckResult {
@@ -53,6 +64,8 @@ pub struct CheckResult {
     pub about: &'static str,
     pub expected: Expected,
     pub verdict: Verdict,
+    /// What the service did overall: accepted if any attempt was accepted.
+    pub decision: Decision,
     /// One line: what was observed.
     pub evidence: String,
     pub observed: Vec<Seen>,
@@ -159,6 +172,7 @@ pub fn judge(
         about: check.about,
         expected,
         verdict,
+        decision,
         evidence,
         observed,
         notes,

@@ -173,7 +173,7 @@ pub fn table(r: &AuditReport) -> String {
                 c.id,
                 c.expected.to_string(),
                 e,
-                c.verdict
+                c.verdict_text()
             );
             let pad = " ".repeat(w_id + 4);
             if let Some(h) = c.hint {
