@@ -212,7 +212,7 @@ pub fn evidence(seen: &[Seen]) -> String {
 }
 
 /// A refusal by an alert that names another cause than the check's.
-fn wrong_cause(check: &Check, seen: &[Seen]) -> Option<String> {
+pub(super) fn wrong_cause(check: &Check, seen: &[Seen]) -> Option<String> {
     if check.cause_alerts.is_empty() {
         return None;
     }

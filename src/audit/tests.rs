@@ -120,3 +120,58 @@ fn the_registry_has_unique_ids_and_the_sanity_check_first() {
         (Expected::Reject, Expected::Info)
     );
 }
+
+fn seen(label: &str, outcome: crate::tls::Outcome, decision: experiment::Decision) -> judge::Seen {
+    judge::Seen {
+        label: label.into(),
+        layer: judge::layer(&outcome),
+        outcome,
+        decision,
+        resumed: None,
+    }
+}
+
+#[test]
+fn a_refusal_for_another_cause_is_a_warning_and_evidence_groups_agreeing_attempts() {
+    use crate::tls::Outcome;
+    use experiment::Decision::Refused;
+    let expired = check::find("expired").unwrap();
+    let right = [seen(
+        "1.3",
+        Outcome::Alert("certificate_expired".into()),
+        Refused,
+    )];
+    assert_eq!(judge::wrong_cause(expired, &right), None);
+    let wrong = [
+        seen("1.3", Outcome::Alert("unknown_ca".into()), Refused),
+        seen("1.2", Outcome::Alert("unknown_ca".into()), Refused),
+    ];
+    let w = judge::wrong_cause(expired, &wrong).expect("a warning");
+    assert!(
+        w.contains("unknown_ca") && w.contains("certificate_expired"),
+        "{w}"
+    );
+    // A generic alert or an HTTP refusal names no cause: no warning.
+    let generic = [seen(
+        "1.3",
+        Outcome::Alert("bad_certificate".into()),
+        Refused,
+    )];
+    assert_eq!(judge::wrong_cause(expired, &generic), None);
+    assert_eq!(
+        judge::wrong_cause(expired, &[seen("1.3", Outcome::Http(400), Refused)]),
+        None
+    );
+    assert_eq!(
+        judge::evidence(&wrong),
+        "alert:unknown_ca (tls) on 1.3, 1.2"
+    );
+    let mixed = [
+        seen("1.3", Outcome::Http(403), Refused),
+        seen("1.2", Outcome::Reset, Refused),
+    ];
+    assert_eq!(
+        judge::evidence(&mixed),
+        "1.3: http:403 (http); 1.2: reset (reset)"
+    );
+}
