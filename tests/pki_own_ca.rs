@@ -10,96 +10,11 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use certshift::pki::{IssuedBy, Manifest, Role, Variant};
 use common::certshift;
-
-/// Run openssl in `dir`; panics if it cannot start.
-fn openssl(dir: &Path, args: &[&str]) -> Output {
-    Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `openssl` ({e}): install it and put it on PATH"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn must(dir: &Path, args: &[&str]) -> String {
-    let out = openssl(dir, args);
-    assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-const P256: &[&str] = &["-pkeyopt", "ec_paramgen_curve:P-256"];
-const P384: &[&str] = &["-pkeyopt", "ec_paramgen_curve:P-384"];
-
-const CA_EXT: [&str; 4] = [
-    "-addext",
-    "basicConstraints=critical,CA:TRUE",
-    "-addext",
-    "keyUsage=critical,keyCertSign,cRLSign",
-];
-
-/// A self-signed root `NAME.crt`/`NAME.key` in `dir`; `newkey` as openssl's
-/// `-newkey` (e.g. `rsa:2048`, `ec`), `opts` any `-pkeyopt`s.
-fn root(dir: &Path, name: &str, newkey: &str, opts: &[&str], ext: &[&str]) {
-    let (crt, key) = (format!("{name}.crt"), format!("{name}.key"));
-    let subj = format!("/O=Example Corp/CN={name}");
-    let mut args = vec!["req", "-x509", "-newkey", newkey];
-    args.extend_from_slice(opts);
-    args.extend([
-        "-nodes", "-keyout", &key, "-out", &crt, "-days", "365", "-subj", &subj,
-    ]);
-    args.extend_from_slice(ext);
-    must(dir, &args);
-}
-
-/// `NAME.crt`/`NAME.key`: an EC P-256 CA made from a request, signed by
-/// `issuer`'s key (`None`: its own) for `days` (negative: already expired).
-fn csr_ca(dir: &Path, name: &str, issuer: Option<&str>, days: &str) {
-    let (crt, key, csr) = (
-        format!("{name}.crt"),
-        format!("{name}.key"),
-        format!("{name}.csr"),
-    );
-    let subj = format!("/O=Example Corp/CN={name}");
-    let newkey = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut args = vec!["req", "-new", "-keyout", &key, "-out", &csr, "-subj", &subj];
-    args.extend(newkey);
-    must(dir, &args);
-    let mut ext = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n\
-                   subjectKeyIdentifier=hash\n"
-        .to_string();
-    let (issuer_crt, issuer_key) = issuer.map_or((String::new(), key.clone()), |i| {
-        (format!("{i}.crt"), format!("{i}.key"))
-    });
-    let mut args = vec!["x509", "-req", "-in", &csr, "-days", days, "-out", &crt];
-    match issuer {
-        Some(_) => {
-            ext += "authorityKeyIdentifier=keyid\n";
-            args.extend(["-CA", &issuer_crt, "-CAkey", &issuer_key, "-CAcreateserial"]);
-        }
-        None => args.extend(["-signkey", &issuer_key]),
-    }
-    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-    let extfile = format!("{name}.ext");
-    args.extend(["-extfile", &extfile]);
-    must(dir, &args);
-}
+use common::openssl::{csr_ca, must, openssl, root, team_chain, text, CA_EXT, P256, P384};
 
 /// `certshift pki init --out DIR/pki --ca-cert CERT --ca-key KEY EXTRA...`
 fn init(dir: &Path, cert: &str, key: &str, extra: &[&str]) -> Output {
@@ -370,16 +285,6 @@ fn rsa_root_with_a_certshift_intermediate_and_ed25519_leaves() {
     check_key_not_copied(&pki, &dir.join("rsa-root.key"));
 }
 
-/// An openssl-made root `corp-root` and intermediate `team-ca` under it,
-/// and `team-chain.crt`: the intermediate followed by its root.
-fn team_chain(dir: &Path) {
-    root(dir, "corp-root", "ec", P256, &CA_EXT);
-    csr_ca(dir, "team-ca", Some("corp-root"), "365");
-    let bundle = std::fs::read_to_string(dir.join("team-ca.crt")).unwrap()
-        + &std::fs::read_to_string(dir.join("corp-root.crt")).unwrap();
-    std::fs::write(dir.join("team-chain.crt"), bundle).unwrap();
-}
-
 #[test]
 fn intermediate_with_its_root_trusts_the_root_and_sends_the_intermediate() {
     let tmp = tempfile::tempdir().unwrap();
@@ -433,8 +338,9 @@ fn rotation_test_mints_under_the_users_intermediate() {
     let (pki, _) = init_ok(dir, "team-chain.crt", "team-ca.key", &[]);
     let pki_arg = pki.display().to_string();
     let file = |rel: &str| pki.join(rel).display().to_string();
-    // No CRL: with one, rustls checks revocation along the whole chain, and
-    // only the user's root could sign the CRL for their intermediate.
+    // With the PKI's CRL, signed by the user's intermediate: it speaks for
+    // the leaves, and serve does not ask for the intermediate's own status,
+    // which only the user's root could sign.
     let serve = common::spawn_certshift(
         &[
             "serve".into(),
@@ -444,6 +350,8 @@ fn rotation_test_mints_under_the_users_intermediate() {
             file("server/tls.key"),
             "--client-ca".into(),
             file("ca/ca.crt"),
+            "--crl".into(),
+            file("ca/crl.pem"),
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--mode".into(),
