@@ -90,15 +90,12 @@ const FAST: &[&str] = &["--expect", "resumption-after-expiry=skip"];
 async fn strict_passes_every_check_including_resumption_after_expiry() {
     let pki = intermediate_pki();
     let s = serve(&pki, Enforcement::Strict, true).await;
+    // --strict: weak crypto must be refused too (webpki refuses SHA-1
+    // signatures and RSA-1024 keys).
     let r = audit(
         &pki,
         &s,
-        &[
-            "--other-identity",
-            "checkout-service",
-            "--short-lived",
-            "2s",
-        ],
+        &["--other-identity", "checkout-service", "--strict"],
     )
     .await;
     let table = audit::output::table(&r);

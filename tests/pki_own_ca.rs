@@ -309,8 +309,9 @@ fn rotation_test_mints_under_the_users_intermediate() {
     let (pki, _) = init_ok(dir, "team-chain.crt", "team-ca.key", &[]);
     let pki_arg = pki.display().to_string();
     let file = |rel: &str| pki.join(rel).display().to_string();
-    // No CRL: with one, rustls checks revocation along the whole chain, and
-    // only the user's root could sign the CRL for their intermediate.
+    // With the PKI's CRL, signed by the user's intermediate: it speaks for
+    // the leaves, and serve does not ask for the intermediate's own status,
+    // which only the user's root could sign.
     let serve = common::spawn_certshift(
         &[
             "serve".into(),
@@ -320,6 +321,8 @@ fn rotation_test_mints_under_the_users_intermediate() {
             file("server/tls.key"),
             "--client-ca".into(),
             file("ca/ca.crt"),
+            "--crl".into(),
+            file("ca/crl.pem"),
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--mode".into(),

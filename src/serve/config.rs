@@ -17,29 +17,37 @@ const MAX_CONNECTIONS: usize = 1 << 20;
 const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
 /// How the service enforces client certificates (`--mode`; the flag keeps
-/// its name, the type says what it selects).
+/// its name, the type says what it selects). Every mode refuses a request
+/// whose client certificate has expired since the handshake (a resumed
+/// session) with 495.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Enforcement {
     /// Require and verify a client certificate: chain, validity, CRL,
     /// clientAuth EKU and a SPIFFE ID in the trust domain.
     Strict,
-    /// Strict for TLS, and also plaintext HTTP on the same port (Istio PERMISSIVE).
+    /// Plaintext HTTP and TLS on the same port (Istio PERMISSIVE): TLS
+    /// without a client certificate is served too, a presented one is
+    /// verified as in strict.
     Permissive,
     /// Ask for a certificate and verify it if sent, but serve without one
     /// (nginx `ssl_verify_client optional`).
     Optional,
-    /// Require a certificate but verify nothing about it (nginx
-    /// `optional_no_ca`, with a certificate required).
+    /// Require a certificate and verify it as strict does, except whether
+    /// it chains to a trusted CA (nginx `optional_no_ca`, with a
+    /// certificate required).
     AnyCa,
 }
 
 impl Enforcement {
     pub(crate) fn client_auth(self) -> ClientAuth {
         match self {
-            Enforcement::Strict | Enforcement::Permissive => ClientAuth::Required,
-            Enforcement::Optional => ClientAuth::Optional,
-            Enforcement::AnyCa => ClientAuth::AnyCert,
+            Enforcement::Strict => ClientAuth::Required,
+            // A port that serves plaintext to anyone gains nothing from
+            // refusing TLS without a certificate; Istio's PERMISSIVE sidecar
+            // takes both. A certificate that is sent is still judged.
+            Enforcement::Permissive | Enforcement::Optional => ClientAuth::Optional,
+            Enforcement::AnyCa => ClientAuth::AnyCa,
         }
     }
 }
@@ -59,7 +67,9 @@ pub struct ServeArgs {
     /// CA bundle that client certificates must chain to (repeatable).
     #[arg(long = "client-ca", value_name = "FILE")]
     pub client_ca: Vec<PathBuf>,
-    /// CRL file (PEM) listing revoked client certificates (repeatable).
+    /// CRL file (PEM) listing revoked client certificates (repeatable). With
+    /// CRLs, a client's leaf must be covered by one from its issuer; a CA
+    /// certificate on its path is checked where one covers it.
     #[arg(long, value_name = "FILE")]
     pub crl: Vec<PathBuf>,
     /// Take the server credential, client CA, CRL and trust domain from a
@@ -69,7 +79,8 @@ pub struct ServeArgs {
     /// TLS versions to accept.
     #[arg(long, default_value = "1.2,1.3", value_name = "LIST")]
     pub tls_versions: TlsVersions,
-    /// Client-certificate enforcement.
+    /// Client-certificate enforcement. In every mode, a request whose client
+    /// certificate has expired since its handshake (a resumed session) gets 495.
     #[arg(long, value_enum, default_value_t = Enforcement::Strict)]
     pub mode: Enforcement,
     /// Authorization policy (TOML, Istio AuthorizationPolicy style rules).

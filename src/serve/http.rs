@@ -1,6 +1,6 @@
-//! The service's HTTP/1.1 side (hyper): health, the authorization policy,
-//! and an echo of who the peer is so tests and users can see what the
-//! service saw.
+//! The service's HTTP/1.1 side (hyper): the client certificate's validity
+//! at request time, health, the authorization policy, and an echo of who
+//! the peer is so tests and users can see what the service saw.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,13 +11,14 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::{RunState, ServiceState};
 use crate::spiffe::SpiffeId;
 use crate::tls::TlsVersion;
-use crate::x509::CertFacts;
+use crate::x509::{rfc3339, CertFacts};
 
 /// What the service knows about the peer of one connection.
 #[derive(Debug, Clone)]
@@ -25,6 +26,11 @@ pub(crate) struct Peer {
     addr: SocketAddr,
     spiffe_id: Option<SpiffeId>,
     serial: Option<String>,
+    /// The client certificate's notBefore and notAfter.
+    validity: Option<(OffsetDateTime, OffsetDateTime)>,
+    /// The TLS session was resumed: its certificate was verified by an
+    /// earlier handshake, possibly long ago.
+    resumed: bool,
     tls_version: Option<TlsVersion>,
 }
 
@@ -34,25 +40,62 @@ impl Peer {
             addr,
             spiffe_id: None,
             serial: None,
+            validity: None,
+            resumed: false,
             tls_version: None,
         }
     }
 
     pub(crate) fn tls(addr: SocketAddr, conn: &rustls::ServerConnection) -> Self {
         // Parsed once per connection; every request on it reuses the facts.
+        // On a resumed session rustls hands back the chain stored with it.
         let leaf = conn
             .peer_certificates()
             .and_then(|c| c.first())
             .and_then(|der| CertFacts::from_der(der).ok());
-        let (spiffe_id, serial) = match leaf {
-            Some(f) => (f.spiffe_id, Some(f.serial)),
-            None => (None, None),
+        let (spiffe_id, serial, validity) = match leaf {
+            Some(f) => (
+                f.spiffe_id,
+                Some(f.serial),
+                Some((f.not_before, f.not_after)),
+            ),
+            None => (None, None, None),
         };
         Peer {
             addr,
             spiffe_id,
             serial,
+            validity,
+            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
             tls_version: conn.protocol_version().and_then(TlsVersion::of),
+        }
+    }
+
+    /// Why the peer's certificate does not hold at `now`, if it does not.
+    ///
+    /// rustls verifies a client certificate in a full handshake only: a
+    /// session resumed from a TLS 1.3 ticket or a TLS 1.2 session id carries
+    /// the chain it was verified with, and a kept-alive connection outlives
+    /// any check. Resumption stays on (it is what real services do, and what
+    /// an audit must see refusing), so the window is checked here, per request.
+    fn outside_validity(&self, now: OffsetDateTime) -> Option<String> {
+        let (not_before, not_after) = self.validity?;
+        let how = match self.resumed {
+            true => "session resumed",
+            false => "on a connection opened while it was valid",
+        };
+        if now > not_after {
+            Some(format!(
+                "client certificate expired at {} ({how})",
+                rfc3339(not_after)
+            ))
+        } else if now < not_before {
+            Some(format!(
+                "client certificate not valid before {} ({how})",
+                rfc3339(not_before)
+            ))
+        } else {
+            None
         }
     }
 }
@@ -103,12 +146,22 @@ fn respond(shared: &ServiceState, peer: &Peer, req: &Request<Incoming>) -> Respo
         );
     };
     let path = path.as_str();
+    // Before health: no request of an identity that no longer holds is served.
+    if let Some(why) = peer.outside_validity(OffsetDateTime::now_utc()) {
+        let c = &shared.counters;
+        c.requests.fetch_add(1, Ordering::Relaxed);
+        c.denied.fetch_add(1, Ordering::Relaxed);
+        c.expired_certificates.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(peer = %peer.addr, serial = ?peer.serial, %path, %why, "client certificate refused at request time");
+        return text(CERT_ERROR, why);
+    }
     if path == "/healthz" {
         return text(StatusCode::OK, "ok\n");
     }
     shared.counters.requests.fetch_add(1, Ordering::Relaxed);
-    // In any-ca mode the identity is unverified: the policy then judges
-    // whatever the client claims, which is exactly the hole that mode shows.
+    // In any-ca mode no trusted CA vouches for the identity: the policy then
+    // judges whatever SPIFFE ID the client minted, which is exactly the hole
+    // that mode shows.
     let principal = peer.spiffe_id.as_ref().map(SpiffeId::principal);
     if let Some(policy) = shared.policy.current().as_ref() {
         if !policy.allows(req.method().as_str(), path, principal) {
@@ -133,8 +186,16 @@ fn respond(shared: &ServiceState, peer: &Peer, req: &Request<Incoming>) -> Respo
     resp
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+/// nginx's "495 SSL Certificate Error": the client certificate is not
+/// acceptable, said over a connection that is already up. (495 is a valid
+/// code; the `Err` arm exists only because `from_u16` is fallible.)
+const CERT_ERROR: StatusCode = match StatusCode::from_u16(495) {
+    Ok(s) => s,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,

@@ -43,7 +43,12 @@ pub struct Counters {
     pub handshake_timeouts: AtomicU64,
     pub plaintext_connections: AtomicU64,
     pub requests: AtomicU64,
+    /// Requests refused: by the policy (403) or for an expired client
+    /// certificate (495).
     pub denied: AtomicU64,
+    /// Of `denied`, the 495s: a client certificate outside its validity
+    /// window at request time (a resumed session or a long connection).
+    pub expired_certificates: AtomicU64,
 }
 
 /// What every connection of one service shares: its settings, the live TLS

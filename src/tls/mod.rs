@@ -19,7 +19,9 @@ pub use client::{
 pub use outcome::{alert_name, classify_io, classify_rustls, Outcome, Verdict};
 pub use server::{server_config, ClientAuth};
 pub(crate) use verify::handshake_signatures;
-pub use verify::{spiffe_id_of, AnyClientCert, SpiffeClientVerifier};
+pub use verify::{
+    spiffe_id_of, AnyCaClientVerifier, LeafRefusal, RevocationReach, SpiffeClientVerifier,
+};
 
 /// TLS on one side of a connection: the proxy's listener and upstream, the
 /// load generator's target.

@@ -4,12 +4,14 @@
 //! Owns: the one spelling of each fact that more than one module shows or
 //! compares — the serial (uppercase hex, as `openssl x509 -serial`), the
 //! SHA-256 fingerprint (as `openssl x509 -fingerprint -sha256`), validity,
-//! SANs and the SPIFFE ID, key type, CA flag, self-signed, usages — and
-//! reading PEM labels. `pki inspect`, the manifest, `creds`, `serve`'s echo
-//! and the proxy's minter all read certificates through here.
+//! SANs and the SPIFFE ID, key type, CA flag, self-signed, usages — the
+//! issuer and serials of a CRL, and reading PEM labels. `pki inspect`, the
+//! manifest, `creds`, `serve`'s echo, the any-ca verifier and the proxy's
+//! minter all read certificates through here.
 //! Never: verifies signatures, chains or trust (that is the handshake code),
 //! and imports nothing but `spiffe` from this crate: it is the bottom layer.
 
+mod crl;
 mod key;
 mod pem;
 
@@ -28,6 +30,7 @@ use x509_parser::prelude::FromDer;
 
 use crate::spiffe::SpiffeId;
 
+pub use crl::CrlFacts;
 pub use key::{KeyAlgorithm, KeyInfo};
 pub use pem::{looks_like_pem, pem_labels};
 

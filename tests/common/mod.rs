@@ -155,15 +155,20 @@ pub fn have(tool: &str) -> bool {
             .is_ok()
 }
 
-/// A fresh server credential (new key, new serial) from the PKI's own CA,
-/// as PEM (chain, key).
-pub fn mint_server(pki: &TestPki) -> (String, String) {
-    use certshift::pki::{pem_cert, Authority, LeafSpec, Usage};
-    let ca = Authority::from_pem(
+/// The PKI's own CA (`ca/ca.crt`, `ca/ca.key`), to mint in memory.
+pub fn authority(pki: &TestPki) -> certshift::pki::Authority {
+    certshift::pki::Authority::from_pem(
         &std::fs::read_to_string(pki.file("ca/ca.crt")).unwrap(),
         &std::fs::read_to_string(pki.file("ca/ca.key")).unwrap(),
     )
-    .expect("load CA");
+    .expect("load CA")
+}
+
+/// A fresh server credential (new key, new serial) from the PKI's own CA,
+/// as PEM (chain, key).
+pub fn mint_server(pki: &TestPki) -> (String, String) {
+    use certshift::pki::{pem_cert, LeafSpec, Usage};
+    let ca = authority(pki);
     let mut spec = LeafSpec::new(
         "certshift-serve",
         Usage::Server,
