@@ -183,22 +183,19 @@ impl Ctx {
         version: TlsVersion,
         label: String,
     ) -> Attempt {
-        let outcome = match self.config(cert, version) {
+        let (outcome, resumed) = match self.config(cert, version) {
             Ok(c) => {
                 let r = self.probe(Some(Arc::new(c)), self.addr).await;
-                return Attempt {
-                    label,
-                    outcome: r.outcome,
-                    resumed: r.resumed,
-                    decision: None,
-                };
+                (r.outcome, r.resumed)
             }
-            Err(e) => Outcome::Tls(format!("client config: {e}")),
+            // Our own side failed (e.g. the key cannot sign for this
+            // version): says nothing about the service.
+            Err(e) => (Outcome::Tls(format!("client config: {e}")), None),
         };
         Attempt {
             label,
             outcome,
-            resumed: None,
+            resumed,
             decision: None,
         }
     }
