@@ -328,3 +328,34 @@ fn audit(pki: &Path, url: &str) -> Value {
     }
     serde_json::from_slice(&std::fs::read(&json).expect("the JSON report")).expect("JSON")
 }
+
+#[test]
+fn pki_inspect_says_what_a_mutation_changes() {
+    let pki = TestPki::default_flat();
+    let inspect = |name: &str| {
+        let out = certshift()
+            .args(["pki", "inspect"])
+            .arg(pki.file(&format!("mutations/{name}/tls.crt")))
+            .output()
+            .expect("run pki inspect");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let port = certshift::pki::mutate::find("spiffe-id-port").unwrap();
+    let (ok, text) = inspect(port.name);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("spiffe-id-port (a conforming validator must reject it)")
+            && text.contains(port.changes)
+            && text.contains(port.rule),
+        "{text}"
+    );
+    // A certificate no parser reads: the error says it is the mutation.
+    let (ok, text) = inspect("trailing-bytes");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("mutation trailing-bytes") && text.contains("2 stray bytes"),
+        "{text}"
+    );
+}
