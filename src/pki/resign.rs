@@ -75,7 +75,7 @@ pub fn tbs_from_elements(elements: &[&[u8]]) -> Result<Vec<u8>, PkiError> {
 }
 
 /// The raw bytes of a signatureValue BIT STRING (`CertParts::signature`).
-pub fn signature_bytes<'a>(signature: &'a [u8]) -> Result<&'a [u8], PkiError> {
+pub fn signature_bytes(signature: &[u8]) -> Result<&[u8], PkiError> {
     let what = "certificate's signatureValue";
     let bits = BitStringRef::from_der(signature).map_err(der_err(what))?;
     bits.as_bytes()

@@ -209,21 +209,30 @@ fn duplicate_extension(b: &Base<'_>) -> Chain {
     b.issued(&spec)
 }
 
-/// The identity re-issued unchanged, taken apart: (TBS, algorithm, raw
-/// signature).
-fn reissued_parts(b: &Base<'_>) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), PkiError> {
+/// The identity re-issued unchanged, taken apart.
+struct Parts {
+    tbs: Vec<u8>,
+    algorithm: Vec<u8>,
+    /// The raw signature, out of its BIT STRING.
+    signature: Vec<u8>,
+}
+
+fn reissued_parts(b: &Base<'_>) -> Result<Parts, PkiError> {
     let cert = b.sign(b.issuing, &b.spec())?;
     let parts = split_certificate(&cert)?;
-    let signature = signature_bytes(parts.signature)?.to_vec();
-    Ok((
-        parts.tbs.to_vec(),
-        parts.signature_algorithm.to_vec(),
-        signature,
-    ))
+    Ok(Parts {
+        tbs: parts.tbs.to_vec(),
+        algorithm: parts.signature_algorithm.to_vec(),
+        signature: signature_bytes(parts.signature)?.to_vec(),
+    })
 }
 
 fn bad_signature(b: &Base<'_>) -> Chain {
-    let (tbs, algorithm, mut signature) = reissued_parts(b)?;
+    let Parts {
+        tbs,
+        algorithm,
+        mut signature,
+    } = reissued_parts(b)?;
     // The last byte is inside the signature value (RSA's integer, ECDSA's s,
     // Ed25519's S), never a DER length: the result still parses.
     if let Some(last) = signature.last_mut() {
@@ -233,9 +242,9 @@ fn bad_signature(b: &Base<'_>) -> Chain {
 }
 
 fn signature_algorithm_mismatch(b: &Base<'_>) -> Chain {
-    let (tbs, algorithm, signature) = reissued_parts(b)?;
-    let other = disagreeing_algorithm(&algorithm)?;
-    Ok(b.present(assemble(&tbs, &other, &signature)?, Vec::new()))
+    let p = reissued_parts(b)?;
+    let other = disagreeing_algorithm(&p.algorithm)?;
+    Ok(b.present(assemble(&p.tbs, &other, &p.signature)?, Vec::new()))
 }
 
 /// An AlgorithmIdentifier of the same key family with another hash than
