@@ -14,6 +14,12 @@
 //! - nginx finishes the handshake and refuses with HTTP 400; haproxy and
 //!   s_server refuse in the handshake, with the alert OpenSSL maps the
 //!   verify error to.
+//! - Of the mutated certificates (`mutation:*`), OpenSSL refuses every one
+//!   whose rule binds all validators, and a few more (a duplicate
+//!   extension, SHA-1, keyUsage without digitalSignature); it takes bad
+//!   serials, a v1 certificate with extensions, an empty subject with a
+//!   non-critical SAN, and every SPIFFE ID flaw (tests/pki_mutations.rs
+//!   lists them one by one).
 //! - OpenSSL resumes a session with the verification result stored in it:
 //!   a client certificate that has expired since is accepted on resumption
 //!   (see `nginx_resumes_sessions_of_expired_certificates`).
@@ -56,6 +62,43 @@ const X509_BASE: &[(&str, &str)] = &[
     // Weak crypto is information without --strict.
     ("weak-signature", "info"),
     ("weak-key", "info"),
+    // Mutations whose rule binds SPIFFE validators only: information in
+    // x509. (OpenSSL reads no SPIFFE ID and accepts every one of them.)
+    ("mutation:two-spiffe-ids", "info"),
+    ("mutation:spiffe-id-dot-segment", "info"),
+    ("mutation:spiffe-id-percent-encoded", "info"),
+    ("mutation:spiffe-id-uppercase-scheme", "info"),
+    ("mutation:spiffe-id-port", "info"),
+    ("mutation:spiffe-id-query", "info"),
+    ("mutation:spiffe-uri-empty", "info"),
+    // Mutations whose rule binds the issuing CA, and SHA-1: information
+    // without --strict. OpenSSL refuses the duplicate extension and SHA-1
+    // (security level 2) and the keyUsage without digitalSignature (the
+    // sslclient purpose); it accepts the serials, the v1 certificate with
+    // extensions, the empty subject and the trust domain's own SPIFFE ID.
+    ("mutation:duplicate-extension", "info"),
+    ("mutation:sha1-signature", "info"),
+    ("mutation:negative-serial", "info"),
+    ("mutation:serial-21-bytes", "info"),
+    ("mutation:spiffe-id-without-path", "info"),
+    ("mutation:key-usage-without-digital-signature", "info"),
+    ("mutation:v1-with-extensions", "info"),
+    ("mutation:empty-subject-non-critical-san", "info"),
+];
+
+/// The mutations every validator must refuse: the OpenSSL servers verifying
+/// with `ssl_verify_client on`, `verify required` or `-Verify 1
+/// -verify_return_error` refuse each one (they pass), even through nginx's
+/// `optional_no_ca`; a server that ignores verification errors accepts them.
+const VALIDATOR_MUTATIONS: &[&str] = &[
+    "mutation:unknown-critical-extension",
+    "mutation:bad-signature",
+    "mutation:signature-algorithm-mismatch",
+    "mutation:validity-reversed",
+    "mutation:eku-server-auth-only",
+    "mutation:issuer-not-ca",
+    "mutation:path-len-exceeded",
+    "mutation:name-constraints-violated",
 ];
 
 /// The alert OpenSSL sends for each flaw when a verification error aborts
@@ -206,7 +249,7 @@ fn string(v: &Value) -> String {
 /// Every check of the registry with its verdict: `pass` unless `other`
 /// says otherwise (the last word wins).
 fn verdicts(other: &[(&str, &str)]) -> BTreeMap<String, String> {
-    let mut m: BTreeMap<String, String> = certshift::audit::CHECKS
+    let mut m: BTreeMap<String, String> = certshift::audit::checks()
         .iter()
         .map(|c| (c.id.to_string(), "pass".to_string()))
         .collect();
@@ -322,6 +365,22 @@ fn nginx_verify_on_with_crl_enforces_ca_validity_revocation_but_not_identity() {
             ("clock-skew", "info"),
             ("weak-signature", "info"),
             ("weak-key", "info"),
+            // nginx reads no SPIFFE ID: every SPIFFE ID rule is broken
+            // unseen, but the uppercase scheme, which is valid.
+            ("mutation:two-spiffe-ids", "fail"),
+            ("mutation:spiffe-id-dot-segment", "fail"),
+            ("mutation:spiffe-id-percent-encoded", "fail"),
+            ("mutation:spiffe-id-port", "fail"),
+            ("mutation:spiffe-id-query", "fail"),
+            ("mutation:spiffe-uri-empty", "fail"),
+            ("mutation:duplicate-extension", "info"),
+            ("mutation:sha1-signature", "info"),
+            ("mutation:negative-serial", "info"),
+            ("mutation:serial-21-bytes", "info"),
+            ("mutation:spiffe-id-without-path", "info"),
+            ("mutation:key-usage-without-digital-signature", "info"),
+            ("mutation:v1-with-extensions", "info"),
+            ("mutation:empty-subject-non-critical-san", "info"),
         ],
         "nginx on + ssl_crl, spiffe",
     );
@@ -515,8 +574,27 @@ fn openssl_s_server_verify_options() {
         "wrong-eku",
         "missing-intermediate",
     ];
-    let failed: Vec<(&str, &str)> = flaws.iter().map(|id| (*id, "fail")).collect();
+    // The mutations that add intermediates are still refused, with
+    // unknown_ca: `-Verify 1` is also a verify depth of 1, and their chains
+    // are longer than that.
+    let deeper = [
+        "mutation:issuer-not-ca",
+        "mutation:path-len-exceeded",
+        "mutation:name-constraints-violated",
+    ];
+    let failed: Vec<(&str, &str)> = flaws
+        .iter()
+        .chain(VALIDATOR_MUTATIONS.iter().filter(|id| !deeper.contains(id)))
+        .map(|id| (*id, "fail"))
+        .collect();
     t.assert_verdicts(&[X509_BASE, &failed].concat(), "-Verify 1");
+    for id in deeper {
+        assert_eq!(
+            t.observed(id),
+            ["1.3 alert:unknown_ca", "1.2 alert:unknown_ca"],
+            "{id}"
+        );
+    }
     for id in flaws {
         assert_eq!(t.observed(id), ["1.3 http:200", "1.2 http:200"], "{id}");
     }
@@ -614,7 +692,7 @@ fn junit_of_a_failing_nginx_audit_counts_what_json_and_table_count() {
     let suite = &report.test_suites[0];
     assert_eq!(suite.name.as_str(), nginx.url());
     let ids: Vec<&str> = suite.test_cases.iter().map(|c| c.name.as_str()).collect();
-    let registry: Vec<&str> = certshift::audit::CHECKS.iter().map(|c| c.id).collect();
+    let registry: Vec<&str> = certshift::audit::checks().iter().map(|c| c.id).collect();
     assert_eq!(ids, registry);
     assert_eq!((suite.tests, report.tests), (ids.len(), ids.len()));
 

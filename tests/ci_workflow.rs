@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use certshift::audit::CHECKS;
+use certshift::audit::checks;
 use certshift::cli::Cli;
 use clap::error::ErrorKind;
 use clap::Parser;
@@ -511,7 +511,7 @@ impl Audit {
     /// Both reports describe the same audit of `target`: one suite, one
     /// case per registered check in registry order, the same failures.
     fn assert_consistent(&self, target: &str) {
-        let registry: Vec<&str> = CHECKS.iter().map(|c| c.id).collect();
+        let registry: Vec<&str> = checks().iter().map(|c| c.id).collect();
         let ids: Vec<String> = self.checks().into_iter().map(|(id, _, _)| id).collect();
         assert_eq!(ids, registry, "JSON checks in registry order");
         assert_eq!(self.junit.test_suites.len(), 1, "one testsuite per target");

@@ -360,6 +360,9 @@ fn every_key_is_private_pkcs8_and_matches_its_certificate() {
             .credentials
             .iter()
             .map(|e| e.key.clone())
+            // The mutations carry the first identity's key (a copy, 0600;
+            // tests/pki_mutations.rs checks both).
+            .chain(pki.manifest.mutations.iter().map(|m| m.key.clone()))
             .collect();
         let mut on_disk = BTreeSet::new();
         key_files(pki.path(), pki.path(), &mut on_disk);

@@ -2,16 +2,19 @@
 //! its id (a contract: JSON, JUnit and `--expect` name checks by it), what
 //! it tests, the expectation a correctly enforcing service meets, the hint
 //! printed when it fails, and the experiment that gathers the evidence.
-//! The runner only walks this table, so later work (mutated certificates)
-//! adds checks without touching it.
+//! The runner only walks this table: the experiments written here come
+//! first, then one `mutation:<name>` check per entry of the PKI's mutation
+//! catalogue ([`crate::pki::MUTATIONS`]), generated once.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use super::experiment::{Ctx, Observation};
 use super::experiments as x;
+use crate::pki::{Expect, Mandate, Mutation, MUTATIONS};
 
 /// What the user expects of the service for one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -68,6 +71,8 @@ pub enum Category {
     Transport,
     Session,
     Crypto,
+    /// A mutated certificate of the identity (`pki::mutate`).
+    Mutation,
 }
 
 impl Category {
@@ -83,6 +88,7 @@ impl Category {
             Category::Transport => "transport",
             Category::Session => "session",
             Category::Crypto => "crypto",
+            Category::Mutation => "mutation",
         }
     }
 }
@@ -119,7 +125,26 @@ pub struct Defaults {
 
 pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Observation> + Send + 'a>>;
 
+/// How a check gathers its evidence.
+#[derive(Clone, Copy)]
+pub enum Run {
+    /// An experiment of its own (`audit::experiments`).
+    Experiment(for<'a> fn(&'a Ctx) -> RunFuture<'a>),
+    /// Present this mutated certificate of the identity.
+    Mutation(&'static Mutation),
+}
+
+impl Run {
+    pub fn start<'a>(&self, ctx: &'a Ctx) -> RunFuture<'a> {
+        match *self {
+            Run::Experiment(run) => run(ctx),
+            Run::Mutation(m) => Box::pin(x::mutation(ctx, m)),
+        }
+    }
+}
+
 /// One entry of the registry.
+#[derive(Clone, Copy)]
 pub struct Check {
     /// A contract: never rename.
     pub id: &'static str,
@@ -134,7 +159,7 @@ pub struct Check {
     /// reason under test, so the check proves less than it seems.
     pub cause_alerts: &'static [&'static str],
     pub default: fn(Defaults) -> Expected,
-    pub run: for<'a> fn(&'a Ctx) -> RunFuture<'a>,
+    pub run: Run,
 }
 
 impl fmt::Debug for Check {
@@ -185,14 +210,58 @@ fn spiffe_only(d: Defaults) -> Expected {
     }
 }
 
+fn accept_under_spiffe(d: Defaults) -> Expected {
+    match d.profile {
+        Profile::Spiffe => Expected::Accept,
+        Profile::X509 => Expected::Info,
+    }
+}
+
 macro_rules! run {
     ($f:path) => {
-        |ctx| Box::pin($f(ctx))
+        Run::Experiment(|ctx| Box::pin($f(ctx)))
     };
 }
 
-/// Every check, in report order. The sanity check comes first.
-pub static CHECKS: &[Check] = &[
+/// Every check, in report order: the sanity check first, the mutations
+/// last.
+pub fn checks() -> &'static [Check] {
+    static ALL: LazyLock<Vec<Check>> = LazyLock::new(|| {
+        EXPERIMENTS
+            .iter()
+            .copied()
+            .chain(MUTATIONS.iter().map(mutation_check))
+            .collect()
+    });
+    &ALL
+}
+
+/// The check of one mutation. How hard a service is held to the verdict
+/// follows who the rule binds: every validator (always), SPIFFE validators
+/// (`--profile spiffe`), or the issuer and algorithm policy (`--strict`, as
+/// the weak-crypto checks).
+fn mutation_check(m: &'static Mutation) -> Check {
+    let default: fn(Defaults) -> Expected = match (m.mandate, m.expect) {
+        (Mandate::Validator, Expect::Accept) => accept,
+        (Mandate::Validator, Expect::Reject) => reject,
+        (Mandate::Svid, Expect::Accept) => accept_under_spiffe,
+        (Mandate::Svid, Expect::Reject) => spiffe_only,
+        (Mandate::Issuer | Mandate::Crypto, Expect::Accept) => accept,
+        (Mandate::Issuer | Mandate::Crypto, Expect::Reject) => strict_only,
+    };
+    Check {
+        id: m.check_id,
+        category: Category::Mutation,
+        about: m.changes,
+        hint: m.rule,
+        cause_alerts: &[],
+        default,
+        run: Run::Mutation(m),
+    }
+}
+
+/// The checks with experiments of their own, in report order.
+static EXPERIMENTS: &[Check] = &[
     Check {
         id: SANITY,
         category: Category::Sanity,
@@ -362,10 +431,10 @@ pub static CHECKS: &[Check] = &[
 
 /// The check with this id.
 pub fn find(id: &str) -> Option<&'static Check> {
-    CHECKS.iter().find(|c| c.id == id)
+    checks().iter().find(|c| c.id == id)
 }
 
 /// Every id, for messages.
 pub fn ids() -> String {
-    CHECKS.iter().map(|c| c.id).collect::<Vec<_>>().join(", ")
+    checks().iter().map(|c| c.id).collect::<Vec<_>>().join(", ")
 }

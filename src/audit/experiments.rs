@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
 use super::experiment::{certified, Attempt, Ctx, Decision, Observation};
-use crate::pki::{self, Authority, Variant};
+use crate::pki::{self, Authority, Mutation, Variant};
 use crate::tls::{ClientCert, Outcome, SessionRecorder, TlsVersion};
 
 pub async fn valid_identity(ctx: &Ctx) -> Observation {
@@ -363,4 +365,75 @@ pub async fn weak_key(ctx: &Ctx) -> Observation {
         }
         Err(e) => Observation::inconclusive(e.to_string()),
     }
+}
+
+/// A mutated certificate of the identity (`pki::mutate`), presented over
+/// every version: the PKI's `mutations/<name>/` when it has one, else
+/// derived in memory from the identity and its issuing CA.
+pub async fn mutation(ctx: &Ctx, m: &'static Mutation) -> Observation {
+    let (ck, note) = match mutation_key(ctx, m) {
+        Ok(found) => found,
+        Err(MutationUnavailable::Skip(why)) => return Observation::skipped(why),
+        Err(MutationUnavailable::Broken(why)) => return Observation::inconclusive(why),
+    };
+    let obs = Observation::of(ctx.present(ClientCert::Always(ck)).await);
+    match note {
+        Some(note) => obs.note(note),
+        None => obs,
+    }
+}
+
+/// Why a mutation was not presented.
+enum MutationUnavailable {
+    /// It cannot be made for this identity or without the CA's key.
+    Skip(String),
+    /// Its files or our own side failed.
+    Broken(String),
+}
+
+/// The mutated chain with the key to sign the handshake. No check that the
+/// key matches the leaf: rustls would parse the leaf for that, and several
+/// mutations are certificates it refuses to parse, which is their point.
+fn mutation_key(
+    ctx: &Ctx,
+    m: &'static Mutation,
+) -> Result<(Arc<CertifiedKey>, Option<String>), MutationUnavailable> {
+    use MutationUnavailable::{Broken, Skip};
+    if let Some(files) = ctx.pki.as_ref().and_then(|p| p.mutation(m.name)) {
+        let load = || -> Result<Arc<CertifiedKey>, String> {
+            let bytes = crate::creds::read(&files.cert).map_err(|e| e.to_string())?;
+            let chain = CertificateDer::pem_slice_iter(&bytes)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+            let key = crate::creds::load_key(&files.key).map_err(|e| e.to_string())?;
+            let signer = crate::creds::provider()
+                .key_provider
+                .load_private_key(key)
+                .map_err(|e| format!("{}: {e}", files.key.display()))?;
+            Ok(Arc::new(CertifiedKey::new(chain, signer)))
+        };
+        return load()
+            .map(|ck| (ck, None))
+            .map_err(|e| Broken(format!("cannot load the `{}` mutation: {e}", m.name)));
+    }
+    let issuing = ctx.issuing.as_ref().map_err(|e| {
+        Skip(format!(
+            "needs the PKI's mutations/ (pki init) or the issuing CA's key to derive it: {e}"
+        ))
+    })?;
+    let Some(leaf) = ctx.identity.key.cert.first() else {
+        return Err(Broken("the identity has no certificate".into()));
+    };
+    let chain = match m.derive(leaf, &issuing.authority, &issuing.chain) {
+        Ok(chain) => chain,
+        Err(e @ (pki::PkiError::NoSha1Signature { .. } | pki::PkiError::Mutation { .. })) => {
+            return Err(Skip(e.to_string()))
+        }
+        Err(e) => return Err(Broken(format!("deriving the `{}` mutation: {e}", m.name))),
+    };
+    let ck = CertifiedKey::new(chain, ctx.identity.key.key.clone());
+    Ok((
+        Arc::new(ck),
+        Some("derived from the identity in memory".into()),
+    ))
 }

@@ -1,5 +1,5 @@
 //! `certshift audit`: does this endpoint really enforce mTLS? Each check of
-//! the [`check::CHECKS`] registry is one connection experiment (or a few)
+//! the [`check::checks`] registry is one connection experiment (or a few)
 //! with an expected verdict; the evidence decides PASS / FAIL / INFO /
 //! INCONCLUSIVE / SKIP. Output: a table, `--json`, `--junit`; exit 0 when
 //! nothing failed, 1 when a check failed, 2 on usage or configuration
@@ -28,7 +28,7 @@ use futures_util::StreamExt;
 use rustls::client::danger::ServerCertVerifier;
 use rustls_pki_types::ServerName;
 
-pub use check::{Category, Check, Expected, Profile, CHECKS};
+pub use check::{checks, Category, Check, Expected, Profile};
 use experiment::{Ctx, Decision, Identity, Issuing, Limits, Observation};
 pub use judge::{CheckResult, Verdict};
 pub use output::{AuditReport, Summary, TargetReport};
@@ -366,7 +366,7 @@ fn expectations(
         max_skew: args.max_skew.is_some(),
         strict: args.strict,
     };
-    let plan = CHECKS
+    let plan = checks()
         .iter()
         .map(|c| {
             let over = t
@@ -391,7 +391,7 @@ async fn audit_target(args: &AuditArgs, t: Target, mut ctx: Ctx) -> TargetReport
         return TargetReport::new(&t, &ctx, profile, results, started.elapsed());
     };
     let t0 = Instant::now();
-    let obs = (sanity.run)(&ctx).await;
+    let obs = sanity.run.start(&ctx).await;
     let spoken: Vec<TlsVersion> = ctx
         .versions
         .iter()
@@ -427,7 +427,7 @@ async fn audit_target(args: &AuditArgs, t: Target, mut ctx: Ctx) -> TargetReport
             let obs = if *e == Expected::Skip {
                 Observation::default()
             } else {
-                (c.run)(ctx).await
+                c.run.start(ctx).await
             };
             judge::judge(ctx, c, *e, obs, sanity_failed, t0.elapsed())
         })

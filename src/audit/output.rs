@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::check::{Defaults, Profile, CHECKS};
+use super::check::{checks, Defaults, Profile};
 use super::experiment::Ctx;
 use super::judge::{evidence, CheckResult, Verdict};
 use super::target::Target;
@@ -215,12 +215,12 @@ pub fn check_list() -> String {
         profile: Profile::X509,
         ..spiffe
     };
-    let w = CHECKS.iter().map(|c| c.id.len()).max().unwrap_or(5);
+    let w = checks().iter().map(|c| c.id.len()).max().unwrap_or(5);
     let mut out = format!(
         "{:<w$}  {:<12}  {:<8}  {:<8}  tests that\n",
         "check", "category", "spiffe", "x509"
     );
-    for c in CHECKS {
+    for c in checks() {
         out += &format!(
             "{:<w$}  {:<12}  {:<8}  {:<8}  {}\n",
             c.id,

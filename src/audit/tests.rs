@@ -80,11 +80,11 @@ fn a_targets_file_is_lines_or_toml() {
 
 #[test]
 fn the_registry_has_unique_ids_and_the_sanity_check_first() {
-    assert_eq!(CHECKS[0].id, check::SANITY);
-    let mut ids: Vec<&str> = CHECKS.iter().map(|c| c.id).collect();
+    assert_eq!(checks()[0].id, check::SANITY);
+    let mut ids: Vec<&str> = checks().iter().map(|c| c.id).collect();
     ids.sort();
     ids.dedup();
-    assert_eq!(ids.len(), CHECKS.len());
+    assert_eq!(ids.len(), checks().len());
     for id in [
         "no-client-cert",
         "untrusted-ca",
@@ -173,5 +173,53 @@ fn a_refusal_for_another_cause_is_a_warning_and_evidence_groups_agreeing_attempt
     assert_eq!(
         judge::evidence(&mixed),
         "1.3: http:403 (http); 1.2: reset (reset)"
+    );
+}
+
+#[test]
+fn every_mutation_is_a_check_after_the_experiments_held_to_its_verdict_by_its_mandate() {
+    use crate::pki::{Mandate, MUTATIONS};
+    let all = checks();
+    let first = all.len() - MUTATIONS.len();
+    assert!(all[..first]
+        .iter()
+        .all(|c| c.category != Category::Mutation));
+    let defaults = |profile, strict| check::Defaults {
+        profile,
+        max_skew: false,
+        strict,
+    };
+    for (c, m) in all[first..].iter().zip(MUTATIONS) {
+        assert_eq!(c.id, format!("mutation:{}", m.name));
+        assert_eq!(
+            (c.category, c.about, c.hint),
+            (Category::Mutation, m.changes, m.rule)
+        );
+        assert!(matches!(c.run, check::Run::Mutation(r) if r.name == m.name));
+        let verdict = match m.expect {
+            crate::pki::Expect::Accept => Expected::Accept,
+            crate::pki::Expect::Reject => Expected::Reject,
+        };
+        let under = |profile, strict| (c.default)(defaults(profile, strict));
+        let (spiffe, x509, strict) = (
+            under(Profile::Spiffe, false),
+            under(Profile::X509, false),
+            under(Profile::X509, true),
+        );
+        match m.mandate {
+            Mandate::Validator => assert_eq!((spiffe, x509, strict), (verdict, verdict, verdict)),
+            Mandate::Svid => assert_eq!((spiffe, x509), (verdict, Expected::Info), "{}", m.name),
+            Mandate::Issuer | Mandate::Crypto => {
+                assert_eq!(
+                    (spiffe, x509, strict),
+                    (Expected::Info, Expected::Info, verdict)
+                )
+            }
+        }
+    }
+    let list = output::check_list();
+    assert!(
+        list.contains("mutation:bad-signature") && list.contains("mutation"),
+        "{list}"
     );
 }

@@ -124,6 +124,12 @@ pub fn run_init(args: &InitArgs) -> anyhow::Result<()> {
         };
         println!("  {shown:<34} {what}");
     }
+    for m in &manifest.mutations {
+        println!(
+            "  {:<34} mutation of {}, expect {}: {}",
+            m.path, m.identity, m.expect, m.changes
+        );
+    }
     let crl = format!("{}/{}", layout::CA_DIR, layout::CRL_FILE);
     let signer = match &manifest.user_ca {
         Some(_) => ", signed by your CA: install it where the service reads CRLs",

@@ -14,13 +14,18 @@ use time::OffsetDateTime;
 use super::hierarchy::{CaCert, CaKey, Hierarchy};
 use super::issue::{key_pem, pem_cert, self_signed_leaf, Issued, LeafSpec, Usage};
 use super::layout::{
-    CA_DIR, CA_FILE, CERT_FILE, CLIENTS_DIR, CRL_FILE, KEY_FILE, SERVER_DIR, VARIANTS_DIR,
+    CA_DIR, CA_FILE, CERT_FILE, CLIENTS_DIR, CRL_FILE, KEY_FILE, MUTATIONS_DIR, SERVER_DIR,
+    VARIANTS_DIR,
 };
-use super::manifest::{Entry, EntryFacts, IssuedBy, Manifest, Role, FORMAT_VERSION, MANIFEST_FILE};
+use super::manifest::{
+    Entry, EntryFacts, IssuedBy, Manifest, MutationEntry, Role, FORMAT_VERSION, MANIFEST_FILE,
+};
+use super::mutate::MUTATIONS;
 use super::own_ca::OwnCaFiles;
 use super::write::PkiFile;
 use super::{KeyType, PkiError, Variant};
 use crate::spiffe::{is_trust_domain, SpiffeId};
+use crate::x509::fingerprint;
 
 /// Longest leaf validity: keeps date arithmetic in range and test
 /// credentials short-lived.
@@ -171,6 +176,7 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
         cas.leaf_issuer,
     )?;
 
+    let mut first_identity = None;
     for service in &opts.services {
         let spec = client_spec(opts, service, now)?;
         let issued = issuing.issue(&spec, kt)?;
@@ -183,6 +189,7 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
             Some(&root_pem),
             cas.leaf_issuer,
         )?;
+        first_identity.get_or_insert(issued);
     }
 
     // The bad variants all speak for the first service, so the only thing
@@ -257,6 +264,37 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
         )?;
     }
 
+    // The mutations of the first service's own certificate: its key, so the
+    // handshake completes and only the mutated property is judged.
+    let mut mutations = Vec::new();
+    if let Some(identity) = &first_identity {
+        for m in MUTATIONS {
+            let chain = match m.derive(&identity.cert, issuing, &cas.chain) {
+                Ok(chain) => chain,
+                // An Ed25519 CA has no SHA-1 signature: nothing to write.
+                Err(PkiError::NoSha1Signature { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let dir = format!("{MUTATIONS_DIR}/{}", m.name);
+            let (cert, key) = (format!("{dir}/{CERT_FILE}"), format!("{dir}/{KEY_FILE}"));
+            let chain_pem: String = chain.iter().map(pem_cert).collect();
+            out.file(&cert, chain_pem.into_bytes(), false);
+            out.file(&key, key_pem(&identity.key).into_bytes(), true);
+            mutations.push(MutationEntry {
+                name: m.name.into(),
+                path: dir,
+                cert,
+                key,
+                identity: first.clone(),
+                expect: m.expect,
+                mandate: m.mandate,
+                changes: m.changes.into(),
+                rule: m.rule.into(),
+                sha256: chain.first().map(|c| fingerprint(c)).unwrap_or_default(),
+            });
+        }
+    }
+
     // One CRL per CA certshift holds the key of, concatenated: verifiers
     // that check the whole chain (rustls does by default) need a CRL from
     // every CA on the path. The first, the issuing CA's, revokes.
@@ -284,6 +322,7 @@ pub fn generate(opts: &PkiOptions, now: OffsetDateTime) -> Result<GeneratedPki, 
         validity: short_duration(opts.validity),
         user_ca: cas.user_ca.clone(),
         credentials: out.entries,
+        mutations,
     };
     out.files.push(PkiFile {
         path: MANIFEST_FILE.into(),

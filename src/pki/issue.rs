@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use rand::RngCore;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
-    RevocationReason, RevokedCertParams, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CustomExtension,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PublicKeyData, RevocationReason, RevokedCertParams, SanType, SerialNumber, SigningKey,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -131,6 +131,16 @@ pub struct LeafSpec {
     pub ca_flag: bool,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+    /// The serial to write instead of a random one (`pki::mutate`'s serial
+    /// mutations; rcgen encodes it as a positive INTEGER).
+    pub serial: Option<SerialNumber>,
+    /// Replace the leaf's keyUsage (digitalSignature).
+    pub key_usage_override: Option<Vec<KeyUsagePurpose>>,
+    /// URI SANs after the SPIFFE ID (a second SPIFFE ID, for one).
+    pub extra_uris: Vec<String>,
+    /// Extensions written after the usual ones, as given: unknown, critical
+    /// or duplicated ones are the point (`pki::mutate`).
+    pub extensions: Vec<CustomExtension>,
 }
 
 impl LeafSpec {
@@ -147,6 +157,10 @@ impl LeafSpec {
             ca_flag: false,
             not_before,
             not_after: now + validity,
+            serial: None,
+            key_usage_override: None,
+            extra_uris: Vec::new(),
+            extensions: Vec::new(),
         }
     }
 }
@@ -196,8 +210,23 @@ impl Authority {
         now: OffsetDateTime,
         lifetime: Duration,
     ) -> Result<Self, PkiError> {
+        self.new_intermediate_with(name, key_type, now, lifetime, |_| {})
+    }
+
+    /// [`Self::new_intermediate`], with `tweak` changing its parameters
+    /// before it is signed: the broken CAs of `pki::mutate` (no
+    /// basicConstraints, name constraints) differ from a good one only there.
+    pub(super) fn new_intermediate_with(
+        &self,
+        name: &str,
+        key_type: KeyType,
+        now: OffsetDateTime,
+        lifetime: Duration,
+        tweak: impl FnOnce(&mut CertificateParams),
+    ) -> Result<Self, PkiError> {
         let key = key_type.generate()?;
-        let params = ca_params(name, now, lifetime, Some(0));
+        let mut params = ca_params(name, now, lifetime, Some(0));
+        tweak(&mut params);
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(issue_err(name))?;
@@ -251,6 +280,15 @@ impl Authority {
             .signed_by(public_key, &self.issuer)
             .map_err(issue_err(&spec.common_name))?;
         Ok((cert.der().clone(), serial))
+    }
+
+    /// This authority's signature over `message` with its own algorithm
+    /// (the one in the certificates it issues): `pki::mutate` re-signs a
+    /// TBSCertificate it edited as DER.
+    pub(super) fn sign_bytes(&self, message: &[u8]) -> Result<Vec<u8>, PkiError> {
+        self.key()
+            .sign(message)
+            .map_err(issue_err("a re-signed certificate"))
     }
 
     /// A CRL signed by this authority listing `revoked` serials.
@@ -414,14 +452,17 @@ fn leaf_params(spec: &LeafSpec) -> Result<(CertificateParams, SerialNumber), Pki
         };
         params.subject_alt_names.push(san);
     }
-    if let Some(id) = &spec.spiffe_id {
+    for id in spec.spiffe_id.iter().chain(&spec.extra_uris) {
         let uri = id.as_str().try_into().map_err(|e| PkiError::BadName {
             name: id.clone(),
             detail: format!("{e}"),
         })?;
         params.subject_alt_names.push(SanType::URI(uri));
     }
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.key_usages = spec
+        .key_usage_override
+        .clone()
+        .unwrap_or_else(|| vec![KeyUsagePurpose::DigitalSignature]);
     params.extended_key_usages = spec
         .eku_override
         .clone()
@@ -435,11 +476,12 @@ fn leaf_params(spec: &LeafSpec) -> Result<(CertificateParams, SerialNumber), Pki
     } else {
         params.is_ca = IsCa::ExplicitNoCa;
     }
-    let serial = random_serial();
+    let serial = spec.serial.clone().unwrap_or_else(random_serial);
     params.serial_number = Some(serial.clone());
     params.not_before = spec.not_before;
     params.not_after = spec.not_after;
     params.use_authority_key_identifier_extension = true;
+    params.custom_extensions = spec.extensions.clone();
     Ok((params, serial))
 }
 

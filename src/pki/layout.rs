@@ -29,6 +29,8 @@ pub const CA_DIR: &str = "ca";
 pub const CLIENTS_DIR: &str = "clients";
 /// The directory of the bad client variants, one sub-directory each.
 pub const VARIANTS_DIR: &str = "variants";
+/// The directory of the mutated certificates, one sub-directory each.
+pub const MUTATIONS_DIR: &str = "mutations";
 /// The server credential's directory.
 pub const SERVER_DIR: &str = "server";
 /// The root nobody trusts (it issues the `untrusted-ca` variant).
@@ -120,6 +122,16 @@ impl PkiDir {
     /// The credential of `variant`; `valid` is the first service's own.
     pub fn variant(&self, variant: Variant) -> Option<CredentialFiles> {
         self.manifest.variant(variant).map(|e| self.files(e))
+    }
+
+    /// The files of the mutated certificate called `name`, when the PKI has
+    /// it (PKIs written before mutations have none).
+    pub fn mutation(&self, name: &str) -> Option<CredentialFiles> {
+        self.manifest.mutation(name).map(|m| CredentialFiles {
+            cert: self.dir.join(&m.cert),
+            key: self.dir.join(&m.key),
+            ca: None,
+        })
     }
 
     /// The CA that issues the leaves: the intermediate when there is one,

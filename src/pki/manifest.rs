@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Expect, KeyType, PkiError, Variant};
+use super::{Expect, KeyType, Mandate, PkiError, Variant};
 use crate::x509::{rfc3339, CertFacts};
 
 pub const MANIFEST_FILE: &str = "manifest.toml";
@@ -31,6 +31,38 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_ca: Option<UserCaInfo>,
     pub credentials: Vec<Entry>,
+    /// The mutated certificates of the first service (`pki::mutate`); absent
+    /// in PKIs written before there were any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mutations: Vec<MutationEntry>,
+}
+
+/// One mutated certificate: `tls.crt` (the mutated leaf, any intermediate
+/// it adds, the identity's chain) and `tls.key` (the identity's own key).
+/// Its facts are not recorded the way [`Entry`]'s are: some mutations are
+/// certificates no parser reads back (trailing bytes, a duplicate
+/// extension).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MutationEntry {
+    /// The catalogue's name (`mutation:<name>` in the audit).
+    pub name: String,
+    /// Directory, relative to the PKI root.
+    pub path: String,
+    pub cert: String,
+    pub key: String,
+    /// The service whose valid identity was mutated.
+    pub identity: String,
+    /// The verdict a conforming validator gives it.
+    pub expect: Expect,
+    /// Who the rule binds: validator, issuer, svid or crypto.
+    pub mandate: Mandate,
+    /// What differs from the valid identity.
+    pub changes: String,
+    /// The rule that decides.
+    pub rule: String,
+    /// SHA-256 of the leaf's bytes as presented, colon-separated hex.
+    pub sha256: String,
 }
 
 /// The user's CA a PKI was issued under. Its private key stays where the
@@ -172,6 +204,11 @@ impl Manifest {
         self.credentials
             .iter()
             .find(|e| e.role == role && e.name == name)
+    }
+
+    /// The mutated certificate called `name`.
+    pub fn mutation(&self, name: &str) -> Option<&MutationEntry> {
+        self.mutations.iter().find(|m| m.name == name)
     }
 
     /// The valid credential of `service`.

@@ -5,7 +5,8 @@
 //! ([`hierarchy`], with the user's CA checked by [`own_ca`]), issuing with rcgen
 //! ([`issue`]), weak credentials rcgen cannot make ([`weak`]: SHA-1 signed,
 //! RSA-1024) and the certificate DER surgery behind them ([`resign`]), the
-//! `manifest.toml` contract ([`manifest`]), where every file of a `--pki`
+//! `manifest.toml` contract ([`manifest`]), the mutated certificates derived
+//! from the valid identity ([`mutate`]), where every file of a `--pki`
 //! directory lives ([`layout`], [`PkiDir`]), writing keys safely ([`write`])
 //! and reading certificates back for people ([`inspect`]).
 //! Never: serves, verifies peers or loads live credentials (that is `creds`),
@@ -18,6 +19,7 @@ pub mod inspect;
 mod issue;
 pub mod layout;
 mod manifest;
+pub mod mutate;
 mod own_ca;
 mod resign;
 mod variant;
@@ -34,10 +36,12 @@ pub use issue::{
     LeafSpec, Usage,
 };
 pub use layout::{CredentialFiles, PkiDir};
-pub use manifest::{Entry, IssuedBy, Manifest, Role, UserCaInfo, MANIFEST_FILE};
+pub use manifest::{Entry, IssuedBy, Manifest, MutationEntry, Role, UserCaInfo, MANIFEST_FILE};
+pub use mutate::{Mandate, Mutation, MUTATIONS};
 pub use own_ca::OwnCaFiles;
 pub use resign::{
-    algorithm_identifier, assemble, resign, split_certificate, tbs_elements, CertParts,
+    algorithm_identifier, assemble, resign, signature_bytes, split_certificate, tbs_elements,
+    tbs_from_elements, tlv, CertParts,
 };
 pub use variant::{Expect, UnknownVariant, Variant};
 pub use weak::{rsa1024_client, sha1_signed, WeakKeyCredential};
@@ -90,6 +94,10 @@ pub enum PkiError {
     /// A RustCrypto key could not be loaded, generated or used to sign.
     #[error("{what}: {detail}")]
     Crypto { what: String, detail: String },
+    /// A mutation cannot be derived from this identity (e.g. a SPIFFE ID
+    /// mutation of a certificate that carries none).
+    #[error("mutation {name}: {detail}")]
+    Mutation { name: &'static str, detail: String },
 }
 
 /// Generate a PKI as of now and write it to `dir`; the manifest is returned.

@@ -67,6 +67,33 @@ pub fn tbs_elements(tbs: &[u8]) -> Result<Vec<&[u8]>, PkiError> {
     sequence_elements(tbs, "TBSCertificate")
 }
 
+/// A TBSCertificate from its elements (whole TLVs, in order, as
+/// [`tbs_elements`] gives them): after an edit that `resign` does not make
+/// (a version removed, a subject emptied, a serial replaced).
+pub fn tbs_from_elements(elements: &[&[u8]]) -> Result<Vec<u8>, PkiError> {
+    sequence(elements, "TBSCertificate")
+}
+
+/// The raw bytes of a signatureValue BIT STRING (`CertParts::signature`).
+pub fn signature_bytes(signature: &[u8]) -> Result<&[u8], PkiError> {
+    let what = "certificate's signatureValue";
+    let bits = BitStringRef::from_der(signature).map_err(der_err(what))?;
+    bits.as_bytes()
+        .ok_or_else(|| der_problem(what, "the signature is not whole bytes".into()))
+}
+
+/// One DER element: `tag` (a whole identifier octet, e.g. 0x86 for a
+/// `[6]` IMPLICIT URI) around `content`, with DER's length rules.
+pub fn tlv(tag: u8, content: &[u8]) -> Result<Vec<u8>, PkiError> {
+    let what = "DER element";
+    let tag = Tag::try_from(tag).map_err(der_err(what))?;
+    let header = Header::new(tag, content.len()).map_err(der_err(what))?;
+    let mut out = Vec::with_capacity(content.len() + 6);
+    header.encode_to_vec(&mut out).map_err(der_err(what))?;
+    out.extend_from_slice(content);
+    Ok(out)
+}
+
 /// An AlgorithmIdentifier: `oid` (dotted, e.g. "1.2.840.113549.1.1.5") and
 /// its parameters as a whole DER TLV, or none. RSA PKCS#1 v1.5 algorithms
 /// carry NULL (`Some(&[0x05, 0x00])`); ECDSA ones carry nothing (RFC 5758).

@@ -29,13 +29,14 @@ impl std::fmt::Debug for PkiFile {
 }
 
 /// The top-level entries a PKI owns; `--force` replaces exactly these.
-const PKI_ENTRIES: [&str; 6] = [
+const PKI_ENTRIES: [&str; 7] = [
     super::MANIFEST_FILE,
     layout::CA_DIR,
     layout::UNTRUSTED_CA_DIR,
     layout::SERVER_DIR,
     layout::CLIENTS_DIR,
     layout::VARIANTS_DIR,
+    layout::MUTATIONS_DIR,
 ];
 
 /// Refuse a non-empty `dir` unless `force`; a missing `dir` is fine.

@@ -54,6 +54,20 @@ pub struct FileReport {
     pub certificates: Vec<CertReport>,
     /// Present only when the file holds more than one certificate.
     pub chain: Option<ChainReport>,
+    /// What the certificate changes, when the file is a mutated certificate
+    /// of a certshift PKI (`mutations/<name>/`, read from its manifest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mutation: Option<MutationNote>,
+}
+
+/// A mutation's manifest entry, as `pki inspect` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MutationNote {
+    pub name: String,
+    /// What a conforming validator does with it.
+    pub expect: crate::pki::Expect,
+    pub changes: String,
+    pub rule: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,11 +119,47 @@ pub fn inspect_file(path: &Path) -> Result<FileReport, InspectError> {
         path: path.to_path_buf(),
         source,
     })?;
-    inspect_bytes(
-        &path.display().to_string(),
-        &bytes,
-        OffsetDateTime::now_utc(),
-    )
+    let note = mutation_note(path);
+    let name = path.display().to_string();
+    match inspect_bytes(&name, &bytes, OffsetDateTime::now_utc()) {
+        Ok(report) => Ok(FileReport {
+            mutation: note,
+            ..report
+        }),
+        // Some mutations are certificates no parser reads (trailing bytes,
+        // a duplicate extension): say which, so the error is expected.
+        Err(InspectError::Parse { index, problem, .. }) if note.is_some() => {
+            Err(InspectError::Parse {
+                name: format!("{name} ({})", describe(note.as_ref())),
+                index,
+                problem,
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The manifest's note on `path` when it is `PKI/mutations/<name>/<file>`.
+fn mutation_note(path: &Path) -> Option<MutationNote> {
+    let dir = path.parent()?;
+    let name = dir.file_name()?.to_str()?;
+    let mutations = dir.parent()?;
+    if mutations.file_name()? != crate::pki::layout::MUTATIONS_DIR {
+        return None;
+    }
+    let manifest = crate::pki::Manifest::load(mutations.parent()?).ok()?;
+    let m = manifest.mutation(name)?;
+    Some(MutationNote {
+        name: m.name.clone(),
+        expect: m.expect,
+        changes: m.changes.clone(),
+        rule: m.rule.clone(),
+    })
+}
+
+fn describe(note: Option<&MutationNote>) -> String {
+    note.map(|m| format!("mutation {}: {}", m.name, m.changes))
+        .unwrap_or_default()
 }
 
 /// Inspects file contents; `name` is only used in the report and error messages.
@@ -139,6 +189,7 @@ pub fn inspect_bytes(
         file: name.to_string(),
         certificates: facts.into_iter().map(|f| cert_report(f, now)).collect(),
         chain,
+        mutation: None,
     })
 }
 

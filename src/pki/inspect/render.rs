@@ -21,6 +21,13 @@ pub fn render_text(report: &FileReport) -> String {
     let total = report.certificates.len();
     let plural = if total == 1 { "" } else { "s" };
     let mut out = format!("{}: {total} certificate{plural}\n", report.file);
+    if let Some(m) = &report.mutation {
+        let _ = writeln!(
+            out,
+            "  {:<16}{} (a conforming validator must {} it): {}\n  {:<16}{}",
+            "mutation:", m.name, m.expect, m.changes, "rule:", m.rule
+        );
+    }
     let join = |items: &[String]| (!items.is_empty()).then(|| items.join(", "));
     for (i, c) in report.certificates.iter().enumerate() {
         let _ = writeln!(out, "\ncertificate {} of {total} ({})", i + 1, role(c));

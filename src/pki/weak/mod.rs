@@ -53,10 +53,18 @@ pub fn sha1_signed(ca: &Authority, spec: &LeafSpec, key_type: KeyType) -> Result
     // Refuse an unusable CA before spending time on the leaf's key.
     let signer = Sha1Signer::for_ca(ca.key())?;
     let issued = ca.issue(spec, key_type)?;
-    let cert = resign(&issued.cert, &signer.algorithm_identifier()?, |tbs| {
-        signer.sign(tbs)
-    })?;
+    let cert = signer.resign(&issued.cert)?;
     Ok(Issued { cert, ..issued })
+}
+
+/// `cert` (issued by `ca`) signed again by `ca`'s key with SHA-1, the rest
+/// byte for byte: `pki::mutate`'s `sha1-signature`, which keeps the
+/// identity's key. Refused as [`sha1_signed`] refuses.
+pub(in crate::pki) fn sha1_resigned(
+    ca: &Authority,
+    cert: &[u8],
+) -> Result<CertificateDer<'static>, PkiError> {
+    Sha1Signer::for_ca(ca.key())?.resign(cert)
 }
 
 /// A client leaf whose subject key is RSA-1024, signed by `ca` exactly as
@@ -173,6 +181,10 @@ impl Sha1Signer {
                 ca_key: key_name(alg),
             })
         }
+    }
+
+    fn resign(&self, cert: &[u8]) -> Result<CertificateDer<'static>, PkiError> {
+        resign(cert, &self.algorithm_identifier()?, |tbs| self.sign(tbs))
     }
 
     fn algorithm_identifier(&self) -> Result<Vec<u8>, PkiError> {
