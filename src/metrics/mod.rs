@@ -183,6 +183,13 @@ impl Metrics {
         });
     }
 
+    /// The proxy's plan changed (`PUT /plan`, a `--plan-schedule` phase);
+    /// `plan` is the new plan's description. A timeline event of kind
+    /// `plan`, so a report shows which plan was presenting when.
+    pub fn plan_change(&self, at: Instant, plan: String) {
+        self.send(Event::PlanChange { at, plan });
+    }
+
     /// Everything recorded before this call, from any handle: the request
     /// queues behind those events on the same FIFO channel.
     ///
@@ -238,6 +245,10 @@ enum Event {
         kind: String,
         error: String,
     },
+    PlanChange {
+        at: Instant,
+        plan: String,
+    },
     Snapshot(oneshot::Sender<Snapshot>),
 }
 
@@ -250,6 +261,7 @@ async fn aggregate(mut rx: mpsc::Receiver<Event>, mut state: Snapshot, dropped: 
             Event::RotationFailure { at, kind, error } => {
                 state.record_rotation_failure(at, &kind, error)
             }
+            Event::PlanChange { at, plan } => state.record_plan_change(at, plan),
             Event::Snapshot(reply) => {
                 let mut snap = state.clone();
                 snap.set_taken(Instant::now(), dropped.load(Ordering::Relaxed));
