@@ -357,6 +357,17 @@ async fn a_plan_schedule_applies_its_phases_like_put_plan() {
     assert_eq!(plans[0]["plan"], "always valid", "{plans}");
     assert_eq!(plans[1]["plan"], "weights expired=1, seed 5", "{plans}");
     assert_eq!(plans.as_array().map(Vec::len), Some(2));
+    // The summary printed at exit places each change in time.
+    let table = snap.summary_table();
+    let changes: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("plan change at "))
+        .collect();
+    assert_eq!(changes.len(), 2, "{table}");
+    assert!(
+        changes[1].ends_with(": weights expired=1, seed 5"),
+        "{table}"
+    );
     serve.stop().await;
 }
 

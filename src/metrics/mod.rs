@@ -371,6 +371,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn plan_changes_reach_the_timeline_and_the_summary_and_survive_a_merge() {
+        let start = Instant::now();
+        let m = Metrics::start_at(start);
+        m.plan_change(start + Duration::from_millis(300), "always expired".into());
+        m.plan_change(start + Duration::from_millis(900), "always valid".into());
+        let s = m.snapshot().await.unwrap();
+        let tl = s.timeline_json();
+        assert_eq!(
+            tl["plans"],
+            serde_json::json!([
+                {"t_ms": 300, "kind": "plan", "plan": "always expired"},
+                {"t_ms": 900, "kind": "plan", "plan": "always valid"},
+            ])
+        );
+        // A plan change is not a credential rotation.
+        assert_eq!(tl["rotations"], serde_json::json!([]));
+        assert!(s
+            .summary_table()
+            .contains("plan change at +0.300 s: always expired"));
+        let mut merged = s.clone();
+        merged.merge(&s);
+        assert_eq!(
+            merged.timeline_json()["plans"].as_array().map(Vec::len),
+            Some(4)
+        );
+    }
+
+    #[tokio::test]
     async fn rotations_reach_stats_and_timeline_through_the_channel() {
         let start = Instant::now();
         let m = Metrics::start_at(start);

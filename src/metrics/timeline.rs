@@ -77,6 +77,11 @@ impl Timeline {
         push_mark(&mut self.plans, m);
     }
 
+    /// The plan changes kept, oldest first.
+    pub(super) fn plans(&self) -> &[RotationMark] {
+        &self.plans
+    }
+
     /// Adds `other`'s buckets and events to this one. Both must share a time
     /// origin (t_ms is relative to each one's start).
     pub(super) fn merge(&mut self, other: &Timeline) {

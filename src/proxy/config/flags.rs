@@ -160,7 +160,9 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "keep", value_name = "POLICY")]
     pub on_rotate: OnRotate,
 
-    /// Admin API address, or `off`.
+    /// Admin API address, or `off`. `PUT /plan` there changes the plan while traffic flows,
+    /// with JSON {"present": "valid=80,expired=20", "seed": 7} or {"present_sequence": "valid,expired"};
+    /// `GET /plan` shows it.
     #[arg(long, default_value = "127.0.0.1:15000", value_name = "ADDR|off")]
     pub admin: String,
     /// Bearer token required on every admin request (required for a non-loopback --admin).

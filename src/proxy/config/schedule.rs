@@ -9,7 +9,7 @@
 //!
 //! [[phase]]
 //! after = "30s"
-//! present_sequence = "valid,mutated-signature"
+//! present_sequence = "valid,self-signed"
 //! ```
 //!
 //! Owns: the file's shape and the messages naming a phase and its field.
@@ -132,6 +132,13 @@ mod tests {
         assert_eq!(phases[0].plan.describe(), "always valid");
         assert_eq!(phases[1].after, Duration::from_millis(300));
         assert_eq!(phases[1].plan.describe(), "weights expired=1, seed 3");
+    }
+
+    #[test]
+    fn the_example_schedule_parses() {
+        let phases = parse(include_str!("../../../configs/plan-schedule.toml"), 0).unwrap();
+        assert_eq!(phases.len(), 3);
+        assert_eq!(phases[2].after, Duration::from_secs(30));
     }
 
     #[test]
