@@ -31,6 +31,7 @@ use crate::proxy::{ActivePlan, ProxyHandle};
 
 /// A plan is a line or two of JSON; anything bigger is not one.
 const PLAN_BODY_LIMIT: usize = 16 * 1024;
+const PLAN_BODY_EXAMPLE: &str = r#"send JSON such as {"present": "valid=80,expired=20", "seed": 7} or {"present_sequence": "valid,expired"}"#;
 
 /// Admin clients are a scraper and an operator or two; a handful of slots
 /// keeps a misbehaving one from tying up the proxy's file descriptors.
@@ -120,7 +121,7 @@ async fn route(
         (&Method::GET, "/stats") => stats(proxy).await,
         (&Method::GET, "/metrics") => metrics(proxy).await,
         (&Method::GET, "/timeline") => timeline(proxy).await,
-        (&Method::GET, "/plan") => json_response(StatusCode::OK, &plan_json(&proxy.plan().current())),
+        (&Method::GET, "/plan") => get_plan(proxy),
         (&Method::PUT, "/plan") => put_plan(proxy, req).await,
         (&Method::POST, "/rotate") => {
             let mint = req
@@ -248,6 +249,11 @@ fn plan_json(active: &ActivePlan) -> serde_json::Value {
     })
 }
 
+/// `GET /plan`: the plan in force.
+fn get_plan(proxy: &ProxyHandle) -> Response<Full<Bytes>> {
+    json_response(StatusCode::OK, &plan_json(&proxy.plan().current()))
+}
+
 /// `PUT /plan` with a JSON body, the flags' strings as values:
 /// `{"present": "valid=80,expired=20", "seed": 7}` or
 /// `{"present_sequence": "valid,expired"}`, optionally `"swap": "connection"`.
@@ -267,7 +273,7 @@ async fn put_plan(proxy: &ProxyHandle, req: Request<Incoming>) -> Response<Full<
     };
     let spec: PlanSpec = match serde_json::from_slice(&body) {
         Ok(s) => s,
-        Err(e) => return refused(&format!("the body is not a plan: {e}; send JSON such as {{\"present\": \"valid=80,expired=20\", \"seed\": 7}} or {{\"present_sequence\": \"valid,expired\"}}")),
+        Err(e) => return refused(&format!("the body is not a plan: {e}; {PLAN_BODY_EXAMPLE}")),
     };
     match proxy.plan().change(&spec) {
         Ok(active) => json_response(StatusCode::OK, &plan_json(&active)),
