@@ -1,12 +1,14 @@
 //! The proxy's admin HTTP API: `GET /stats`, `GET /metrics` (Prometheus
-//! text), `GET /timeline`, `GET /healthz`, `POST /rotate`.
+//! text), `GET /timeline`, `GET /healthz`, `POST /rotate`, `GET /plan` and
+//! `PUT /plan` (change the plan while traffic flows).
 //!
 //! It can rotate credentials, so it binds to loopback unless a token is
 //! configured (enforced in the proxy's config), and with a token every
 //! request must carry `Authorization: Bearer <token>`. Connections go
 //! through the shared accept loop (`crate::accept`): capped, tracked, and
 //! ended at shutdown like the proxy's own. Never touches a credential except
-//! through the proxy's `Rotating` (`POST /rotate`).
+//! through the proxy's `Rotating` (`POST /rotate`), nor the plan except
+//! through `LivePlan::change` (`PUT /plan`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -24,7 +26,12 @@ use tokio::sync::watch;
 
 use crate::accept::{serve_connections, serve_http1, RunState};
 use crate::metrics::PROMETHEUS_CONTENT_TYPE;
-use crate::proxy::ProxyHandle;
+use crate::plan::PlanSpec;
+use crate::proxy::{ActivePlan, ProxyHandle};
+
+/// A plan is a line or two of JSON; anything bigger is not one.
+const PLAN_BODY_LIMIT: usize = 16 * 1024;
+const PLAN_BODY_EXAMPLE: &str = r#"send JSON such as {"present": "valid=80,expired=20", "seed": 7} or {"present_sequence": "valid,expired"}"#;
 
 /// Admin clients are a scraper and an operator or two; a handful of slots
 /// keeps a misbehaving one from tying up the proxy's file descriptors.
@@ -114,6 +121,8 @@ async fn route(
         (&Method::GET, "/stats") => stats(proxy).await,
         (&Method::GET, "/metrics") => metrics(proxy).await,
         (&Method::GET, "/timeline") => timeline(proxy).await,
+        (&Method::GET, "/plan") => get_plan(proxy),
+        (&Method::PUT, "/plan") => put_plan(proxy, req).await,
         (&Method::POST, "/rotate") => {
             let mint = req
                 .uri()
@@ -121,12 +130,12 @@ async fn route(
                 .is_some_and(|q| q.split('&').any(|p| p == "mint" || p == "mint=1"));
             rotate(proxy, mint).await
         }
-        (_, "/healthz" | "/stats" | "/metrics" | "/timeline" | "/rotate") => {
+        (_, "/healthz" | "/stats" | "/metrics" | "/timeline" | "/rotate" | "/plan") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /stats, /metrics, /timeline, /healthz, POST /rotate\n",
+            "not found: try /stats, /metrics, /timeline, /healthz, /plan, POST /rotate, PUT /plan\n",
         ),
     }
 }
@@ -151,10 +160,10 @@ async fn stats(proxy: &ProxyHandle) -> Response<Full<Bytes>> {
     };
     let mut stats = s.to_stats_json();
     let r = proxy.credentials();
-    let cfg = proxy.config();
     if let Some(obj) = stats.as_object_mut() {
-        obj.insert("plan".into(), json!(cfg.plan.describe()));
-        obj.insert("seed".into(), json!(cfg.plan.seed()));
+        let active = proxy.plan().current();
+        obj.insert("plan".into(), plan_json(&active));
+        obj.insert("seed".into(), json!(active.plan.seed()));
         obj.insert(
             "downstream_handshake_failures".into(),
             json!(proxy.downstream_failures()),
@@ -228,6 +237,53 @@ async fn rotate(proxy: &ProxyHandle, mint: bool) -> Response<Full<Bytes>> {
         StatusCode::UNPROCESSABLE_ENTITY
     };
     json_response(status, &body)
+}
+
+/// `GET /plan` and `/stats`' `plan`: `{active, seed, changes, since_unix_ms}`.
+fn plan_json(active: &ActivePlan) -> serde_json::Value {
+    json!({
+        "active": active.plan.describe(),
+        "seed": active.plan.seed(),
+        "changes": active.changes,
+        "since_unix_ms": active.since_unix_ms,
+    })
+}
+
+/// `GET /plan`: the plan in force.
+fn get_plan(proxy: &ProxyHandle) -> Response<Full<Bytes>> {
+    json_response(StatusCode::OK, &plan_json(&proxy.plan().current()))
+}
+
+/// `PUT /plan` with a JSON body, the flags' strings as values:
+/// `{"present": "valid=80,expired=20", "seed": 7}` or
+/// `{"present_sequence": "valid,expired"}`, optionally `"swap": "connection"`.
+/// 200 with the new plan as `GET /plan` shows it; 400 (the running plan
+/// untouched) when the body or the plan is refused.
+async fn put_plan(proxy: &ProxyHandle, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let body = match Limited::new(req.into_body(), PLAN_BODY_LIMIT)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return refused(&format!(
+                "cannot read the body (at most {PLAN_BODY_LIMIT} bytes): {e}"
+            ))
+        }
+    };
+    let spec: PlanSpec = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return refused(&format!("the body is not a plan: {e}; {PLAN_BODY_EXAMPLE}")),
+    };
+    match proxy.plan().change(&spec) {
+        Ok(active) => json_response(StatusCode::OK, &plan_json(&active)),
+        Err(e) => refused(&e.to_string()),
+    }
+}
+
+/// 400 with `{"error": ...}`: the running plan is unchanged.
+fn refused(error: &str) -> Response<Full<Bytes>> {
+    json_response(StatusCode::BAD_REQUEST, &json!({ "error": error }))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -134,6 +134,7 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<bool> {
     let cfg = args.into_config()?;
     let (admin_addr, token, json) = (cfg.admin, cfg.admin_token.clone(), cfg.json.clone());
     let plan = cfg.plan.describe();
+    let phases = cfg.plan_schedule.len();
     let metrics = Metrics::start();
     let proxy = Proxy::bind(cfg, metrics.clone()).await?;
     let handle = proxy.handle();
@@ -152,6 +153,11 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<bool> {
         println!("admin on {}", a.local_addr()?);
     }
     println!("presenting: {plan}");
+    if phases > 0 {
+        println!(
+            "plan schedule: {phases} phases (PUT /plan on the admin API also changes the plan)"
+        );
+    }
     let _ = std::io::stdout().flush();
     let admin_task = admin.map(|a| tokio::spawn(a.run(std::future::pending())));
     proxy.run(stop).await;
@@ -162,8 +168,13 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<bool> {
     print!("{}", snap.summary_table());
     let totals = snap.totals();
     if let Some(path) = json {
-        let out =
-            serde_json::json!({"stats": snap.to_stats_json(), "timeline": snap.timeline_json()});
+        // The plan at the end; every change is in the timeline's `plans`.
+        let active = handle.plan().current();
+        let out = serde_json::json!({
+            "stats": snap.to_stats_json(),
+            "timeline": snap.timeline_json(),
+            "plan": {"active": active.plan.describe(), "changes": active.changes},
+        });
         std::fs::write(&path, serde_json::to_vec_pretty(&out)?)
             .with_context(|| format!("writing {}", path.display()))?;
         println!("summary written to {}", path.display());

@@ -202,6 +202,20 @@ async fn admin_api_metrics_stats_timeline_rotate_and_the_summary_on_sigterm() {
     let (_, code) = curl(&["-X", "GET", &format!("http://{admin}/rotate")]);
     assert_eq!(code, "405");
 
+    // PUT /plan: from here on every connection presents the identity.
+    let (changed, code) = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "content-type: application/json",
+        "--data",
+        r#"{"present_sequence": "valid"}"#,
+        &format!("http://{admin}/plan"),
+    ]);
+    assert_eq!(code, "200", "{changed}");
+    let (seen, code) = curl(&[&format!("http://{listen}/api/x")]);
+    assert_eq!(code, "200", "the first connection after the change: {seen}");
+
     // SIGTERM: drain, print the summary, write the JSON, exit 0 (no wrong verdicts).
     let pid = p.child.id().to_string();
     assert!(Command::new("kill")
@@ -225,6 +239,9 @@ async fn admin_api_metrics_stats_timeline_rotate_and_the_summary_on_sigterm() {
     assert!(summary["timeline"]["buckets"]
         .as_array()
         .is_some_and(|b| !b.is_empty()));
+    assert_eq!(summary["plan"]["active"], "always valid");
+    assert_eq!(summary["plan"]["changes"], 1);
+    assert_eq!(summary["timeline"]["plans"][0]["plan"], "always valid");
     serve.stop().await;
 }
 

@@ -183,6 +183,13 @@ impl Metrics {
         });
     }
 
+    /// The proxy's plan changed (`PUT /plan`, a `--plan-schedule` phase);
+    /// `plan` is the new plan's description. A timeline event of kind
+    /// `plan`, so a report shows which plan was presenting when.
+    pub fn plan_change(&self, at: Instant, plan: String) {
+        self.send(Event::PlanChange { at, plan });
+    }
+
     /// Everything recorded before this call, from any handle: the request
     /// queues behind those events on the same FIFO channel.
     ///
@@ -238,6 +245,10 @@ enum Event {
         kind: String,
         error: String,
     },
+    PlanChange {
+        at: Instant,
+        plan: String,
+    },
     Snapshot(oneshot::Sender<Snapshot>),
 }
 
@@ -250,6 +261,7 @@ async fn aggregate(mut rx: mpsc::Receiver<Event>, mut state: Snapshot, dropped: 
             Event::RotationFailure { at, kind, error } => {
                 state.record_rotation_failure(at, &kind, error)
             }
+            Event::PlanChange { at, plan } => state.record_plan_change(at, plan),
             Event::Snapshot(reply) => {
                 let mut snap = state.clone();
                 snap.set_taken(Instant::now(), dropped.load(Ordering::Relaxed));
@@ -356,6 +368,34 @@ mod tests {
         assert_eq!(s.totals().connections, 2);
         assert_eq!(s.totals().dropped_events, 4);
         assert_eq!(s.to_stats_json()["dropped_events"], 4);
+    }
+
+    #[tokio::test]
+    async fn plan_changes_reach_the_timeline_and_the_summary_and_survive_a_merge() {
+        let start = Instant::now();
+        let m = Metrics::start_at(start);
+        m.plan_change(start + Duration::from_millis(300), "always expired".into());
+        m.plan_change(start + Duration::from_millis(900), "always valid".into());
+        let s = m.snapshot().await.unwrap();
+        let tl = s.timeline_json();
+        assert_eq!(
+            tl["plans"],
+            serde_json::json!([
+                {"t_ms": 300, "kind": "plan", "plan": "always expired"},
+                {"t_ms": 900, "kind": "plan", "plan": "always valid"},
+            ])
+        );
+        // A plan change is not a credential rotation.
+        assert_eq!(tl["rotations"], serde_json::json!([]));
+        assert!(s
+            .summary_table()
+            .contains("plan change at +0.300 s: always expired"));
+        let mut merged = s.clone();
+        merged.merge(&s);
+        assert_eq!(
+            merged.timeline_json()["plans"].as_array().map(Vec::len),
+            Some(4)
+        );
     }
 
     #[tokio::test]

@@ -193,6 +193,13 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    pub(super) fn record_plan_change(&mut self, at: Instant, plan: String) {
+        let m = mark(since(self.start, at), "plan", Some(plan));
+        self.timeline.record_plan(m);
+    }
+}
+
 impl VariantStats {
     /// The expected verdict, or `None` when the plan expected both.
     pub fn expected(&self) -> Option<Expect> {

@@ -1,5 +1,5 @@
 //! The human-readable summary of a [`Snapshot`], printed when a run ends:
-//! latency table, verdicts per variant, rotations.
+//! latency table, verdicts per variant, rotations, plan changes.
 //!
 //! Owns the table layout (tests and users read rows by their first word).
 //! Never computes anything the snapshot does not hold.
@@ -81,7 +81,19 @@ impl Snapshot {
         )?;
 
         writeln!(out)?;
-        self.write_rotations(out)
+        self.write_rotations(out)?;
+        self.write_plan_changes(out)
+    }
+
+    /// Each plan change with its time, so a failure in the table above can
+    /// be placed under the plan that was presenting then. Nothing when the
+    /// plan never changed (most runs), to keep the summary as it was.
+    fn write_plan_changes(&self, out: &mut String) -> std::fmt::Result {
+        for m in self.timeline.plans() {
+            let plan = m.detail.as_deref().unwrap_or("-");
+            writeln!(out, "plan change at {}: {plan}", at_secs(m.t_ms))?;
+        }
+        Ok(())
     }
 
     fn write_rotations(&self, out: &mut String) -> std::fmt::Result {

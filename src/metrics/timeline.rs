@@ -34,6 +34,9 @@ pub(super) struct Timeline {
     truncated_before: Option<u64>,
     rotations: Vec<RotationMark>,
     failures: Vec<RotationMark>,
+    /// Plan changes (kind `plan`, detail = the new plan's description), so a
+    /// failure can be lined up with the plan that was presenting then.
+    plans: Vec<RotationMark>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -69,6 +72,16 @@ impl Timeline {
         push_mark(&mut self.failures, m);
     }
 
+    /// A plan change; `detail` is the new plan's description.
+    pub(super) fn record_plan(&mut self, m: RotationMark) {
+        push_mark(&mut self.plans, m);
+    }
+
+    /// The plan changes kept, oldest first.
+    pub(super) fn plans(&self) -> &[RotationMark] {
+        &self.plans
+    }
+
     /// Adds `other`'s buckets and events to this one. Both must share a time
     /// origin (t_ms is relative to each one's start).
     pub(super) fn merge(&mut self, other: &Timeline) {
@@ -92,6 +105,9 @@ impl Timeline {
         }
         for m in &other.failures {
             push_mark(&mut self.failures, m.clone());
+        }
+        for m in &other.plans {
+            push_mark(&mut self.plans, m.clone());
         }
     }
 
@@ -119,6 +135,11 @@ impl Timeline {
             .iter()
             .map(|m| json!({ "t_ms": m.t_ms, "kind": m.kind, "error": m.detail }))
             .collect();
+        let plans: Vec<Value> = self
+            .plans
+            .iter()
+            .map(|m| json!({ "t_ms": m.t_ms, "kind": m.kind, "plan": m.detail }))
+            .collect();
         json!({
             "bucket_ms": BUCKET_MS,
             "max_buckets": MAX_BUCKETS,
@@ -126,6 +147,7 @@ impl Timeline {
             "buckets": buckets,
             "rotations": rotations,
             "rotation_failures": failures,
+            "plans": plans,
         })
     }
 

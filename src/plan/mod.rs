@@ -114,6 +114,46 @@ pub enum PlanError {
     ZeroTotal,
     #[error("{flag}: no credentials listed; write e.g. {}", example(flag))]
     Empty { flag: &'static str },
+    #[error("give either present (weights) or present_sequence, not both")]
+    BothGiven,
+    #[error("no plan given; write e.g. {{\"present\": \"valid=80,expired=20\", \"seed\": 7}} or {{\"present_sequence\": \"valid,expired\"}}")]
+    NoneGiven,
+    #[error("swap {0:?}: only \"connection\" is supported (each downstream connection is one experiment); \"request\" is not yet supported")]
+    Swap(String),
+}
+
+/// A plan as the user writes it outside the command line: the body of
+/// `PUT /plan` (JSON) and each phase of `--plan-schedule` (TOML). The
+/// strings are the flags' values and go through the flags' parsers, so
+/// every syntax and every message is the same as `--present`'s.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSpec {
+    /// As `--present`: `valid=80,expired=20`.
+    pub present: Option<String>,
+    /// As `--present-sequence`: `valid,expired`.
+    pub present_sequence: Option<String>,
+    /// As `--seed`; only with `present`. Absent: the caller's seed.
+    pub seed: Option<u64>,
+    /// When a presentation changes: only `connection` (the proxy's only
+    /// mode today); kept in the syntax so `request` can come later.
+    pub swap: Option<String>,
+}
+
+impl PlanSpec {
+    /// The plan this spec describes; `default_seed` serves a weighted plan
+    /// given no seed (the caller draws it, since this module reads no RNG).
+    pub fn build(&self, default_seed: u64) -> Result<Plan, PlanError> {
+        if let Some(swap) = self.swap.as_deref().filter(|s| *s != "connection") {
+            return Err(PlanError::Swap(swap.to_string()));
+        }
+        match (&self.present, &self.present_sequence) {
+            (Some(_), Some(_)) => Err(PlanError::BothGiven),
+            (Some(w), None) => Plan::parse_weights(w, self.seed.unwrap_or(default_seed)),
+            (None, Some(s)) => Plan::parse_sequence(s),
+            (None, None) => Err(PlanError::NoneGiven),
+        }
+    }
 }
 
 /// Which credential each connection presents. Immutable once built: a

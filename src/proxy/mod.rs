@@ -10,10 +10,11 @@
 //! `tls::Outcome`), or keeps statistics itself (that is `metrics`).
 
 mod config;
+mod live_plan;
 mod relay;
 mod rotation;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +27,10 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-pub use config::{ConfigError, ConfigFile, FileError, OnRotate, ProxyArgs, ProxyConfig, TlsMode};
+pub use config::{
+    ConfigError, ConfigFile, FileError, OnRotate, PlanPhase, ProxyArgs, ProxyConfig, TlsMode,
+};
+pub use live_plan::{ActivePlan, LivePlan, PlanChangeError};
 pub use relay::{http_status, relay, Relayed};
 pub use rotation::{MintError, ProxyCredentials};
 
@@ -66,7 +70,8 @@ pub(crate) struct ProxyState {
     /// One client config per presentable credential, built once: rotation
     /// changes what their resolvers and verifier read, not the configs.
     upstream_targets: HashMap<Presented, TlsTarget>,
-    next: AtomicU64,
+    /// The plan in force; `PUT /plan` and `--plan-schedule` publish anew.
+    pub(crate) plan: Arc<LivePlan>,
     pub(crate) downstream_failures: AtomicU64,
 }
 
@@ -76,6 +81,7 @@ pub struct Proxy {
     shared: Arc<ProxyState>,
     _reloader: ReloaderHandle,
     _schedule: Option<AbortOnDrop<()>>,
+    _plan_schedule: Option<AbortOnDrop<()>>,
 }
 
 /// Control of a running proxy.
@@ -91,10 +97,17 @@ impl Proxy {
         let held = Arc::new(ProxyCredentials::load(cfg.clone(), metrics.clone())?);
         let server_name = ServerName::try_from(cfg.upstream_name.clone())
             .map_err(|_| ProxyError::ServerName(cfg.upstream_name.clone()))?;
-        let upstream_targets = upstream_configs(&cfg, &held)?
+        let upstream_targets: HashMap<Presented, TlsTarget> = upstream_configs(&cfg, &held)?
             .into_iter()
             .map(|(presented, config)| (presented, (config, server_name.clone())))
             .collect();
+        let presentable: HashSet<Presented> = upstream_targets.keys().copied().collect();
+        let plan = Arc::new(LivePlan::new(
+            cfg.plan.clone(),
+            presentable,
+            cfg.upstream_tls,
+            metrics.clone(),
+        ));
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| ProxyError::Bind {
@@ -112,12 +125,15 @@ impl Proxy {
                 let _ = r.reload_files();
             })?;
         let schedule = held.spawn_schedule().map(AbortOnDrop);
+        let plan_schedule = plan
+            .spawn_schedule(cfg.plan_schedule.clone())
+            .map(AbortOnDrop);
         let shared = Arc::new(ProxyState {
             cfg,
             creds: held,
             metrics,
             upstream_targets,
-            next: AtomicU64::new(0),
+            plan,
             downstream_failures: AtomicU64::new(0),
         });
         Ok(Proxy {
@@ -125,6 +141,7 @@ impl Proxy {
             shared,
             _reloader: reloader,
             _schedule: schedule,
+            _plan_schedule: plan_schedule,
         })
     }
 
@@ -165,6 +182,11 @@ impl ProxyHandle {
 
     pub fn credentials(&self) -> &Arc<ProxyCredentials> {
         &self.shared.creds
+    }
+
+    /// The plan in force, and the one way to change it.
+    pub fn plan(&self) -> &Arc<LivePlan> {
+        &self.shared.plan
     }
 
     /// Downstream handshakes that failed (not upstream experiments).
@@ -247,10 +269,9 @@ async fn connection(
     };
 
     // Picked only now, so refused downstream clients use up no plan slot.
-    let presented = shared
-        .cfg
-        .plan
-        .pick(shared.next.fetch_add(1, Ordering::Relaxed));
+    // The plan is loaded once (lock-free); a change after this point
+    // applies from the next connection on.
+    let presented = shared.plan.current().pick_next();
     let client_gen = shared.creds.client.as_ref().map(|p| p.subscribe());
     let (outcome, http_status) = experiment(
         &shared,

@@ -137,6 +137,12 @@ pub struct ProxyArgs {
     /// Seed for --present (printed at startup; default: random).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Change the plan on a timer: a TOML file of `[[phase]]` tables, each
+    /// `after = "30s"` (since the previous phase; the first: since start)
+    /// and `present = "..."` or `present_sequence = "..."` (optional `seed`).
+    /// The flags above are the plan before the first phase; the last phase stays.
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    pub plan_schedule: Option<PathBuf>,
 
     /// Mint a fresh client leaf (new key, new serial, same identity) this often.
     #[arg(long, value_parser = duration, value_name = "DURATION")]
@@ -154,7 +160,9 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "keep", value_name = "POLICY")]
     pub on_rotate: OnRotate,
 
-    /// Admin API address, or `off`.
+    /// Admin API address, or `off`. `PUT /plan` there changes the plan while traffic flows,
+    /// with JSON {"present": "valid=80,expired=20", "seed": 7} or {"present_sequence": "valid,expired"};
+    /// `GET /plan` shows it.
     #[arg(long, default_value = "127.0.0.1:15000", value_name = "ADDR|off")]
     pub admin: String,
     /// Bearer token required on every admin request (required for a non-loopback --admin).

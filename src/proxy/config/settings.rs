@@ -19,6 +19,14 @@ pub struct ClientFiles {
     pub key: PathBuf,
 }
 
+/// One phase of `--plan-schedule`: `plan` becomes active `after` the
+/// previous phase did (the first: after the proxy started).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanPhase {
+    pub after: Duration,
+    pub plan: Plan,
+}
+
 /// Validated proxy settings.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -37,7 +45,11 @@ pub struct ProxyConfig {
     pub client: Option<ClientFiles>,
     /// Bad variants' credentials, from the PKI manifest: name -> files.
     pub variants: Vec<(crate::pki::Variant, ClientFiles)>,
+    /// The plan before the first phase of `plan_schedule`.
     pub plan: Plan,
+    /// `--plan-schedule`: plans applied on a timer, in order, each like a
+    /// `PUT /plan`. Empty without the flag.
+    pub plan_schedule: Vec<PlanPhase>,
     pub rotate_every: Option<Duration>,
     pub rotate_jitter: Duration,
     /// CA that mints rotated leaves, and the chain that follows them.

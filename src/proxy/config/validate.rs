@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use super::error::{flag, ConfigError};
 use super::flags::{ProxyArgs, TlsMode};
-use super::settings::{ClientFiles, ProxyConfig};
+use super::schedule;
+use super::settings::{ClientFiles, PlanPhase, ProxyConfig};
 use crate::creds::ServerFiles;
 use crate::pki::{CredentialFiles, PkiDir, Variant};
 use crate::plan::{Plan, Presented};
@@ -27,6 +28,7 @@ pub(super) fn validate(args: ProxyArgs) -> Result<ProxyConfig, ConfigError> {
     let pki = open_pki(&args)?;
     let plan = plan(&args)?;
     let Presenting { client, variants } = presenting(&args, pki.as_ref(), &plan)?;
+    let plan_schedule = plan_schedule(&args, pki.as_ref(), client.is_some())?;
     let upstream = upstream(&args, pki.as_ref())?;
     let listen_files = listen(&args, pki.as_ref())?;
     let rotate_ca = rotation(&args, pki.as_ref())?;
@@ -50,6 +52,7 @@ pub(super) fn validate(args: ProxyArgs) -> Result<ProxyConfig, ConfigError> {
         client,
         variants,
         plan,
+        plan_schedule,
         rotate_every: args.rotate_every,
         rotate_jitter: args.rotate_jitter.unwrap_or_default(),
         rotate_ca,
@@ -124,29 +127,75 @@ fn presenting(
         (_, _, Some(p), Some(id)) => p.client(id).map(client_files),
         _ => None,
     };
-    let mut variants = Vec::new();
+    if let Some((flag_name, problem)) = unfit(plan, args, pki, client.is_some()) {
+        return Err(flag(flag_name, problem));
+    }
+    // Every variant the PKI has is loaded, not only those the startup plan
+    // picks: `PUT /plan` and `--plan-schedule` may switch to any of them,
+    // and only credentials loaded at startup can be presented.
+    let variants = pki
+        .map(|p| {
+            Variant::ALL
+                .into_iter()
+                .filter(|v| *v != Variant::Valid)
+                .filter_map(|v| p.variant(v).map(|f| (v, client_files(f))))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Presenting { client, variants })
+}
+
+/// Why the proxy could not present `plan`: the flag to blame and the
+/// problem, or `None` when it can. Run for the startup plan and for every
+/// `--plan-schedule` phase, so a phase fails at startup, not mid-run.
+fn unfit(
+    plan: &Plan,
+    args: &ProxyArgs,
+    pki: Option<&PkiDir>,
+    has_client: bool,
+) -> Option<(&'static str, String)> {
     for v in plan.needs() {
         let Some(p) = pki else {
-            return Err(flag(
+            return Some((
                 "--present",
                 format!("presenting {v} needs --pki DIR (the bad credentials come from the PKI)"),
             ));
         };
-        let Some(f) = p.variant(v) else {
-            return Err(flag("--present", format!("the PKI in {} has no {v} credential (missing-intermediate needs `pki init --intermediate`)", p.dir().display())));
-        };
-        variants.push((v, client_files(f)));
+        if p.variant(v).is_none() {
+            return Some(("--present", format!("the PKI in {} has no {v} credential (missing-intermediate needs `pki init --intermediate`)", p.dir().display())));
+        }
     }
     let valid = Presented::Variant(Variant::Valid);
     let presents =
         |keep: &dyn Fn(&Presented) -> bool| plan.items().iter().any(|(p, w)| *w > 0 && keep(p));
     if args.upstream_tls != TlsMode::Mtls && presents(&|p| *p != valid) {
-        return Err(flag("--present", "bad variants and `none` need --upstream-tls mtls: without client certificates upstream, every connection presents nothing"));
+        return Some(("--present", "bad variants and `none` need --upstream-tls mtls: without client certificates upstream, every connection presents nothing".into()));
     }
-    if args.upstream_tls == TlsMode::Mtls && presents(&|p| *p == valid) && client.is_none() {
-        return Err(flag("--client-cert", "mTLS upstream needs a client identity: pass --client-cert/--client-key, or --pki DIR [--identity SERVICE]"));
+    if args.upstream_tls == TlsMode::Mtls && presents(&|p| *p == valid) && !has_client {
+        return Some(("--client-cert", "mTLS upstream needs a client identity: pass --client-cert/--client-key, or --pki DIR [--identity SERVICE]".into()));
     }
-    Ok(Presenting { client, variants })
+    None
+}
+
+/// `--plan-schedule FILE`: its phases, each checked like the startup plan.
+fn plan_schedule(
+    args: &ProxyArgs,
+    pki: Option<&PkiDir>,
+    has_client: bool,
+) -> Result<Vec<PlanPhase>, ConfigError> {
+    let Some(path) = &args.plan_schedule else {
+        return Ok(Vec::new());
+    };
+    let phases = schedule::read(path, args.seed.unwrap_or_else(rand::random))?;
+    for (i, phase) in phases.iter().enumerate() {
+        if let Some((_, problem)) = unfit(&phase.plan, args, pki, has_client) {
+            return Err(flag(
+                "--plan-schedule",
+                format!("{}: phase {}: {problem}", path.display(), i + 1),
+            ));
+        }
+    }
+    Ok(phases)
 }
 
 /// The service's name to verify and the CAs to verify it with.
