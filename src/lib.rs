@@ -19,7 +19,8 @@
 //! And around it:
 //!
 //! ```text
-//!  pki ──writes──▶ test PKI on disk (manifest.toml: every credential and its expected verdict)
+//!  pki ──writes──▶ test PKI on disk (manifest.toml: every credential and its expected verdict,
+//!                   the mutated certificates of the identity and the rule each breaks)
 //!  x509, spiffe ──facts read once from a certificate; the workload identity
 //!  creds ──loads, checks, publishes (Live<T>); reload on file change / SIGHUP
 //!  tls ──rustls configs from checked material; the Outcome and Verdict of every attempt
@@ -31,7 +32,8 @@
 //!  report ──the shape users keep: JSON contract, tables, HdrHistogram logs, SVG; `report merge|show`
 //!  rotation_test ──load while client/server/CA-bundle credentials rotate; the downtime
 //!  audit ──one experiment per check against a target (valid identity first, then every bad
-//!          credential, plaintext, resumption after expiry, clock skew) ──▶ PASS/FAIL, JUnit
+//!          credential, plaintext, resumption after expiry, clock skew, every mutated
+//!          certificate) ──▶ PASS/FAIL, JUnit
 //!  demo  ──PKI + serve + proxy (mostly valid, every bad variant) + load + rotations
 //! ```
 //!
@@ -59,7 +61,7 @@
 //! | 8 connections | [`accept`] | the accept loop shared by servers: connection cap, back-off, drain then close |
 //! | 9 tls | [`tls`] | rustls config builders, SPIFFE and accept-anything verifiers, [`tls::Outcome`] |
 //! | 10 credentials | [`creds`] | loading and checking credential files; live values and reload triggers |
-//! | 11 material | [`pki`] | test PKI generation (rcgen) under its own CA or the user's, the variant catalogue, `manifest.toml` and the directory layout, inspection |
+//! | 11 material | [`pki`] | test PKI generation (rcgen) under its own CA or the user's, the variant and mutation catalogues, `manifest.toml` and the directory layout, inspection |
 //! | 12 facts | [`x509`] | certificate facts parsed once from DER (serial, fingerprint, validity, SANs, key, CA flag, usages), PEM labels |
 //! | 13 identity | [`spiffe`] | the SPIFFE ID: parsing by the standard's rules, trust domain, Istio principal |
 #![forbid(unsafe_code)]

@@ -124,10 +124,14 @@ pub fn run_init(args: &InitArgs) -> anyhow::Result<()> {
         };
         println!("  {shown:<34} {what}");
     }
-    for m in &manifest.mutations {
+    // One line for the lot: each one's change and rule are in the manifest
+    // and in `pki inspect mutations/<name>/tls.crt`.
+    if let Some(first) = manifest.mutations.first() {
+        let dir = format!("{}/", layout::MUTATIONS_DIR);
         println!(
-            "  {:<34} mutation of {}, expect {}: {}",
-            m.path, m.identity, m.expect, m.changes
+            "  {dir:<34} {} mutated certificates of {} (manifest.toml [[mutations]]: what each changes, the verdict it must get)",
+            manifest.mutations.len(),
+            first.identity
         );
     }
     let crl = format!("{}/{}", layout::CA_DIR, layout::CRL_FILE);

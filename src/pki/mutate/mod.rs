@@ -11,6 +11,12 @@
 //! the rest start as such a certificate and are edited as DER
 //! (`pki::resign`).
 //!
+//! Under an issuing CA with pathLenConstraint 0 (`pki init --intermediate`
+//! makes one), the mutations that add an intermediate below it
+//! (`issuer-not-ca`, `name-constraints-violated`) exceed that constraint
+//! too: their one change is only the one in a PKI whose issuing CA may have
+//! CAs below it (the default flat PKI, most users' own CAs).
+//!
 //! Names are a contract: `mutations/<name>/` in a PKI, the audit's check
 //! `mutation:<name>`, report rows. Never rename one.
 //! Never: decides what a service did with one (that is the audit) or writes
