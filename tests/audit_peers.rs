@@ -36,7 +36,7 @@ use certshift::pki::{PkiOptions, Variant};
 use common::own_ca::{init_ok, openssl, root, text, CA_EXT, P256};
 use common::peers::{at, nginx_verify_on, start_haproxy, start_nginx, start_s_server, Peer};
 use common::{certshift, TestPki};
-use quick_junit::{NonSuccessKind, Report, TestCaseStatus};
+use quick_junit::{Report, TestCaseStatus};
 use serde_json::Value;
 
 /// The audit arguments of every run here but the resumption one: the
@@ -705,20 +705,7 @@ fn junit_of_a_failing_nginx_audit_counts_what_json_and_table_count() {
             .map(|(id, _)| id)
             .collect()
     };
-    let mut failed: Vec<String> = suite
-        .test_cases
-        .iter()
-        .filter(|c| {
-            matches!(
-                c.status,
-                TestCaseStatus::NonSuccess {
-                    kind: NonSuccessKind::Failure,
-                    ..
-                }
-            )
-        })
-        .map(|c| c.name.as_str().to_string())
-        .collect();
+    let mut failed = common::junit_failures(suite);
     failed.sort();
     assert_eq!(failed, with("fail"));
     assert_eq!(

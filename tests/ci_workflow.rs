@@ -15,7 +15,7 @@ use certshift::cli::Cli;
 use clap::error::ErrorKind;
 use clap::Parser;
 use common::*;
-use quick_junit::{NonSuccessKind, Report, TestCaseStatus};
+use quick_junit::Report;
 use serde::Deserialize;
 
 const WORKFLOW: &str = concat!(
@@ -519,20 +519,7 @@ impl Audit {
         assert_eq!(suite.name.as_str(), target);
         let cases: Vec<&str> = suite.test_cases.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(cases, registry, "one testcase per check, in registry order");
-        let failed_cases: Vec<&str> = suite
-            .test_cases
-            .iter()
-            .filter(|c| {
-                matches!(
-                    c.status,
-                    TestCaseStatus::NonSuccess {
-                        kind: NonSuccessKind::Failure,
-                        ..
-                    }
-                )
-            })
-            .map(|c| c.name.as_str())
-            .collect();
+        let failed_cases = common::junit_failures(suite);
         let fails = self.with_verdict("fail");
         assert_eq!(failed_cases, fails, "JUnit failures are the FAIL verdicts");
         assert_eq!(suite.failures, fails.len());

@@ -312,3 +312,23 @@ pub fn spawn_certshift(args: &[String], last: impl Fn(&str) -> bool) -> Running 
     });
     Running { child, lines }
 }
+
+/// The names of a JUnit suite's testcases that failed (`<failure>`, not
+/// errors or skips), in file order.
+pub fn junit_failures(suite: &quick_junit::TestSuite) -> Vec<String> {
+    use quick_junit::{NonSuccessKind, TestCaseStatus};
+    suite
+        .test_cases
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.status,
+                TestCaseStatus::NonSuccess {
+                    kind: NonSuccessKind::Failure,
+                    ..
+                }
+            )
+        })
+        .map(|c| c.name.as_str().to_string())
+        .collect()
+}
