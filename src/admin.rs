@@ -244,6 +244,8 @@ fn plan_json(active: &ActivePlan) -> serde_json::Value {
     json!({
         "active": active.plan.describe(),
         "seed": active.plan.seed(),
+        "swap": active.swap.name(),
+        "swap_every": active.swap.every(),
         "changes": active.changes,
         "since_unix_ms": active.since_unix_ms,
     })
@@ -256,7 +258,8 @@ fn get_plan(proxy: &ProxyHandle) -> Response<Full<Bytes>> {
 
 /// `PUT /plan` with a JSON body, the flags' strings as values:
 /// `{"present": "valid=80,expired=20", "seed": 7}` or
-/// `{"present_sequence": "valid,expired"}`, optionally `"swap": "connection"`.
+/// `{"present_sequence": "valid,expired"}`, optionally `"swap": "connection"`
+/// or `"request"` and `"swap_every": N` (absent: the swap mode stays).
 /// 200 with the new plan as `GET /plan` shows it; 400 (the running plan
 /// untouched) when the body or the plan is refused.
 async fn put_plan(proxy: &ProxyHandle, req: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -133,11 +133,11 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<bool> {
     use std::io::Write;
     let cfg = args.into_config()?;
     let (admin_addr, token, json) = (cfg.admin, cfg.admin_token.clone(), cfg.json.clone());
-    let plan = cfg.plan.describe();
     let phases = cfg.plan_schedule.len();
     let metrics = Metrics::start();
     let proxy = Proxy::bind(cfg, metrics.clone()).await?;
     let handle = proxy.handle();
+    let plan = handle.plan().current().describe();
     let admin = match admin_addr {
         Some(a) => Some(
             Admin::bind(a, handle.clone(), token)
@@ -173,7 +173,7 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<bool> {
         let out = serde_json::json!({
             "stats": snap.to_stats_json(),
             "timeline": snap.timeline_json(),
-            "plan": {"active": active.plan.describe(), "changes": active.changes},
+            "plan": {"active": active.plan.describe(), "swap": active.swap.name(), "changes": active.changes},
         });
         std::fs::write(&path, serde_json::to_vec_pretty(&out)?)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -20,13 +20,19 @@ use crate::tls::{classify_io, classify_rustls, Outcome};
 const CAUSE_WAIT: Duration = Duration::from_secs(1);
 
 /// An HTTP/1.1 client connection and the task driving it (stopped when the
-/// client is dropped).
-pub struct HttpClient {
-    sender: SendRequest<Empty<Bytes>>,
+/// client is dropped). `B` is the request body: empty for the probes and the
+/// load generator, the client's own body when the proxy relays a request.
+pub struct HttpClient<B = Empty<Bytes>> {
+    sender: SendRequest<B>,
     driver: AbortOnDrop<Result<(), hyper::Error>>,
 }
 
-impl HttpClient {
+impl<B> HttpClient<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     /// Start HTTP/1.1 over `io`.
     pub async fn handshake<S: AsyncIo + 'static>(io: S, until: Instant) -> Result<Self, Outcome> {
         match timeout_at(
@@ -42,6 +48,11 @@ impl HttpClient {
             Ok(Err(e)) => Err(classify_hyper(&e)),
             Err(_) => Err(Outcome::Timeout),
         }
+    }
+
+    /// The connection has closed; no wait.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
     }
 
     /// Wait until the connection can take another request: `Ok(false)` when
@@ -60,7 +71,7 @@ impl HttpClient {
     /// Send `req` and wait for the response head.
     pub async fn send(
         &mut self,
-        req: Request<Empty<Bytes>>,
+        req: Request<B>,
         until: Instant,
     ) -> Result<Response<Incoming>, Outcome> {
         let sent = async {

@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::pki::{Expect, Variant};
 
+mod swap;
+pub use swap::Swap;
+
 const WEIGHTS_FLAG: &str = "--present";
 const SEQUENCE_FLAG: &str = "--present-sequence";
 
@@ -118,8 +121,10 @@ pub enum PlanError {
     BothGiven,
     #[error("no plan given; write e.g. {{\"present\": \"valid=80,expired=20\", \"seed\": 7}} or {{\"present_sequence\": \"valid,expired\"}}")]
     NoneGiven,
-    #[error("swap {0:?}: only \"connection\" is supported (each downstream connection is one experiment); \"request\" is not yet supported")]
+    #[error("swap {0:?}: use \"connection\" (each downstream connection is one experiment) or \"request\" (each HTTP request is one)")]
     Swap(String),
+    #[error("swap_every {0}")]
+    SwapEvery(String),
 }
 
 /// A plan as the user writes it outside the command line: the body of
@@ -135,23 +140,33 @@ pub struct PlanSpec {
     pub present_sequence: Option<String>,
     /// As `--seed`; only with `present`. Absent: the caller's seed.
     pub seed: Option<u64>,
-    /// When a presentation changes: only `connection` (the proxy's only
-    /// mode today); kept in the syntax so `request` can come later.
+    /// As `--swap`: `connection` or `request`. Absent: the mode in force.
     pub swap: Option<String>,
+    /// As `--swap-every`; only with `swap` `request`.
+    pub swap_every: Option<u32>,
 }
 
 impl PlanSpec {
     /// The plan this spec describes; `default_seed` serves a weighted plan
     /// given no seed (the caller draws it, since this module reads no RNG).
     pub fn build(&self, default_seed: u64) -> Result<Plan, PlanError> {
-        if let Some(swap) = self.swap.as_deref().filter(|s| *s != "connection") {
-            return Err(PlanError::Swap(swap.to_string()));
-        }
+        self.swap()?;
         match (&self.present, &self.present_sequence) {
             (Some(_), Some(_)) => Err(PlanError::BothGiven),
             (Some(w), None) => Plan::parse_weights(w, self.seed.unwrap_or(default_seed)),
             (None, Some(s)) => Plan::parse_sequence(s),
             (None, None) => Err(PlanError::NoneGiven),
+        }
+    }
+}
+
+impl PlanSpec {
+    /// The swap mode this spec asks for; `None` keeps the one in force.
+    pub fn swap(&self) -> Result<Option<Swap>, PlanError> {
+        match (&self.swap, self.swap_every) {
+            (None, None) => Ok(None),
+            (None, Some(n)) => Swap::parse("request", Some(n)).map(Some),
+            (Some(mode), every) => Swap::parse(mode, every).map(Some),
         }
     }
 }

@@ -18,12 +18,14 @@ use arc_swap::ArcSwap;
 use super::config::{PlanPhase, TlsMode};
 use crate::metrics::Metrics;
 use crate::pki::Variant;
-use crate::plan::{Plan, PlanError, PlanSpec, Presented};
+use crate::plan::{Plan, PlanError, PlanSpec, Presented, Swap};
 
 /// The plan in force and what a report needs to say since when.
 #[derive(Debug)]
 pub struct ActivePlan {
     pub plan: Plan,
+    /// Per connection or per request; changes with the plan (`"swap"`).
+    pub swap: Swap,
     /// How many changes came before this plan (0: the startup plan).
     pub changes: u64,
     /// When it became active, for `GET /plan`.
@@ -35,15 +37,24 @@ pub struct ActivePlan {
 }
 
 impl ActivePlan {
-    fn new(plan: Plan, changes: u64) -> Self {
+    fn new(plan: Plan, swap: Swap, changes: u64) -> Self {
         let since_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         ActivePlan {
             plan,
+            swap,
             changes,
             since_unix_ms,
             next: AtomicU64::new(0),
+        }
+    }
+
+    /// The plan and its swap mode in one line, for the timeline and logs.
+    pub fn describe(&self) -> String {
+        match self.swap {
+            Swap::Connection => self.plan.describe(),
+            swap => format!("{}; swap {swap}", self.plan.describe()),
         }
     }
 
@@ -80,12 +91,13 @@ pub struct LivePlan {
 impl LivePlan {
     pub(super) fn new(
         plan: Plan,
+        swap: Swap,
         presentable: HashSet<Presented>,
         upstream_tls: TlsMode,
         metrics: Metrics,
     ) -> Self {
         LivePlan {
-            current: ArcSwap::from_pointee(ActivePlan::new(plan, 0)),
+            current: ArcSwap::from_pointee(ActivePlan::new(plan, swap, 0)),
             writer: Mutex::new(()),
             presentable,
             upstream_mtls: upstream_tls == TlsMode::Mtls,
@@ -100,13 +112,19 @@ impl LivePlan {
 
     /// `PUT /plan`: parse `spec` with the flags' parsers, then [`Self::apply`].
     pub fn change(&self, spec: &PlanSpec) -> Result<Arc<ActivePlan>, PlanChangeError> {
-        self.apply(spec.build(rand::random())?)
+        let plan = spec.build(rand::random())?;
+        self.apply(plan, spec.swap()?)
     }
 
     /// The one path every change takes (`PUT /plan` and each schedule
     /// phase): refuse what cannot be presented, publish, and mark the
-    /// timeline. A refused plan leaves the running one untouched.
-    pub fn apply(&self, plan: Plan) -> Result<Arc<ActivePlan>, PlanChangeError> {
+    /// timeline. A refused plan leaves the running one untouched. `swap`
+    /// `None` keeps the swap mode in force.
+    pub fn apply(
+        &self,
+        plan: Plan,
+        swap: Option<Swap>,
+    ) -> Result<Arc<ActivePlan>, PlanChangeError> {
         let picked: Vec<Presented> = plan
             .items()
             .into_iter()
@@ -135,12 +153,13 @@ impl LivePlan {
             .writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let changes = self.current.load().changes + 1;
-        let active = Arc::new(ActivePlan::new(plan, changes));
+        let running = self.current.load();
+        let changes = running.changes + 1;
+        let swap = swap.unwrap_or(running.swap);
+        let active = Arc::new(ActivePlan::new(plan, swap, changes));
         self.current.store(active.clone());
-        self.metrics
-            .plan_change(Instant::now(), active.plan.describe());
-        tracing::info!(plan = %active.plan.describe(), changes, "plan changed");
+        self.metrics.plan_change(Instant::now(), active.describe());
+        tracing::info!(plan = %active.describe(), changes, "plan changed");
         Ok(active)
     }
 
@@ -162,7 +181,7 @@ impl LivePlan {
                 if phase.after > Duration::ZERO {
                     tokio::time::sleep_until(at).await;
                 }
-                if let Err(e) = me.apply(phase.plan) {
+                if let Err(e) = me.apply(phase.plan, phase.swap) {
                     tracing::error!(phase = i + 1, error = %e, "--plan-schedule phase refused");
                 }
             }

@@ -11,7 +11,9 @@
 
 mod config;
 mod live_plan;
+mod pool;
 mod relay;
+mod request;
 mod rotation;
 
 use std::collections::{HashMap, HashSet};
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -39,7 +41,7 @@ use crate::creds::{self, CredError, ReloaderHandle};
 use crate::metrics::{ConnReport, Metrics, Phase, Phases};
 use crate::net::{self, AbortOnDrop, AsyncIo, Timeouts, TlsTarget};
 use crate::pki::Variant;
-use crate::plan::Presented;
+use crate::plan::{Presented, Swap};
 use crate::tls::{self, ClientCert, Outcome, UpstreamVerifier};
 
 /// Why the proxy could not start.
@@ -72,6 +74,8 @@ pub(crate) struct ProxyState {
     upstream_targets: HashMap<Presented, TlsTarget>,
     /// The plan in force; `PUT /plan` and `--plan-schedule` publish anew.
     pub(crate) plan: Arc<LivePlan>,
+    /// `--swap request`'s upstream connections, per presented credential.
+    upstreams: pool::Upstreams,
     pub(crate) downstream_failures: AtomicU64,
 }
 
@@ -102,8 +106,22 @@ impl Proxy {
             .map(|(presented, config)| (presented, (config, server_name.clone())))
             .collect();
         let presentable: HashSet<Presented> = upstream_targets.keys().copied().collect();
+        let pooled: HashMap<Presented, Option<TlsTarget>> = match cfg.upstream_tls {
+            TlsMode::Off => HashMap::from([(Presented::None, None)]),
+            _ => upstream_targets
+                .iter()
+                .map(|(p, t)| (*p, Some(t.clone())))
+                .collect(),
+        };
+        let upstreams = pool::Upstreams::new(
+            pooled,
+            cfg.upstream.clone(),
+            Timeouts::per_phase(cfg.connect_timeout, cfg.handshake_timeout),
+            cfg.upstream_pool,
+        );
         let plan = Arc::new(LivePlan::new(
             cfg.plan.clone(),
+            cfg.swap,
             presentable,
             cfg.upstream_tls,
             metrics.clone(),
@@ -134,6 +152,7 @@ impl Proxy {
             metrics,
             upstream_targets,
             plan,
+            upstreams,
             downstream_failures: AtomicU64::new(0),
         });
         Ok(Proxy {
@@ -231,7 +250,8 @@ fn upstream_configs(
     Ok(map)
 }
 
-/// One downstream connection: one upstream experiment.
+/// One downstream connection: one upstream experiment (`--swap
+/// connection`), or an HTTP server whose every request is one (`request`).
 async fn connection(
     shared: Arc<ProxyState>,
     down: TcpStream,
@@ -242,15 +262,25 @@ async fn connection(
     let _ = down.set_nodelay(true);
     let cfg = &shared.cfg;
     let mut phases = Phases::default();
+    // Loaded once, before the handshake: the swap mode decides what ALPN
+    // offers. A change after this point applies from the next connection
+    // (in request mode: from the next request).
+    let active = shared.plan.current();
+    let per_request = active.swap != Swap::Connection;
 
     let server_gen = shared.creds.server.as_ref().map(|p| p.subscribe());
+    let mut downstream_handshake = None;
     let down: Box<dyn AsyncIo> = match (&shared.creds.server, cfg.listen_tls) {
         (Some(server), TlsMode::Tls | TlsMode::Mtls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(server.current());
+            let config = match per_request {
+                true => request::offering_h2(&server.current()),
+                false => server.current(),
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
             let started = Instant::now();
             match tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(down)).await {
                 Ok(Ok(s)) => {
-                    phases.set(Phase::DownstreamHandshake, started.elapsed());
+                    downstream_handshake = Some(started.elapsed());
                     Box::new(s)
                 }
                 Ok(Err(e)) => {
@@ -267,11 +297,16 @@ async fn connection(
         }
         _ => Box::new(down),
     };
+    if per_request {
+        request::serve(shared.clone(), down, downstream_handshake, closing).await;
+        return;
+    }
+    if let Some(hs) = downstream_handshake {
+        phases.set(Phase::DownstreamHandshake, hs);
+    }
 
     // Picked only now, so refused downstream clients use up no plan slot.
-    // The plan is loaded once (lock-free); a change after this point
-    // applies from the next connection on.
-    let presented = shared.plan.current().pick_next();
+    let presented = active.pick_next();
     let client_gen = shared.creds.client.as_ref().map(|p| p.subscribe());
     let (outcome, http_status) = experiment(
         &shared,
@@ -295,6 +330,24 @@ async fn connection(
     });
 }
 
+impl ProxyState {
+    /// The credential whose upstream config serves `presented`: without
+    /// mTLS upstream every connection presents nothing.
+    fn upstream_key(&self, presented: Presented) -> Presented {
+        match self.cfg.upstream_tls {
+            TlsMode::Mtls => presented,
+            _ => Presented::None,
+        }
+    }
+
+    /// The serial `presented` shows the service now, for the headers.
+    fn serial(&self, presented: Presented) -> Arc<str> {
+        self.upstreams
+            .credential(self.upstream_key(presented))
+            .map_or_else(|| Arc::from("none"), |c| c.serial.clone())
+    }
+}
+
 /// Connect upstream presenting `presented`, relay, and say how it ended.
 async fn experiment(
     shared: &ProxyState,
@@ -306,12 +359,7 @@ async fn experiment(
     server_gen: Option<watch::Receiver<u64>>,
 ) -> (Outcome, Option<u16>) {
     let cfg = &shared.cfg;
-    // Without mTLS upstream every connection presents nothing.
-    let key = if cfg.upstream_tls == TlsMode::Mtls {
-        presented
-    } else {
-        Presented::None
-    };
+    let key = shared.upstream_key(presented);
     let tls = match cfg.upstream_tls {
         TlsMode::Off => None,
         _ => match shared.upstream_targets.get(&key) {
@@ -319,7 +367,8 @@ async fn experiment(
             // bind() builds a config for every credential the plan can pick.
             None => {
                 let outcome = Outcome::Tls("no_config_for_variant".into());
-                return fail(&mut down, outcome, presented).await;
+                refuse(shared, &mut down, &outcome, presented, Seen::Nothing).await;
+                return (outcome, None);
             }
         },
     };
@@ -330,7 +379,8 @@ async fn experiment(
             if let Some(c) = f.connected {
                 phases.set(Phase::UpstreamConnect, c - f.started);
             }
-            return fail(&mut down, f.outcome, presented).await;
+            refuse(shared, &mut down, &f.outcome, presented, Seen::Nothing).await;
+            return (f.outcome, None);
         }
     };
     phases.set(Phase::UpstreamConnect, opened.connected - opened.started);
@@ -344,14 +394,27 @@ async fn experiment(
     if let Some(fb) = r.first_byte {
         phases.set(Phase::FirstByte, relay_start + fb);
     }
-    if r.first_byte.is_none() && !r.cancelled {
-        if r.downstream_http {
-            // Tell an HTTP client why, instead of an empty reply.
-            let _ = write_502(&mut down, &r.outcome, presented).await;
+    match (r.first_byte, r.cancelled) {
+        // Refused before any answer (a TLS 1.3 client-certificate alert
+        // arrives after the handshake, often before the client's request):
+        // tell an HTTP client why, instead of an empty reply.
+        (None, false) => {
+            let seen = match (r.bytes_up, r.downstream_http) {
+                (0, _) => Seen::Nothing,
+                (_, true) => Seen::Http,
+                (_, false) => Seen::Other,
+            };
+            refuse(shared, &mut down, &r.outcome, presented, seen).await;
+            (r.outcome, r.http_status)
         }
-        let _ = tokio::time::timeout(cfg.idle_timeout, down.shutdown()).await;
+        // Served, then ended by `--on-rotate` or shutdown: the client got
+        // its answer, so the connection counts by the status it was served.
+        (Some(_), true) => (
+            r.http_status.map_or(Outcome::Ok, Outcome::Http),
+            r.http_status,
+        ),
+        _ => (r.outcome, r.http_status),
     }
-    (r.outcome, r.http_status)
 }
 
 /// Resolves when this connection must end: the proxy is closing, or the
@@ -400,34 +463,45 @@ async fn changed(generation: Option<watch::Receiver<u64>>) {
     }
 }
 
-async fn fail(
-    down: &mut Box<dyn AsyncIo>,
-    outcome: Outcome,
-    presented: Presented,
-) -> (Outcome, Option<u16>) {
-    // Read what the client sent, briefly, to answer an HTTP client in kind.
-    let mut buf = [0u8; 16];
-    let http = matches!(
-        tokio::time::timeout(Duration::from_millis(100), tokio::io::AsyncReadExt::read(down, &mut buf)).await,
-        Ok(Ok(n)) if relay::looks_like_http_request(&buf[..n])
-    );
-    if http {
-        let _ = write_502(down, &outcome, presented).await;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), down.shutdown()).await;
-    (outcome, None)
+/// What the client had sent when the upstream refused.
+enum Seen {
+    Nothing,
+    /// An HTTP/1 request head, already passed on.
+    Http,
+    /// Bytes that are not HTTP: nothing to answer in kind.
+    Other,
 }
 
-async fn write_502<W: AsyncWrite + Unpin + ?Sized>(
-    down: &mut W,
+/// Answer a refused connection: an HTTP client gets the `502` (`504` on a
+/// timeout) with the `x-certshift-*` headers, never a bare close. Reads the
+/// request head first when it has not come yet, and lingers after answering
+/// so unread request bytes do not turn the close into a reset that loses
+/// the answer.
+async fn refuse(
+    shared: &ProxyState,
+    down: &mut Box<dyn AsyncIo>,
     outcome: &Outcome,
     presented: Presented,
-) -> std::io::Result<()> {
-    let body = format!("certshift: the upstream did not accept the connection ({outcome}); presented credential: {presented}\n");
-    let resp = format!(
-        "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\nx-certshift-outcome: {outcome}\r\nx-certshift-variant: {presented}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    down.write_all(resp.as_bytes()).await?;
-    down.flush().await
+    seen: Seen,
+) {
+    let http = match seen {
+        Seen::Http => true,
+        Seen::Other => false,
+        Seen::Nothing => relay::read_request_head(down, HEAD_WAIT).await,
+    };
+    if http {
+        let serial = shared.serial(presented);
+        let answer = request::refusal_http1(outcome, presented, &serial);
+        let _ = tokio::time::timeout(HEAD_WAIT, async {
+            down.write_all(&answer).await?;
+            down.flush().await
+        })
+        .await;
+    }
+    let _ = tokio::time::timeout(HEAD_WAIT, down.shutdown()).await;
+    relay::linger(down, HEAD_WAIT).await;
 }
+
+/// How long a refused client gets to send its request head, and to take
+/// the answer.
+const HEAD_WAIT: Duration = Duration::from_secs(2);

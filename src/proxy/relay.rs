@@ -228,6 +228,54 @@ fn touch(activity: &AtomicU64, started: Instant) {
     activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
 }
 
+/// Read what the client sends until the end of an HTTP/1 request head, at
+/// most `wait` and 16 KiB: whether it is one. Used when the service refused
+/// before the client spoke, so the `502` answers a request that was read.
+pub async fn read_request_head<D: AsyncRead + Unpin + ?Sized>(
+    down: &mut D,
+    wait: Duration,
+) -> bool {
+    let mut head: Vec<u8> = Vec::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            match down.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+            let done = head.windows(4).any(|w| w == b"\r\n\r\n");
+            if done || head.len() >= 16 * 1024 || !could_be_http_request(&head) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(wait, read).await;
+    looks_like_http_request(&head)
+}
+
+/// After answering and shutting down our side: read and drop what the
+/// client still sends (for at most `wait`, 1 MiB), so that unread bytes do
+/// not make the kernel reset the connection, losing the answer in flight.
+pub async fn linger<D: AsyncRead + Unpin + ?Sized>(down: &mut D, wait: Duration) {
+    let mut buf = [0u8; 4096];
+    let drain = async {
+        let mut left = 1usize << 20;
+        while left > 0 {
+            match down.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(wait, drain).await;
+}
+
+/// A prefix of an HTTP/1 request line so far (a method being typed).
+fn could_be_http_request(bytes: &[u8]) -> bool {
+    let n = bytes.len().min(8);
+    looks_like_http_request(bytes) || METHODS.iter().any(|m| m.starts_with(&bytes[..n]))
+}
+
 /// `HTTP/1.x NNN` at the start of a response.
 pub fn http_status(bytes: &[u8]) -> Option<u16> {
     let rest = bytes.strip_prefix(b"HTTP/1.")?;
@@ -240,19 +288,20 @@ pub fn http_status(bytes: &[u8]) -> Option<u16> {
 
 /// An HTTP/1 request line start: a method token then a space.
 pub fn looks_like_http_request(bytes: &[u8]) -> bool {
-    const METHODS: [&[u8]; 9] = [
-        b"GET ",
-        b"POST ",
-        b"PUT ",
-        b"DELETE ",
-        b"HEAD ",
-        b"OPTIONS ",
-        b"PATCH ",
-        b"CONNECT ",
-        b"TRACE ",
-    ];
     METHODS.iter().any(|m| bytes.starts_with(m))
 }
+
+const METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+];
 
 #[cfg(test)]
 mod tests {

@@ -58,6 +58,25 @@ fn builder(
         .map_err(|e| CredError::Tls(e.to_string()))
 }
 
+/// `config` presenting `ck` whatever its own resolver would: the same
+/// trust, versions and provider, so a rotating credential's current value
+/// can be pinned for the connections opened with it.
+pub fn presenting(config: &ClientConfig, ck: Arc<CertifiedKey>) -> ClientConfig {
+    let mut config = config.clone();
+    config.client_auth_cert_resolver = Arc::new(Always(ck));
+    config
+}
+
+/// The credential `config` presents on its next handshake (its resolver's
+/// current value), or `None` when it presents nothing.
+pub fn presented_by(config: &ClientConfig) -> Option<Arc<CertifiedKey>> {
+    let schemes = config
+        .crypto_provider()
+        .signature_verification_algorithms
+        .supported_schemes();
+    config.client_auth_cert_resolver.resolve(&[], &schemes)
+}
+
 fn with_cert(
     builder: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
     cert: ClientCert,

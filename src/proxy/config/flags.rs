@@ -56,6 +56,25 @@ impl std::str::FromStr for OnRotate {
     }
 }
 
+/// `--upstream-reuse on|off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    On,
+    Off,
+}
+
+impl std::str::FromStr for Reuse {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "on" => Ok(Reuse::On),
+            "off" => Ok(Reuse::Off),
+            _ => Err("use on (a pool of upstream connections per presented credential) or off (a fresh handshake per request)".into()),
+        }
+    }
+}
+
 /// `certshift proxy` options.
 #[derive(Debug, Clone, Args)]
 pub struct ProxyArgs {
@@ -157,8 +176,29 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, requires = "rotate_ca_cert")]
     pub rotate_ca_key: Option<PathBuf>,
     /// Connections established with a rotated-away credential: keep, reset, or drain:DURATION.
+    /// (With --swap request a rotation takes effect at the next request instead.)
     #[arg(long, default_value = "keep", value_name = "POLICY")]
     pub on_rotate: OnRotate,
+
+    /// The unit of one experiment. `connection`: the plan picks per downstream connection
+    /// and bytes are relayed as they are. `request`: the proxy speaks HTTP/1.1 and HTTP/2
+    /// downstream and picks per request; each request goes upstream over a connection that
+    /// presented exactly that credential, and its response carries x-certshift-variant,
+    /// x-certshift-serial and x-certshift-outcome. [default: connection]
+    #[arg(long, value_name = "connection|request")]
+    pub swap: Option<String>,
+    /// With --swap request: keep a pick for this many requests of one downstream
+    /// connection (for services that cache identity per connection). Implies --swap request.
+    #[arg(long, value_name = "N")]
+    pub swap_every: Option<u32>,
+    /// With --swap request: `on` keeps upstream connections per presented credential
+    /// (a rotated credential gets new ones; the old drain); `off` makes a fresh upstream
+    /// handshake for every request.
+    #[arg(long, default_value = "on", value_name = "on|off")]
+    pub upstream_reuse: Reuse,
+    /// With --upstream-reuse on: idle upstream connections kept per presented credential.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub upstream_pool: usize,
 
     /// Admin API address, or `off`. `PUT /plan` there changes the plan while traffic flows,
     /// with JSON {"present": "valid=80,expired=20", "seed": 7} or {"present_sequence": "valid,expired"};

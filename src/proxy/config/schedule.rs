@@ -43,6 +43,7 @@ struct RawPhase {
     present_sequence: Option<String>,
     seed: Option<u64>,
     swap: Option<String>,
+    swap_every: Option<u32>,
 }
 
 /// Reads and checks the schedule; `default_seed` serves weighted phases
@@ -78,11 +79,12 @@ fn parse(text: &str, default_seed: u64) -> Result<Vec<PlanPhase>, String> {
                 present_sequence: raw.present_sequence,
                 seed: raw.seed,
                 swap: raw.swap,
+                swap_every: raw.swap_every,
             };
-            let plan = spec
-                .build(default_seed)
-                .map_err(|e| format!("phase {n}: {}: {}", field(&e), strip_flag(&e)))?;
-            Ok(PlanPhase { after, plan })
+            let problem = |e: PlanError| format!("phase {n}: {}: {}", field(&e), strip_flag(&e));
+            let plan = spec.build(default_seed).map_err(problem)?;
+            let swap = spec.swap().map_err(problem)?;
+            Ok(PlanPhase { after, plan, swap })
         })
         .collect()
 }
@@ -102,6 +104,7 @@ fn field(e: &PlanError) -> &'static str {
         PlanError::Duplicate { .. } | PlanError::ZeroTotal => "present",
         PlanError::BothGiven | PlanError::NoneGiven => "present/present_sequence",
         PlanError::Swap(_) => "swap",
+        PlanError::SwapEvery(_) => "swap_every",
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::flags::{OnRotate, TlsMode};
 use crate::creds::ServerFiles;
-use crate::plan::Plan;
+use crate::plan::{Plan, Swap};
 use crate::tls::{ClientAuth, TlsVersions};
 
 /// Where the identity's credential comes from.
@@ -25,6 +25,8 @@ pub struct ClientFiles {
 pub struct PlanPhase {
     pub after: Duration,
     pub plan: Plan,
+    /// `None`: the swap mode in force stays.
+    pub swap: Option<Swap>,
 }
 
 /// Validated proxy settings.
@@ -47,6 +49,12 @@ pub struct ProxyConfig {
     pub variants: Vec<(crate::pki::Variant, ClientFiles)>,
     /// The plan before the first phase of `plan_schedule`.
     pub plan: Plan,
+    /// `--swap` and `--swap-every`: the unit of one experiment.
+    pub swap: Swap,
+    /// `--upstream-reuse`: in request mode, keep upstream connections per
+    /// presented credential (at most this many idle each); 0: a fresh
+    /// handshake per request.
+    pub upstream_pool: usize,
     /// `--plan-schedule`: plans applied on a timer, in order, each like a
     /// `PUT /plan`. Empty without the flag.
     pub plan_schedule: Vec<PlanPhase>,

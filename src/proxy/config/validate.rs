@@ -12,12 +12,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::{flag, ConfigError};
-use super::flags::{ProxyArgs, TlsMode};
+use super::flags::{ProxyArgs, Reuse, TlsMode};
 use super::schedule;
 use super::settings::{ClientFiles, PlanPhase, ProxyConfig};
 use crate::creds::ServerFiles;
 use crate::pki::{CredentialFiles, PkiDir, Variant};
-use crate::plan::{Plan, Presented};
+use crate::plan::{Plan, PlanError, Presented, Swap};
 
 /// Upper bounds that keep arithmetic on user-given values from overflowing.
 const MAX_CONNECTIONS: usize = 1 << 20;
@@ -27,6 +27,15 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 pub(super) fn validate(args: ProxyArgs) -> Result<ProxyConfig, ConfigError> {
     let pki = open_pki(&args)?;
     let plan = plan(&args)?;
+    let mode = match (&args.swap, args.swap_every) {
+        (Some(mode), _) => mode.as_str(),
+        (None, Some(_)) => "request",
+        (None, None) => "connection",
+    };
+    let swap = Swap::parse(mode, args.swap_every).map_err(|e| match e {
+        PlanError::SwapEvery(p) => flag("--swap-every", p),
+        other => flag("--swap", other.to_string()),
+    })?;
     let Presenting { client, variants } = presenting(&args, pki.as_ref(), &plan)?;
     let plan_schedule = plan_schedule(&args, pki.as_ref(), client.is_some())?;
     let upstream = upstream(&args, pki.as_ref())?;
@@ -52,6 +61,11 @@ pub(super) fn validate(args: ProxyArgs) -> Result<ProxyConfig, ConfigError> {
         client,
         variants,
         plan,
+        swap,
+        upstream_pool: match args.upstream_reuse {
+            Reuse::On => args.upstream_pool,
+            Reuse::Off => 0,
+        },
         plan_schedule,
         rotate_every: args.rotate_every,
         rotate_jitter: args.rotate_jitter.unwrap_or_default(),

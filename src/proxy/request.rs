@@ -1,0 +1,403 @@
+//! `--swap request`: the proxy speaks HTTP downstream (HTTP/1.1 keep-alive,
+//! and HTTP/2 by ALPN or prior knowledge) and every request is its own
+//! experiment: the plan picks a credential for it, it goes upstream over a
+//! connection that presented exactly that credential (`pool`), and its
+//! outcome is judged and recorded on its own.
+//!
+//! Owns: the downstream HTTP server of one connection, the per-request pick
+//! (`--swap-every`), the request and response rewriting (hop-by-hop headers,
+//! the `x-certshift-*` headers), and the answer to a refusal: a `502` (`504`
+//! on a timeout) naming the outcome, never a bare close. A rotation or a plan
+//! change takes effect at the next request of every open connection.
+//! Never: opens upstream connections itself (that is `pool`).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ServerConfig;
+use tokio::sync::watch;
+
+use super::pool::{Opening, Upstream};
+use super::ProxyState;
+use crate::accept::RunState;
+use crate::metrics::{ConnReport, Phase, Phases};
+use crate::net::AsyncIo;
+use crate::plan::Presented;
+use crate::tls::Outcome;
+
+pub(super) const VARIANT: HeaderName = HeaderName::from_static("x-certshift-variant");
+pub(super) const SERIAL: HeaderName = HeaderName::from_static("x-certshift-serial");
+pub(super) const OUTCOME: HeaderName = HeaderName::from_static("x-certshift-outcome");
+
+/// What the downstream client receives: the service's body as it streams,
+/// or the proxy's own short answer.
+type ProxyBody = Either<Relayed, Full<Bytes>>;
+
+/// One downstream connection in request mode.
+struct Downstream {
+    shared: Arc<ProxyState>,
+    /// Requests seen on this connection so far.
+    requests: AtomicU64,
+    /// `--swap-every N`: the pick held for the current block of N requests
+    /// (block number, pick). Per connection, so never contended across
+    /// connections; HTTP/2 streams of one connection take turns.
+    held: Mutex<Option<(u64, Presented)>>,
+    /// The downstream handshake, reported with the connection's first request.
+    handshake: Mutex<Option<Duration>>,
+}
+
+/// Serve HTTP on `down` until the client leaves or the proxy closes.
+pub(super) async fn serve(
+    shared: Arc<ProxyState>,
+    down: Box<dyn AsyncIo>,
+    handshake: Option<Duration>,
+    mut closing: watch::Receiver<RunState>,
+) {
+    let idle = shared.cfg.idle_timeout;
+    let conn = Arc::new(Downstream {
+        shared,
+        requests: AtomicU64::new(0),
+        held: Mutex::new(None),
+        handshake: Mutex::new(handshake),
+    });
+    let service = hyper::service::service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(conn.exchange(req).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(None);
+    let served = builder.serve_connection(TokioIo::new(down), service);
+    tokio::pin!(served);
+    tokio::select! {
+        _ = served.as_mut() => return,
+        _ = closing.wait_for(|s| *s >= RunState::Draining) => {}
+    }
+    // Draining: finish the request in flight, take no other; Closing cuts.
+    served.as_mut().graceful_shutdown();
+    tokio::select! {
+        _ = served.as_mut() => {}
+        _ = closing.wait_for(|s| *s >= RunState::Closing) => {}
+    }
+}
+
+impl Downstream {
+    /// The credential for this connection's next request.
+    fn pick(&self) -> Presented {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed);
+        // The plan is loaded per request: a change applies from the next one.
+        let active = self.shared.plan.current();
+        let every = u64::from(active.swap.every().max(1));
+        if every == 1 {
+            return active.pick_next();
+        }
+        let block = n / every;
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *held {
+            Some((b, p)) if b == block => p,
+            _ => {
+                let p = active.pick_next();
+                *held = Some((block, p));
+                p
+            }
+        }
+    }
+
+    /// One request: pick, send upstream over a matching connection, judge.
+    async fn exchange(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+        let at = Instant::now();
+        let shared = &self.shared;
+        let mut phases = Phases::default();
+        if let Some(hs) = self
+            .handshake
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            phases.set(Phase::DownstreamHandshake, hs);
+        }
+        let presented = self.pick();
+        let key = shared.upstream_key(presented);
+        let (mut up, opening) = match shared.upstreams.checkout(key).await {
+            Ok(u) => u,
+            Err((outcome, credential, opening)) => {
+                opened(&mut phases, opening);
+                let serial = credential.map_or_else(|| Arc::from("none"), |c| c.serial.clone());
+                return self.refused(at, phases, presented, &serial, outcome);
+            }
+        };
+        opened(&mut phases, opening);
+        let req = upstream_request(req, &shared.cfg.upstream_name);
+        let until = tokio::time::Instant::now() + shared.cfg.idle_timeout;
+        let resp = match up.client.send(req, until).await {
+            Ok(r) => r,
+            Err(outcome) => {
+                let serial = up.credential.serial.clone();
+                return self.refused(at, phases, presented, &serial, outcome);
+            }
+        };
+        phases.set(Phase::FirstByte, at.elapsed());
+        phases.set(Phase::Lifetime, at.elapsed());
+        let status = resp.status().as_u16();
+        let outcome = Outcome::Http(status);
+        let reusable = net_keeps_alive(resp.headers());
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        tag(
+            &mut parts.headers,
+            presented,
+            &up.credential.serial,
+            &outcome,
+        );
+        shared.metrics.record(ConnReport {
+            at,
+            variant: presented.name().to_string(),
+            expect: presented.expected(),
+            outcome,
+            http_status: Some(status),
+            phases,
+        });
+        let back = reusable.then(|| (shared.clone(), key));
+        let body = Relayed {
+            inner: body,
+            upstream: Some(up),
+            back,
+        };
+        Response::from_parts(parts, Either::Left(body))
+    }
+
+    /// The proxy's own answer when the request got no response: `502`, or
+    /// `504` when a phase timed out, with the `x-certshift-*` headers.
+    fn refused(
+        &self,
+        at: Instant,
+        mut phases: Phases,
+        presented: Presented,
+        serial: &str,
+        outcome: Outcome,
+    ) -> Response<ProxyBody> {
+        phases.set(Phase::Lifetime, at.elapsed());
+        tracing::debug!(variant = presented.name(), %outcome, "request refused upstream");
+        let status = refusal_status(&outcome);
+        let body = refusal_body(&outcome, presented, serial);
+        let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
+        *resp.status_mut() = status;
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        tag(headers, presented, serial, &outcome);
+        self.shared.metrics.record(ConnReport {
+            at,
+            variant: presented.name().to_string(),
+            expect: presented.expected(),
+            outcome,
+            http_status: None,
+            phases,
+        });
+        resp
+    }
+}
+
+/// The short body of a refusal, the same in both swap modes.
+fn refusal_body(outcome: &Outcome, presented: Presented, serial: &str) -> String {
+    format!(
+        "certshift: no response from the upstream ({outcome}); presented credential: {presented}, serial {serial}\n"
+    )
+}
+
+/// The refusal as raw HTTP/1.1 for `--swap connection`, where no HTTP
+/// server runs downstream: the same status, headers and body, then close.
+pub(super) fn refusal_http1(outcome: &Outcome, presented: Presented, serial: &str) -> Vec<u8> {
+    let status = refusal_status(outcome);
+    let body = refusal_body(outcome, presented, serial);
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+    );
+    let mut headers = HeaderMap::new();
+    tag(&mut headers, presented, serial, outcome);
+    for (name, value) in &headers {
+        head.push_str(name.as_str());
+        head.push_str(": ");
+        head.push_str(value.to_str().unwrap_or(""));
+        head.push_str("\r\n");
+    }
+    head.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    head.into_bytes()
+}
+
+/// The downstream server config for request mode: the same credential,
+/// offering HTTP/2 by ALPN before HTTP/1.1. Connection mode relays bytes
+/// to an HTTP/1.1 upstream, so it never offers h2.
+pub(super) fn offering_h2(base: &Arc<ServerConfig>) -> Arc<ServerConfig> {
+    let mut config = ServerConfig::clone(base);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// `504` for a phase that timed out, `502` for every other refusal.
+pub(super) fn refusal_status(outcome: &Outcome) -> StatusCode {
+    match outcome {
+        Outcome::ConnectTimeout | Outcome::HandshakeTimeout | Outcome::Timeout => {
+            StatusCode::GATEWAY_TIMEOUT
+        }
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// The `x-certshift-*` headers every response carries.
+fn tag(headers: &mut HeaderMap, presented: Presented, serial: &str, outcome: &Outcome) {
+    headers.insert(VARIANT, HeaderValue::from_static(presented.name()));
+    if let Ok(v) = HeaderValue::from_str(serial) {
+        headers.insert(SERIAL, v);
+    }
+    // Outcomes are ASCII names; an I/O error's text might not be a valid
+    // header value, and then its class is enough.
+    let v = HeaderValue::from_str(&outcome.to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("io"));
+    headers.insert(OUTCOME, v);
+}
+
+/// The request as the service gets it: HTTP/1.1 in origin form, a `Host`
+/// (HTTP/2's `:authority`, else the upstream's name), no hop-by-hop headers.
+fn upstream_request(req: Request<Incoming>, upstream_name: &str) -> Request<Incoming> {
+    let (mut parts, body) = req.into_parts();
+    let authority = parts.uri.authority().map(|a| a.as_str().to_string());
+    let origin = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse()
+        .unwrap_or_else(|_| hyper::Uri::from_static("/"));
+    parts.uri = origin;
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    if !parts.headers.contains_key(header::HOST) {
+        let host = authority.as_deref().unwrap_or(upstream_name);
+        if let Ok(v) = HeaderValue::from_str(host) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    Request::from_parts(parts, body)
+}
+
+/// RFC 9110 §7.6.1: headers that describe one hop, plus those `Connection`
+/// names. HTTP/2 forbids them, and hyper frames each side's body itself.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+}
+
+fn net_keeps_alive(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONNECTION)
+        .is_none_or(|v| !v.as_bytes().eq_ignore_ascii_case(b"close"))
+}
+
+/// The service's response body on its way to the client; when it has been
+/// read to the end, the upstream connection goes back to its pool.
+pub(super) struct Relayed {
+    inner: Incoming,
+    upstream: Option<Upstream>,
+    /// Where to give the connection back; `None` when it must close.
+    back: Option<(Arc<ProxyState>, Presented)>,
+}
+
+impl Relayed {
+    fn release(&mut self) {
+        if let (Some(up), Some((shared, key))) = (self.upstream.take(), self.back.take()) {
+            shared.upstreams.checkin(key, up);
+        }
+    }
+}
+
+impl Body for Relayed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            // A connection that failed mid-body is not given back.
+            Poll::Ready(Some(Err(_))) => self.back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Relayed {
+    fn drop(&mut self) {
+        // A body the client did not read to the end leaves the connection
+        // mid-response: it closes with this value instead.
+        if self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}
+
+/// What opening the upstream connection cost, when one was opened.
+fn opened(phases: &mut Phases, opening: Opening) {
+    if let Some(d) = opening.connect {
+        phases.set(Phase::UpstreamConnect, d);
+    }
+    if let Some(d) = opening.handshake {
+        phases.set(Phase::UpstreamHandshake, d);
+    }
+}
