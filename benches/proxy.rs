@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use certshift::creds;
 use certshift::metrics::Metrics;
+use certshift::net::{HttpClient, Timeouts, TlsTarget};
 use certshift::pki::KeyType;
 use certshift::probe::{self, Probe};
 use certshift::proxy::{Proxy, ProxyArgs, TlsMode};
@@ -31,7 +32,17 @@ async fn start_proxy(
     upstream: SocketAddr,
     listen_tls: TlsMode,
 ) -> SocketAddr {
+    start_proxy_swapping(dir, upstream, listen_tls, None).await
+}
+
+async fn start_proxy_swapping(
+    dir: &std::path::Path,
+    upstream: SocketAddr,
+    listen_tls: TlsMode,
+    swap: Option<&str>,
+) -> SocketAddr {
     let mut a = ProxyArgs::for_upstream(&upstream.to_string());
+    a.swap = swap.map(str::to_string);
     a.listen = loopback();
     a.listen_tls = listen_tls;
     a.admin = "off".into();
@@ -153,5 +164,97 @@ fn proxy_benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, proxy_benches);
+/// CPU time of the whole process (every thread) so far.
+fn process_cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// One request on a kept-alive connection, its body read to the end.
+async fn keep_alive_request(client: &mut HttpClient) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    assert!(client.ready(until).await.unwrap(), "connection still open");
+    let req = certshift::net::http::request(&hyper::Method::GET, "/k", "localhost", false).unwrap();
+    let resp = client.send(req, until).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    certshift::net::http::drain(resp, until).await.unwrap();
+}
+
+async fn keep_alive_client(addr: SocketAddr, tls: Option<&TlsTarget>) -> HttpClient {
+    let timeouts = Timeouts::per_phase(Duration::from_secs(5), Duration::from_secs(5));
+    let opened = certshift::net::open(addr, tls, timeouts).await.unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    HttpClient::handshake(opened.stream, until).await.unwrap()
+}
+
+/// Per request on one kept-alive connection: straight to the service (mTLS),
+/// through the proxy in connection mode (plaintext in, the bytes relayed
+/// over one upstream mTLS connection), and in request mode (each request
+/// parsed, picked for, and sent over a pooled upstream connection). The
+/// `_cpu` group reports process CPU per request instead of wall time: its
+/// proxied minus direct figure is what the proxy spends per request.
+fn keep_alive_benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = common::order_service_pki(KeyType::EcdsaP256);
+    let (serving, by_connection, by_request) = rt.block_on(async {
+        let serving = common::start_serve(dir.path()).await;
+        let by_connection =
+            start_proxy_swapping(dir.path(), serving.addr, TlsMode::Off, None).await;
+        let by_request =
+            start_proxy_swapping(dir.path(), serving.addr, TlsMode::Off, Some("request")).await;
+        (serving, by_connection, by_request)
+    });
+    let roots = common::roots(dir.path());
+    let cert = common::order_service_cert(dir.path());
+    let config =
+        Arc::new(client_config(roots, ClientCert::Always(cert), &TlsVersions::all()).unwrap());
+    let target: TlsTarget = (config, ServerName::try_from("localhost").unwrap());
+    let clients = [
+        ("direct_mtls", serving.addr, Some(&target)),
+        ("proxied_connection_mode", by_connection, None),
+        ("proxied_request_mode_pooled", by_request, None),
+    ];
+    for (group_name, cpu) in [
+        ("keep_alive_request", false),
+        ("keep_alive_request_cpu", true),
+    ] {
+        let mut group = c.benchmark_group(group_name);
+        group
+            .measurement_time(Duration::from_secs(4))
+            .sample_size(30);
+        for (label, addr, tls) in clients {
+            let client = rt.block_on(keep_alive_client(addr, tls));
+            let client = tokio::sync::Mutex::new(client);
+            group.bench_function(label, |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let client = &client;
+                    async move {
+                        let mut c = client.lock().await;
+                        let (wall, cpu0) = (std::time::Instant::now(), process_cpu());
+                        for _ in 0..iters {
+                            keep_alive_request(&mut c).await;
+                        }
+                        match cpu {
+                            true => process_cpu() - cpu0,
+                            false => wall.elapsed(),
+                        }
+                    }
+                })
+            });
+        }
+        group.finish();
+    }
+    drop(serving);
+}
+
+criterion_group!(benches, proxy_benches, keep_alive_benches);
 criterion_main!(benches);

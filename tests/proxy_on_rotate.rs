@@ -45,6 +45,13 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
 }
 
 async fn with_policy(policy: OnRotate) -> (bool, bool) {
+    with_policy_counted(policy).await.0
+}
+
+/// Also the final counters of the `valid` presentations: outcome → count.
+async fn with_policy_counted(
+    policy: OnRotate,
+) -> ((bool, bool), std::collections::BTreeMap<String, u64>) {
     let pki = TestPki::default_flat();
     let serve = start_serve(&pki, Enforcement::Strict).await;
     let mut args = proxy_args(&pki, serve.addr);
@@ -60,14 +67,22 @@ async fn with_policy(policy: OnRotate) -> (bool, bool) {
         .expect("mint a new client leaf");
     let closed_fast = closed_within(&mut s, Duration::from_millis(1000)).await;
     let closed_later = closed_fast || closed_within(&mut s, Duration::from_secs(4)).await;
-    proxy.stop().await;
+    let snap = proxy.stop().await;
     serve.stop().await;
-    (closed_fast, closed_later)
+    let outcomes = snap.variant("valid").unwrap().outcomes.clone();
+    ((closed_fast, closed_later), outcomes)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reset_closes_old_connections_at_once() {
-    assert_eq!(with_policy(OnRotate::Reset).await, (true, true));
+    let (closed, outcomes) = with_policy_counted(OnRotate::Reset).await;
+    assert_eq!(closed, (true, true));
+    // The connection served its request before the reset: it counts by
+    // the status it was served, not as cancelled.
+    assert_eq!(
+        outcomes,
+        std::collections::BTreeMap::from([("http:200".to_string(), 1)])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

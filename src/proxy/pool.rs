@@ -12,18 +12,29 @@
 //!
 //! Each credential's idle list has its own short mutex (a push or a pop);
 //! connections never share one lock, and the credential in force is read
-//! lock-free.
+//! lock-free. A connection has no task of its own: whoever holds it (the
+//! request, then the response body on its way to the client) drives it, so
+//! a request's upstream I/O wakes the downstream connection's task
+//! directly instead of handing every read and write across tasks (and
+//! often across threads). An idle pooled connection is driven by nobody; a
+//! close by the service is noticed when it is next checked out.
 
 use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
 use rustls::sign::CertifiedKey;
 use tokio::time::Instant;
 
-use crate::net::{self, HttpClient, Timeouts, TlsTarget};
+use crate::net::{self, classify_hyper, Timeouts, TlsTarget};
 use crate::plan::Presented;
 use crate::tls::{self, Outcome};
 
@@ -44,11 +55,71 @@ pub(super) struct Credential {
     pub(super) serial: Arc<str>,
 }
 
+type Conn = hyper::client::conn::http1::Connection<TokioIo<net::Stream>, Incoming>;
+
 /// An upstream HTTP/1.1 connection, checked out for one request.
 pub(super) struct Upstream {
-    pub(super) client: HttpClient<Incoming>,
+    sender: SendRequest<Incoming>,
+    conn: Pin<Box<Conn>>,
+    /// How the connection ended, once it has: the cause of a failed
+    /// request (a TLS 1.3 alert surfaces here, not in the request's error).
+    ended: Option<Result<(), hyper::Error>>,
     pub(super) credential: Arc<Credential>,
     idle_since: Instant,
+}
+
+impl Upstream {
+    /// Let the connection do its reads and writes; `true` once it has ended.
+    pub(super) fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        drive(&mut self.conn, &mut self.ended, cx)
+    }
+
+    /// Whether the connection can take a request, waiting at most `wait`.
+    async fn ready(&mut self, wait: Duration) -> bool {
+        let ready = poll_fn(|cx| {
+            if self.drive(cx) {
+                return Poll::Ready(false);
+            }
+            self.sender.poll_ready(cx).map(|r| r.is_ok())
+        });
+        tokio::time::timeout(wait, ready).await.unwrap_or(false)
+    }
+
+    /// Send `req` and wait until `until` for the response head.
+    pub(super) async fn send(
+        &mut self,
+        req: Request<Incoming>,
+        until: Instant,
+    ) -> Result<Response<Incoming>, Outcome> {
+        let (conn, ended) = (&mut self.conn, &mut self.ended);
+        let send = self.sender.send_request(req);
+        tokio::pin!(send);
+        let exchange = poll_fn(|cx| {
+            drive(conn, ended, cx);
+            send.as_mut().poll(cx)
+        });
+        match tokio::time::timeout_at(until, exchange).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(match &self.ended {
+                Some(Err(cause)) => classify_hyper(cause),
+                _ => classify_hyper(&e),
+            }),
+            Err(_) => Err(Outcome::Timeout),
+        }
+    }
+}
+
+fn drive(
+    conn: &mut Pin<Box<Conn>>,
+    ended: &mut Option<Result<(), hyper::Error>>,
+    cx: &mut Context<'_>,
+) -> bool {
+    if ended.is_none() {
+        if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+            *ended = Some(r);
+        }
+    }
+    ended.is_some()
 }
 
 /// What opening a connection cost, when one was opened.
@@ -123,10 +194,7 @@ impl Upstreams {
         let credential = slot.credential();
         while let Some(mut up) = self.pop(slot) {
             let fresh = up.idle_since.elapsed() < MAX_IDLE_AGE;
-            if fresh
-                && Arc::ptr_eq(&up.credential, &credential)
-                && matches!(up.client.ready(Instant::now() + READY_WAIT).await, Ok(true))
-            {
+            if fresh && Arc::ptr_eq(&up.credential, &credential) && up.ready(READY_WAIT).await {
                 return Ok((up, Opening::default()));
             }
             // Retired (rotated away), stale or closed: dropping it closes it.
@@ -147,24 +215,26 @@ impl Upstreams {
         };
         opening.connect = Some(opened.connected - opened.started);
         opening.handshake = opened.handshake_time();
-        let until = Instant::now() + self.timeouts.handshake;
-        match HttpClient::handshake(opened.stream, until).await {
-            Ok(client) => Ok((
+        // HTTP/1.1 over an open stream: no I/O, nothing to time out.
+        match hyper::client::conn::http1::handshake(TokioIo::new(opened.stream)).await {
+            Ok((sender, conn)) => Ok((
                 Upstream {
-                    client,
+                    sender,
+                    conn: Box::pin(conn),
+                    ended: None,
                     credential,
                     idle_since: Instant::now(),
                 },
                 opening,
             )),
-            Err(outcome) => Err((outcome, Some(credential), opening)),
+            Err(e) => Err((classify_hyper(&e), Some(credential), opening)),
         }
     }
 
     /// Give a connection back after its response ended cleanly. Kept only
     /// while its credential is still the one in force and there is room.
     pub(super) fn checkin(&self, presented: Presented, mut up: Upstream) {
-        if self.max_idle == 0 || up.client.is_closed() {
+        if self.max_idle == 0 || up.ended.is_some() || up.sender.is_closed() {
             return;
         }
         let Some(slot) = self.slots.get(&presented) else {

@@ -71,49 +71,67 @@ where
         downstream_http: false,
         cancelled: false,
     };
+    // What came back; kept outside the pump so that a relay ended by
+    // `cancel` still knows what the client was served.
+    let mut d = Downward {
+        bytes: 0,
+        first_byte: None,
+        status: None,
+        error: None,
+    };
+    let mut down_done = false;
     {
         let up_pump = pump_up(&mut dr, &mut uw, &upward, &activity, started, idle);
-        let downward = pump_down(&mut ur, &mut dw, &activity, started, idle);
+        let downward = pump_down(&mut ur, &mut dw, &mut d, &activity, started, idle);
         tokio::pin!(up_pump, downward, cancel);
         let mut up_done = false;
         loop {
             let last = Duration::from_millis(activity.load(Ordering::Relaxed));
             tokio::select! {
                 () = &mut up_pump, if !up_done => up_done = true,
-                d = &mut downward => {
-                    r.bytes_down = d.bytes;
-                    r.first_byte = d.first_byte;
-                    r.http_status = d.status;
-                    r.outcome = match (d.first_byte, d.error) {
-                        (None, Some(e)) => e,
-                        // Nothing came back and nothing failed: the service
-                        // closed, or the client left first and it followed.
-                        (None, None) if upward.eof.load(Ordering::Relaxed) && upward.bytes.load(Ordering::Relaxed) == 0 => {
-                            Outcome::ClientClosed
-                        }
-                        (None, None) => Outcome::ClosedEarly,
-                        (Some(_), Some(e)) => e,
-                        (Some(_), None) => d.status.map_or(Outcome::Ok, Outcome::Http),
-                    };
+                () = &mut downward => {
+                    down_done = true;
                     break;
                 }
                 _ = tokio::time::sleep_until(started + last + idle) => {
                     if started.elapsed() >= Duration::from_millis(activity.load(Ordering::Relaxed)) + idle {
-                        r.outcome = match r.first_byte {
-                            None => Outcome::Timeout,
-                            Some(_) => Outcome::Ok,
-                        };
                         break;
                     }
                 }
                 _ = &mut cancel => {
                     r.cancelled = true;
-                    r.outcome = Outcome::Cancelled;
                     break;
                 }
             }
         }
     }
+    r.bytes_down = d.bytes;
+    r.first_byte = d.first_byte;
+    r.http_status = d.status;
+    r.outcome = if r.cancelled {
+        Outcome::Cancelled
+    } else if !down_done {
+        // Idle for the whole timeout.
+        match d.first_byte {
+            None => Outcome::Timeout,
+            Some(_) => Outcome::Ok,
+        }
+    } else {
+        match (d.first_byte, d.error.take()) {
+            (None, Some(e)) => e,
+            // Nothing came back and nothing failed: the service closed, or
+            // the client left first and it followed.
+            (None, None)
+                if upward.eof.load(Ordering::Relaxed)
+                    && upward.bytes.load(Ordering::Relaxed) == 0 =>
+            {
+                Outcome::ClientClosed
+            }
+            (None, None) => Outcome::ClosedEarly,
+            (Some(_), Some(e)) => e,
+            (Some(_), None) => d.status.map_or(Outcome::Ok, Outcome::Http),
+        }
+    };
     r.bytes_up = upward.bytes.load(Ordering::Relaxed);
     r.downstream_http = upward.http.load(Ordering::Relaxed);
     (r, dr.unsplit(dw))
@@ -169,42 +187,36 @@ struct Downward {
     error: Option<Outcome>,
 }
 
-/// Service → client. Ends on the service's EOF or an error.
+/// Service → client, recording into `out`. Ends on the service's EOF or an error.
 async fn pump_down<U, D>(
     from: &mut ReadHalf<U>,
     to: &mut WriteHalf<D>,
+    out: &mut Downward,
     activity: &AtomicU64,
     started: Instant,
     idle: Duration,
-) -> Downward
-where
+) where
     U: AsyncRead,
     D: AsyncWrite,
 {
     let mut buf = vec![0u8; BUF];
     let mut head = Vec::with_capacity(HEAD);
-    let mut out = Downward {
-        bytes: 0,
-        first_byte: None,
-        status: None,
-        error: None,
-    };
     loop {
         match from.read(&mut buf).await {
             Ok(0) => {
                 if out.first_byte.is_some() {
                     let _ = tokio::time::timeout(idle, to.shutdown()).await;
                 }
-                return out;
+                return;
             }
             Err(e) => {
                 out.error = Some(match (out.first_byte, classify_io(&e)) {
                     // A TLS peer that closes without close_notify after a
                     // complete response is common and harmless.
-                    (Some(_), Outcome::ClosedEarly) => return out,
+                    (Some(_), Outcome::ClosedEarly) => return,
                     (_, o) => o,
                 });
-                return out;
+                return;
             }
             Ok(n) => {
                 out.first_byte.get_or_insert_with(|| started.elapsed());
@@ -216,7 +228,7 @@ where
                 out.bytes += n as u64;
                 touch(activity, started);
                 if to.write_all(&buf[..n]).await.is_err() {
-                    return out; // the client left; nothing more to deliver
+                    return; // the client left; nothing more to deliver
                 }
                 touch(activity, started);
             }

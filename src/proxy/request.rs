@@ -148,7 +148,7 @@ impl Downstream {
         opened(&mut phases, opening);
         let req = upstream_request(req, &shared.cfg.upstream_name);
         let until = tokio::time::Instant::now() + shared.cfg.idle_timeout;
-        let resp = match up.client.send(req, until).await {
+        let resp = match up.send(req, until).await {
             Ok(r) => r,
             Err(outcome) => {
                 let serial = up.credential.serial.clone();
@@ -363,6 +363,11 @@ impl Body for Relayed {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        // The upstream connection feeds this body; it is driven here, in
+        // the downstream connection's task.
+        if let Some(up) = self.upstream.as_mut() {
+            up.drive(cx);
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => self.release(),
