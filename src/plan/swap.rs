@@ -66,3 +66,46 @@ impl fmt::Display for Swap {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_and_every_only_goes_with_request() {
+        assert_eq!(Swap::parse("connection", None), Ok(Swap::Connection));
+        assert_eq!(Swap::parse("request", None), Ok(Swap::PER_REQUEST));
+        assert_eq!(Swap::parse("request", Some(3)).map(Swap::every), Ok(3));
+        let e = Swap::parse("connection", Some(3)).unwrap_err().to_string();
+        assert!(e.contains("needs swap mode \"request\""), "{e}");
+        let e = Swap::parse("request", Some(0)).unwrap_err().to_string();
+        assert!(e.contains("1 or more"), "{e}");
+        let e = Swap::parse("stream", None).unwrap_err().to_string();
+        assert!(
+            e.contains("\"connection\"") && e.contains("\"request\""),
+            "{e}"
+        );
+        assert_eq!(Swap::Connection.to_string(), "per connection");
+        assert_eq!(Swap::PER_REQUEST.to_string(), "per request");
+    }
+
+    #[test]
+    fn a_spec_without_swap_keeps_the_mode_and_swap_every_alone_means_request() {
+        let spec = |swap: Option<&str>, every: Option<u32>| crate::plan::PlanSpec {
+            present_sequence: Some("valid".into()),
+            swap: swap.map(str::to_string),
+            swap_every: every,
+            ..Default::default()
+        };
+        assert_eq!(spec(None, None).swap(), Ok(None));
+        assert_eq!(
+            spec(None, Some(4)).swap().unwrap().map(Swap::every),
+            Some(4)
+        );
+        assert_eq!(
+            spec(Some("request"), None).swap(),
+            Ok(Some(Swap::PER_REQUEST))
+        );
+        assert!(spec(Some("connection"), Some(2)).build(0).is_err());
+    }
+}

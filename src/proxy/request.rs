@@ -406,3 +406,74 @@ fn opened(phases: &mut Phases, opening: Opening) {
         phases.set(Phase::UpstreamHandshake, d);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::Variant;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.insert("x-keep", HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-keep"]);
+    }
+
+    #[test]
+    fn a_refusal_is_a_502_or_on_a_timeout_a_504_with_the_headers() {
+        let expired = Presented::Variant(Variant::Expired);
+        let raw = refusal_http1(
+            &Outcome::Alert("certificate_expired".into()),
+            expired,
+            "0A1B",
+        );
+        let text = String::from_utf8(raw).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{head}");
+        for line in [
+            "x-certshift-variant: expired",
+            "x-certshift-serial: 0A1B",
+            "x-certshift-outcome: alert:certificate_expired",
+            "connection: close",
+        ] {
+            assert!(head.lines().any(|l| l == line), "{line} in {head}");
+        }
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        assert!(body.contains("presented credential: expired, serial 0A1B"));
+        for timeout in [
+            Outcome::ConnectTimeout,
+            Outcome::HandshakeTimeout,
+            Outcome::Timeout,
+        ] {
+            assert_eq!(refusal_status(&timeout), StatusCode::GATEWAY_TIMEOUT);
+        }
+        assert_eq!(refusal_status(&Outcome::Reset), StatusCode::BAD_GATEWAY);
+    }
+
+    #[test]
+    fn the_tag_never_fails_on_an_outcome_that_is_not_a_header_value() {
+        let mut h = HeaderMap::new();
+        tag(
+            &mut h,
+            Presented::None,
+            "none",
+            &Outcome::Io("bad\nline".into()),
+        );
+        assert_eq!(h[OUTCOME], "io");
+        assert_eq!(h[VARIANT], "none");
+    }
+}
