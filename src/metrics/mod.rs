@@ -30,7 +30,9 @@ mod summary;
 mod timeline;
 mod units;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crossbeam_queue::SegQueue;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -45,7 +47,8 @@ pub use snapshot::{add_counts, Snapshot, Totals, VariantStats};
 pub use timeline::{BUCKET_MS, MAX_BUCKETS, MAX_ROTATION_EVENTS};
 pub use units::{fmt_ms, fmt_us};
 
-/// Events the aggregator can have queued before `record` starts dropping
+/// Reports (and, separately, other events) the aggregator can have queued
+/// before `record` starts dropping
 /// (and counting) them: at 10,000 connections/s the aggregator would have to
 /// stall for 6.5 s to fill it. About 200 bytes per queued report.
 pub const QUEUE_CAPACITY: usize = 65_536;
@@ -130,6 +133,11 @@ pub struct ConnReport {
 /// The aggregator stops when the last handle is dropped.
 #[derive(Debug, Clone)]
 pub struct Metrics {
+    /// Connection reports, the hot path: pushed lock-free, drained by the
+    /// aggregator on its tick and before every snapshot. A channel would
+    /// wake the aggregator's task (often on another thread) per report.
+    reports: Arc<Reports>,
+    /// Everything else (rotations, plan changes, snapshot requests): rare.
     tx: mpsc::Sender<Event>,
     /// Events refused because the queue was full. An atomic, not a lock, and
     /// touched only when something is already wrong.
@@ -161,7 +169,9 @@ impl Metrics {
     /// `/stats`, `certshift_metrics_dropped_events_total`), so a report with
     /// missing data says so instead of looking clean.
     pub fn record(&self, report: ConnReport) {
-        self.send(Event::Conn(report));
+        if !self.reports.push(report) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A credential of `kind` ("client", "server", "trust-bundle") was
@@ -212,9 +222,23 @@ impl Metrics {
     fn spawn(start: Instant, capacity: usize) -> Metrics {
         let (tx, rx) = mpsc::channel(capacity);
         let dropped = Arc::new(AtomicU64::new(0));
+        let reports = Arc::new(Reports {
+            queue: SegQueue::new(),
+            len: AtomicUsize::new(0),
+            capacity,
+        });
         let state = Snapshot::new(start, unix_ms_at(start));
-        tokio::spawn(aggregate(rx, state, Arc::clone(&dropped)));
-        Metrics { tx, dropped }
+        tokio::spawn(aggregate(
+            rx,
+            Arc::clone(&reports),
+            state,
+            Arc::clone(&dropped),
+        ));
+        Metrics {
+            reports,
+            tx,
+            dropped,
+        }
     }
 
     fn send(&self, event: Event) {
@@ -233,8 +257,40 @@ pub enum MetricsError {
     Stopped,
 }
 
+/// The bounded, lock-free queue of connection reports.
+#[derive(Debug)]
+struct Reports {
+    queue: SegQueue<ConnReport>,
+    /// Reports queued and not yet drained; bounds the queue.
+    len: AtomicUsize,
+    capacity: usize,
+}
+
+impl Reports {
+    /// `false` when the queue is full (the report is dropped).
+    fn push(&self, report: ConnReport) -> bool {
+        if self.len.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        self.queue.push(report);
+        true
+    }
+
+    fn drain_into(&self, state: &mut Snapshot) {
+        while let Some(report) = self.queue.pop() {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            state.record_conn(report);
+        }
+    }
+}
+
+/// How often the aggregator drains connection reports when nothing asks
+/// for a snapshot: what a `/stats` scrape can never lag by, since a
+/// snapshot drains first anyway; only a live view's freshness depends on it.
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
+
 enum Event {
-    Conn(ConnReport),
     Rotation {
         at: Instant,
         kind: String,
@@ -253,10 +309,27 @@ enum Event {
 }
 
 /// The single owner of all metric state. Runs until every handle is dropped.
-async fn aggregate(mut rx: mpsc::Receiver<Event>, mut state: Snapshot, dropped: Arc<AtomicU64>) {
-    while let Some(event) = rx.recv().await {
+async fn aggregate(
+    mut rx: mpsc::Receiver<Event>,
+    reports: Arc<Reports>,
+    mut state: Snapshot,
+    dropped: Arc<AtomicU64>,
+) {
+    let mut tick = tokio::time::interval(DRAIN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = tokio::select! {
+            event = rx.recv() => event,
+            _ = tick.tick() => {
+                reports.drain_into(&mut state);
+                continue;
+            }
+        };
+        // Reports recorded before this event are in the queue: take them
+        // first, so a snapshot holds everything recorded before it was asked.
+        reports.drain_into(&mut state);
+        let Some(event) = event else { break };
         match event {
-            Event::Conn(report) => state.record_conn(report),
             Event::Rotation { at, kind, serial } => state.record_rotation(at, &kind, serial),
             Event::RotationFailure { at, kind, error } => {
                 state.record_rotation_failure(at, &kind, error)
@@ -359,14 +432,17 @@ mod tests {
         let start = Instant::now();
         // Current-thread runtime: the aggregator cannot run until we await,
         // so exactly `capacity` events fit.
+        // Reports and the rarer events each have a queue of `capacity`.
         let m = Metrics::spawn(start, 2);
         for _ in 0..5 {
             m.record(report(start, "valid", Expect::Accept, Outcome::Ok));
         }
-        m.rotation(start, "client", None);
+        for _ in 0..3 {
+            m.rotation(start, "client", None);
+        }
         let s = m.snapshot().await.unwrap();
         assert_eq!(s.totals().connections, 2);
-        assert_eq!(s.totals().dropped_events, 4);
+        assert_eq!(s.totals().dropped_events, 3 + 1);
         assert_eq!(s.to_stats_json()["dropped_events"], 4);
     }
 
