@@ -45,6 +45,10 @@ pub struct ProxyConfig {
     pub client: Option<ClientFiles>,
     /// Bad variants' credentials, from the PKI manifest: name -> files.
     pub variants: Vec<(crate::pki::Variant, ClientFiles)>,
+    /// The mutated certificates `pki init` wrote (`mutations/<name>/`), from
+    /// the PKI manifest, in catalogue order; empty for a PKI written before
+    /// mutations existed.
+    pub mutations: Vec<(crate::plan::MutationId, ClientFiles)>,
     /// The plan before the first phase of `plan_schedule`.
     pub plan: Plan,
     /// `--plan-schedule`: plans applied on a timer, in order, each like a
