@@ -40,6 +40,22 @@ async fn admin(addr: &str, method: &str, path: &str, body: &str) -> (u16, Value)
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
+/// `GET /stats` once `n` connections are recorded: the proxy records a
+/// connection when it closes, which may be just after the client has its
+/// answer. Gives up after 10 s and returns what it has.
+async fn stats_after(addr: &str, n: u64) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (code, stats) = admin(addr, "GET", "/stats", "").await;
+        assert_eq!(code, 200);
+        let total = stats["connections"]["total"].as_u64().unwrap_or(0);
+        if total >= n || tokio::time::Instant::now() > deadline {
+            return stats;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// `certshift proxy` in front of `upstream` with the PKI and `extra` flags,
 /// its admin API on; returns it once it prints its plan.
 fn spawn_proxy(pki: &TestPki, upstream: SocketAddr, extra: &[&str]) -> Running {
@@ -157,8 +173,7 @@ async fn a_sequence_of_mutations_gets_the_catalogues_verdict_from_a_strict_servi
     }
     assert_ne!(leaf_serial(&pki, "serial-20-bytes"), valid_serial);
 
-    let (code, stats) = admin(&admin_addr, "GET", "/stats", "").await;
-    assert_eq!(code, 200);
+    let stats = stats_after(&admin_addr, 14).await;
     assert_eq!(stats["connections"]["total"], 14, "{stats}");
     for name in SEQUENCE {
         let want = match name.parse::<Presented>().unwrap().expected() {
@@ -204,8 +219,7 @@ async fn the_mutations_group_spreads_its_weight_over_the_catalogue() {
     want.dedup();
     assert!(want.len() > 5, "{want:?}");
 
-    let (code, stats) = admin(&admin_addr, "GET", "/stats", "").await;
-    assert_eq!(code, 200);
+    let stats = stats_after(&admin_addr, CONNECTIONS).await;
     assert_eq!(stats["connections"]["total"], CONNECTIONS, "{stats}");
     let variants = stats["variants"].as_object().unwrap();
     let mut seen: Vec<&str> = variants

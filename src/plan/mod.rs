@@ -18,8 +18,8 @@ use serde::Deserialize;
 
 use crate::pki::{Variant, MUTATIONS};
 
-pub use presented::{MutationId, Presented, UnknownPresented, MUTATION_PREFIX};
 use presented::{known_hint, known_names};
+pub use presented::{MutationId, Presented, UnknownPresented, MUTATION_PREFIX};
 
 const WEIGHTS_FLAG: &str = "--present";
 const SEQUENCE_FLAG: &str = "--present-sequence";

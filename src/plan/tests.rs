@@ -381,13 +381,20 @@ fn needs_lists_the_bad_variants_that_can_be_presented() {
         [v(Variant::SelfSigned), v(Variant::CaAsLeaf)]
     );
     // Mutations come after the variants, in catalogue order.
-    let plan = Plan::parse_sequence("mutation:serial-20-bytes,expired,mutation:bad-signature")
-        .unwrap();
+    let plan =
+        Plan::parse_sequence("mutation:serial-20-bytes,expired,mutation:bad-signature").unwrap();
     assert_eq!(
         plan.needs(),
-        [v(Variant::Expired), mutation("bad-signature"), mutation("serial-20-bytes")]
+        [
+            v(Variant::Expired),
+            mutation("bad-signature"),
+            mutation("serial-20-bytes")
+        ]
     );
-    assert_eq!(weights("valid=1,mutations=1", 1).needs().len(), MUTATIONS.len());
+    assert_eq!(
+        weights("valid=1,mutations=1", 1).needs().len(),
+        MUTATIONS.len()
+    );
     assert!(weights("valid=1,mutations=0", 1).needs().is_empty());
     assert!(Plan::valid_only().needs().is_empty());
     assert!(Plan::parse_sequence("none,valid")
@@ -413,7 +420,10 @@ fn describe_gives_what_reproduces_the_run() {
 
 #[test]
 fn a_mutation_is_named_by_its_check_id_and_expects_its_verdict() {
-    for (m, p) in MUTATIONS.iter().zip(MutationId::all().map(Presented::Mutation)) {
+    for (m, p) in MUTATIONS
+        .iter()
+        .zip(MutationId::all().map(Presented::Mutation))
+    {
         assert_eq!(p.name(), m.check_id);
         assert_eq!(p.name(), format!("mutation:{}", m.name));
         assert_eq!(m.check_id.parse::<Presented>(), Ok(p));
@@ -481,22 +491,34 @@ fn the_group_spreads_its_weight_evenly_and_exactly_over_every_mutation() {
     // A zero-weight group is kept in the description and never picked.
     let quiet = weights("valid=1,mutations=0", 3);
     assert_eq!(quiet.describe(), "weights valid=1 mutations=0, seed 3");
-    assert!(picks(&quiet, 0..1_000).iter().all(|&p| p == v(Variant::Valid)));
+    assert!(picks(&quiet, 0..1_000)
+        .iter()
+        .all(|&p| p == v(Variant::Valid)));
 }
 
 #[test]
 fn a_grouped_plan_picks_every_mutation_at_its_share_and_reproducibly() {
     let plan = weights("valid=80,mutations=20", 42);
     let all = picks(&plan, 0..100_000);
-    assert_eq!(all, picks(&weights("valid=80, mutations=20", 42), 0..100_000));
-    assert_ne!(all, picks(&weights("valid=80,mutations=20", 43), 0..100_000));
+    assert_eq!(
+        all,
+        picks(&weights("valid=80, mutations=20", 42), 0..100_000)
+    );
+    assert_ne!(
+        all,
+        picks(&weights("valid=80,mutations=20", 43), 0..100_000)
+    );
     // Shares as in shares_over_100000_picks_match_the_weights: valid 80 %
     // (sd 0.13 pp), each mutation 20/26 % (sd 0.028 pp).
     let share = |p: Presented| all.iter().filter(|&&q| q == p).count() as f64 / 1_000.0;
     assert!((share(v(Variant::Valid)) - 80.0).abs() <= 0.7);
     let each = 20.0 / MUTATIONS.len() as f64;
     for m in MutationId::all().map(Presented::Mutation) {
-        assert!((share(m) - each).abs() <= 0.2, "{m}: {}% for {each}%", share(m));
+        assert!(
+            (share(m) - each).abs() <= 0.2,
+            "{m}: {}% for {each}%",
+            share(m)
+        );
     }
     // Order of picking does not matter: pick is a pure function of n.
     for n in [0, 17, 99_999, u64::MAX] {

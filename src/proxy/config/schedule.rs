@@ -99,9 +99,7 @@ fn field(e: &PlanError) -> &'static str {
                 "present"
             }
         }
-        PlanError::Duplicate { .. } | PlanError::InGroup { .. } | PlanError::ZeroTotal => {
-            "present"
-        }
+        PlanError::Duplicate { .. } | PlanError::InGroup { .. } | PlanError::ZeroTotal => "present",
         PlanError::BothGiven | PlanError::NoneGiven => "present/present_sequence",
         PlanError::Swap(_) => "swap",
     }

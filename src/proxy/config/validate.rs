@@ -177,7 +177,9 @@ fn unfit(
         let Some(p) = pki else {
             return Some((
                 "--present",
-                format!("presenting {needed} needs --pki DIR (the bad credentials come from the PKI)"),
+                format!(
+                    "presenting {needed} needs --pki DIR (the bad credentials come from the PKI)"
+                ),
             ));
         };
         if let Some(problem) = missing(p, needed) {
