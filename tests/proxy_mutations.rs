@@ -183,6 +183,14 @@ async fn a_sequence_of_mutations_gets_the_catalogues_verdict_from_a_strict_servi
         // Two each, and every verdict the one a strict validator gives.
         assert_eq!(row(&stats, name), (want.to_string(), 2, 0, 0), "{stats}");
     }
+    // The refusals came from the service judging the certificate presented,
+    // the unparsable one included (tests/audit_serve.rs lists these alerts).
+    for (name, alert) in [
+        ("mutation:bad-signature", "alert:decrypt_error"),
+        ("mutation:trailing-bytes", "alert:bad_certificate"),
+    ] {
+        assert_eq!(stats["outcomes"][name][alert], 2, "{name}: {stats}");
+    }
     assert_eq!(row(&stats, "mutation:bad-signature").0, "reject");
     assert_eq!(row(&stats, "mutation:serial-20-bytes").0, "accept");
     serve.stop().await;
