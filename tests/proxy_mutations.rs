@@ -10,7 +10,6 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use certshift::admin::Admin;
 use certshift::pki::{Expect, MUTATIONS};
 use certshift::plan::{Plan, Presented};
 use certshift::probe::ProbeResult;
@@ -18,35 +17,14 @@ use certshift::serve::Enforcement;
 use certshift::tls::Outcome;
 use common::*;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// One admin request over a fresh connection: (status, JSON body or Null).
-async fn admin(addr: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: admin\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    conn.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
 
 /// `GET /stats` once `n` connections are recorded: the proxy records a
 /// connection when it closes, which may be just after the client has its
 /// answer. Gives up after 10 s and returns what it has.
-async fn stats_after(addr: &str, n: u64) -> Value {
+async fn stats_after(addr: SocketAddr, n: u64) -> Value {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let (code, stats) = admin(addr, "GET", "/stats", "").await;
+        let (code, stats) = admin(addr, "GET", "/stats", None, None).await;
         assert_eq!(code, 200);
         let total = stats["connections"]["total"].as_u64().unwrap_or(0);
         if total >= n || tokio::time::Instant::now() > deadline {
@@ -79,10 +57,10 @@ fn spawn_proxy(pki: &TestPki, upstream: SocketAddr, extra: &[&str]) -> Running {
     spawn_certshift(&args, |l| l.starts_with("presenting:"))
 }
 
-/// The serial the service echoes for the leaf of `mutations/<name>/tls.crt`.
-fn leaf_serial(pki: &TestPki, name: &str) -> String {
-    let chain = certshift::creds::load_chain(&pki.file(&format!("mutations/{name}/tls.crt")))
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+/// The serial the service echoes for the leaf of `cert` (a path in the PKI).
+fn leaf_serial(pki: &TestPki, cert: &str) -> String {
+    let chain =
+        certshift::creds::load_chain(&pki.file(cert)).unwrap_or_else(|e| panic!("{cert}: {e}"));
     certshift::x509::CertFacts::from_der(&chain[0])
         .unwrap()
         .serial
@@ -139,18 +117,12 @@ async fn a_sequence_of_mutations_gets_the_catalogues_verdict_from_a_strict_servi
         serve.addr,
         &["--present-sequence", &SEQUENCE.join(",")],
     );
-    let (listen, admin_addr) = (p.addr(), p.line("admin on ").to_string());
+    let (listen, admin_addr) = (p.addr(), p.line("admin on ").parse().unwrap());
     assert_eq!(
         p.line("presenting: "),
         format!("sequence {} (cycled)", SEQUENCE.join(","))
     );
-    let valid_serial = {
-        let e = pki.entry("order-service");
-        let chain = certshift::creds::load_chain(&pki.file(&e.cert)).unwrap();
-        certshift::x509::CertFacts::from_der(&chain[0])
-            .unwrap()
-            .serial
-    };
+    let valid_serial = leaf_serial(&pki, &pki.entry("order-service").cert);
 
     // Sequential requests, one connection each: request i presents item i % 7.
     for cycle in 0..2 {
@@ -162,7 +134,7 @@ async fn a_sequence_of_mutations_gets_the_catalogues_verdict_from_a_strict_servi
                     assert_eq!(r.outcome, Outcome::Http(200), "{cycle}: {name}: {r:?}");
                     // The service saw the mutated leaf, not the identity's.
                     let want = match name.strip_prefix("mutation:") {
-                        Some(m) => leaf_serial(&pki, m),
+                        Some(m) => leaf_serial(&pki, &format!("mutations/{m}/tls.crt")),
                         None => valid_serial.clone(),
                     };
                     assert_eq!(echo(&r)["serial"], want.as_str(), "{name}");
@@ -171,9 +143,12 @@ async fn a_sequence_of_mutations_gets_the_catalogues_verdict_from_a_strict_servi
             }
         }
     }
-    assert_ne!(leaf_serial(&pki, "serial-20-bytes"), valid_serial);
+    assert_ne!(
+        leaf_serial(&pki, "mutations/serial-20-bytes/tls.crt"),
+        valid_serial
+    );
 
-    let stats = stats_after(&admin_addr, 14).await;
+    let stats = stats_after(admin_addr, 14).await;
     assert_eq!(stats["connections"]["total"], 14, "{stats}");
     for name in SEQUENCE {
         let want = match name.parse::<Presented>().unwrap().expected() {
@@ -205,7 +180,7 @@ async fn the_mutations_group_spreads_its_weight_over_the_catalogue() {
         serve.addr,
         &["--present", "valid=80,mutations=20", "--seed", "7"],
     );
-    let (listen, admin_addr) = (p.addr(), p.line("admin on ").to_string());
+    let (listen, admin_addr) = (p.addr(), p.line("admin on ").parse().unwrap());
     // The group stays one item in the description.
     assert_eq!(
         p.line("presenting: "),
@@ -227,7 +202,7 @@ async fn the_mutations_group_spreads_its_weight_over_the_catalogue() {
     want.dedup();
     assert!(want.len() > 5, "{want:?}");
 
-    let stats = stats_after(&admin_addr, CONNECTIONS).await;
+    let stats = stats_after(admin_addr, CONNECTIONS).await;
     assert_eq!(stats["connections"]["total"], CONNECTIONS, "{stats}");
     let variants = stats["variants"].as_object().unwrap();
     let mut seen: Vec<&str> = variants
@@ -248,28 +223,15 @@ async fn the_mutations_group_spreads_its_weight_over_the_catalogue() {
     serve.stop().await;
 }
 
-async fn start_admin(proxy: &RunningProxy) -> String {
-    let a = Admin::bind(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        proxy.handle.clone(),
-        None,
-    )
-    .await
-    .unwrap();
-    let addr = a.local_addr().unwrap();
-    tokio::spawn(a.run(std::future::pending()));
-    addr.to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_plan_presents_a_mutation_and_refuses_an_unknown_one_naming_the_fix() {
     let pki = TestPki::default_flat();
     let serve = start_serve(&pki, Enforcement::Strict).await;
     let proxy = start_proxy(proxy_args(&pki, serve.addr)).await;
-    let admin_addr = start_admin(&proxy).await;
+    let admin_addr = start_admin(&proxy, None).await;
 
     let body = r#"{"present_sequence":"mutation:validity-reversed"}"#;
-    let (code, plan) = admin(&admin_addr, "PUT", "/plan", body).await;
+    let (code, plan) = admin(admin_addr, "PUT", "/plan", Some(body), None).await;
     assert_eq!(code, 200, "{plan}");
     assert_eq!(plan["active"], "always mutation:validity-reversed");
     let r = probe_plain(proxy.addr, "/api/orders").await;
@@ -277,10 +239,11 @@ async fn put_plan_presents_a_mutation_and_refuses_an_unknown_one_naming_the_fix(
 
     // An unknown mutation: 400, the fix named, the running plan untouched.
     let (code, refused) = admin(
-        &admin_addr,
+        admin_addr,
         "PUT",
         "/plan",
-        r#"{"present_sequence":"valid,mutation:nope"}"#,
+        Some(r#"{"present_sequence":"valid,mutation:nope"}"#),
+        None,
     )
     .await;
     assert_eq!(code, 400);
@@ -291,15 +254,16 @@ async fn put_plan_presents_a_mutation_and_refuses_an_unknown_one_naming_the_fix(
             && error.contains("bad-signature"),
         "{error}"
     );
-    let (_, plan) = admin(&admin_addr, "GET", "/plan", "").await;
+    let (_, plan) = admin(admin_addr, "GET", "/plan", None, None).await;
     assert_eq!(plan["active"], "always mutation:validity-reversed");
 
     // The group works here too.
     let (code, plan) = admin(
-        &admin_addr,
+        admin_addr,
         "PUT",
         "/plan",
-        r#"{"present":"valid=1,mutations=1","seed":3}"#,
+        Some(r#"{"present":"valid=1,mutations=1","seed":3}"#),
+        None,
     )
     .await;
     assert_eq!(code, 200, "{plan}");
@@ -344,14 +308,15 @@ async fn a_pki_without_mutations_still_proxies_and_says_to_re_run_pki_init() {
 
     // Variants still work; a change to a mutation is a 400 with the fix.
     let proxy = start_proxy(proxy_args(&pki, serve.addr)).await;
-    let admin_addr = start_admin(&proxy).await;
+    let admin_addr = start_admin(&proxy, None).await;
     let r = probe_plain(proxy.addr, "/api/orders").await;
     assert_eq!(r.outcome, Outcome::Http(200), "{r:?}");
     let (code, refused) = admin(
-        &admin_addr,
+        admin_addr,
         "PUT",
         "/plan",
-        r#"{"present":"valid=9,mutations=1"}"#,
+        Some(r#"{"present":"valid=9,mutations=1"}"#),
+        None,
     )
     .await;
     assert_eq!(code, 400);
