@@ -4,9 +4,10 @@
 //! Owns: the `--present` plan (weighted, seeded) and the `--present-sequence`
 //! plan (cycled), their parsing (names are [`Presented`]'s, plus the group
 //! `mutations` for every catalogue mutation), and [`Plan::pick`], the
-//! choice for connection number `n`. `pick` is a pure function of (plan, n), so workers
-//! may pick in any order on any thread, and a re-run with the logged seed
-//! presents the same credential to the same connection number.
+//! choice for connection number `n`. `pick` is a pure function of
+//! (plan, n), so workers may pick in any order on any thread, and a re-run
+//! with the logged seed presents the same credential to the same
+//! connection number.
 //!
 //! Never: does I/O, reads a clock, or keeps state between picks (no shared
 //! RNG, hence no lock on the connection path). It never loads credentials
@@ -24,16 +25,19 @@ pub use presented::{MutationId, Presented, UnknownPresented, MUTATION_PREFIX};
 const WEIGHTS_FLAG: &str = "--present";
 const SEQUENCE_FLAG: &str = "--present-sequence";
 
+/// The group name that stands for every catalogue mutation.
+pub const MUTATIONS_GROUP: &str = "mutations";
+
 /// Why a `--present` or `--present-sequence` value was refused. `flag` names
 /// the flag the value came from, so the message points at what to edit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     #[error("{flag}: unknown credential {name:?}; {}; the group `mutations` names every mutation at once", known_hint(.name))]
     UnknownName {
-        /// `none` and the variants; `hint` in the message says how the
-        /// mutations are named.
         flag: &'static str,
         name: String,
+        /// `none` and the variants; the message also says how mutations
+        /// are named, rather than listing 26 more names.
         known: Vec<&'static str>,
     },
     #[error(
@@ -124,9 +128,6 @@ enum Kind {
         sequence: Vec<Presented>,
     },
 }
-
-/// The group name that stands for every catalogue mutation.
-pub const MUTATIONS_GROUP: &str = "mutations";
 
 /// One item as the user wrote it: a name, or the group `mutations`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
