@@ -135,6 +135,33 @@ mod tests {
     }
 
     #[test]
+    fn phases_may_present_mutations_by_name_or_as_the_group() {
+        let phases = parse(
+            "[[phase]]\nafter = \"1s\"\npresent = \"valid=80,mutations=20\"\nseed = 5\n[[phase]]\nafter = \"1s\"\npresent_sequence = \"valid,mutation:bad-signature\"\n",
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            phases[0].plan.describe(),
+            "weights valid=80 mutations=20, seed 5"
+        );
+        assert_eq!(
+            phases[1].plan.describe(),
+            "sequence valid,mutation:bad-signature (cycled)"
+        );
+        let e = parse(
+            "[[phase]]\nafter = \"1s\"\npresent_sequence = \"mutation:nope\"\n",
+            0,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("phase 1: present_sequence: unknown credential \"mutation:nope\"")
+                && e.contains("mutation:<name>"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn the_example_schedule_parses() {
         let phases = parse(include_str!("../../../configs/plan-schedule.toml"), 0).unwrap();
         assert_eq!(phases.len(), 3);
