@@ -360,3 +360,51 @@ impl ServerCertVerifier for NoRoots {
             .supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{PkiDir, PkiOptions};
+
+    fn files(pki: &PkiDir, name: &str) -> ClientFiles {
+        let f = pki.mutation(name).unwrap();
+        ClientFiles {
+            cert: f.cert,
+            key: f.key,
+        }
+    }
+
+    #[test]
+    fn a_mutation_no_parser_reads_is_loaded_as_written_but_a_foreign_key_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        pki::init(tmp.path(), &PkiOptions::default(), false).unwrap();
+        let pki = PkiDir::open(tmp.path()).unwrap();
+
+        // trailing-bytes fails the parse every other credential must pass.
+        let odd = files(&pki, "trailing-bytes");
+        assert!(creds::load_certified_key(&odd.cert, &odd.key).is_err());
+        let ck = load_mutation(&odd).unwrap();
+        let pem = std::fs::read(&odd.cert).unwrap();
+        let first = CertificateDer::pem_slice_iter(&pem)
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(ck.cert[0], first, "presented byte for byte");
+
+        // A key that provably belongs to another certificate (the server's)
+        // is refused.
+        let mut wrong = files(&pki, "bad-signature");
+        wrong.key = pki.server().unwrap().key;
+        assert!(matches!(
+            load_mutation(&wrong),
+            Err(CredError::KeyMismatch { .. })
+        ));
+        // Not PEM at all: says so, with the fix.
+        std::fs::write(&odd.cert, "garbage").unwrap();
+        let e = load_mutation(&odd).unwrap_err().to_string();
+        assert!(
+            e.contains("holds no certificate") && e.contains("pki init"),
+            "{e}"
+        );
+    }
+}
