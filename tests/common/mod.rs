@@ -380,3 +380,10 @@ pub async fn start_admin(proxy: &RunningProxy, token: Option<&str>) -> SocketAdd
     tokio::spawn(a.run(std::future::pending()));
     addr
 }
+
+/// `none` and the variants, without the catalogue's mutations: what the
+/// variant tests cycle through (tests/proxy_mutations.rs covers the rest).
+pub fn none_and_variants() -> impl Iterator<Item = certshift::plan::Presented> {
+    certshift::plan::Presented::all()
+        .filter(|p| !matches!(p, certshift::plan::Presented::Mutation(_)))
+}
