@@ -176,9 +176,8 @@ impl RotationLog for Metrics {
 /// identity's key in `tls.key`), to present as is.
 ///
 /// Unlike every other credential the chain is NOT parsed as X.509: some
-/// mutations are certificates no parser reads (trailing bytes, a reversed
-/// validity, a negative serial), and the point is that the *service* judges
-/// them. rustls sends a client certificate's DER without parsing it, so only
+/// mutations are certificates a strict parser refuses (`trailing-bytes`),
+/// and the point is that the *service* judges them. rustls sends a client certificate's DER without parsing it, so only
 /// the PEM framing and the key are checked here; a key that provably does
 /// not match the leaf is refused, one rustls cannot compare (unparsable
 /// leaf) is kept.
