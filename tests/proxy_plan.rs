@@ -10,56 +10,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
-use certshift::admin::Admin;
 use certshift::probe::ProbeResult;
 use certshift::serve::Enforcement;
 use certshift::tls::Outcome;
 use common::*;
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// One admin request over a fresh connection: (status, JSON body or Null).
-async fn admin(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    token: Option<&str>,
-) -> (u16, Value) {
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = body.unwrap_or("");
-    let auth = token
-        .map(|t| format!("authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: admin\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    conn.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
-async fn start_admin(proxy: &RunningProxy, token: Option<&str>) -> SocketAddr {
-    let a = Admin::bind(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        proxy.handle.clone(),
-        token.map(str::to_string),
-    )
-    .await
-    .unwrap();
-    let addr = a.local_addr().unwrap();
-    tokio::spawn(a.run(std::future::pending()));
-    addr
-}
 
 /// What the proxy presented for this request, as the client sees it: the
 /// strict service answers 200 only to the identity's valid credential; for

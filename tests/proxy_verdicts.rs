@@ -12,7 +12,7 @@ use common::*;
 
 /// Every presentable name of an --intermediate PKI.
 fn everything() -> String {
-    Presented::all()
+    none_and_variants()
         .map(|p| p.name().to_string())
         .collect::<Vec<_>>()
         .join(",")
@@ -98,7 +98,7 @@ async fn through_proxy(
     args.tls_versions = certshift::tls::TlsVersions::only(version);
     let proxy = start_proxy(args).await;
     let mut seen = Vec::new();
-    for p in Presented::all() {
+    for p in none_and_variants() {
         // The sequence is cycled in connection order, one request at a time.
         let r = probe_plain(proxy.addr, "/api/orders").await;
         let outcome = match r.outcome {
@@ -175,7 +175,7 @@ async fn an_any_ca_service_shows_up_as_unexpected_accepts_for_the_chain_variants
         ..PkiOptions::default()
     });
     let (_, snap) = through_proxy(&pki, Enforcement::AnyCa, TlsVersion::Tls13).await;
-    for p in Presented::all() {
+    for p in none_and_variants() {
         let v = snap
             .variant(p.name())
             .unwrap_or_else(|| panic!("{p} was presented"));

@@ -2,21 +2,25 @@
 //! verdict a correctly configured service must give it.
 //!
 //! Owns: the `--present` plan (weighted, seeded) and the `--present-sequence`
-//! plan (cycled), their parsing, and [`Plan::pick`], the choice for
-//! connection number `n`. `pick` is a pure function of (plan, n), so workers
-//! may pick in any order on any thread, and a re-run with the logged seed
-//! presents the same credential to the same connection number.
+//! plan (cycled), their parsing (names are [`Presented`]'s, plus the group
+//! `mutations` for every catalogue mutation), and [`Plan::pick`], the
+//! choice for connection number `n`. `pick` is a pure function of
+//! (plan, n), so workers may pick in any order on any thread, and a re-run
+//! with the logged seed presents the same credential to the same
+//! connection number.
 //!
 //! Never: does I/O, reads a clock, or keeps state between picks (no shared
 //! RNG, hence no lock on the connection path). It never loads credentials
 //! either: [`Plan::needs`] tells the caller which ones to load at startup.
 
-use std::fmt;
-use std::str::FromStr;
+mod presented;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::pki::{Expect, Variant};
+use crate::pki::{Variant, MUTATIONS};
+
+use presented::{known_hint, known_names};
+pub use presented::{MutationId, Presented, UnknownPresented, MUTATION_PREFIX};
 
 mod swap;
 pub use swap::Swap;
@@ -24,82 +28,19 @@ pub use swap::Swap;
 const WEIGHTS_FLAG: &str = "--present";
 const SEQUENCE_FLAG: &str = "--present-sequence";
 
-/// The client certificate one upstream connection presents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Presented {
-    /// No client certificate at all.
-    None,
-    /// A credential of the PKI. `Variant::Valid` is the identity's own
-    /// current (possibly rotated) credential; the others are the bad ones.
-    Variant(Variant),
-}
-
-impl Presented {
-    /// Every choice: `none` first, then the variants in report order.
-    pub fn all() -> impl Iterator<Item = Presented> {
-        std::iter::once(Presented::None).chain(Variant::ALL.map(Presented::Variant))
-    }
-
-    /// The contract name: `none` or the variant's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Presented::None => "none",
-            Presented::Variant(v) => v.name(),
-        }
-    }
-
-    /// The verdict a strict service must give: only the identity's own
-    /// credential may be accepted.
-    pub fn expected(self) -> Expect {
-        match self {
-            Presented::None => Expect::Reject,
-            Presented::Variant(v) => v.expected(),
-        }
-    }
-}
-
-impl fmt::Display for Presented {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The name is neither `none` nor a variant's.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown credential {0:?}; known names: {known}", known = known_names().join(", "))]
-pub struct UnknownPresented(pub String);
-
-impl FromStr for Presented {
-    type Err = UnknownPresented;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Presented::all()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| UnknownPresented(s.to_string()))
-    }
-}
-
-impl Serialize for Presented {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-impl<'de> Deserialize<'de> for Presented {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+/// The group name that stands for every catalogue mutation.
+pub const MUTATIONS_GROUP: &str = "mutations";
 
 /// Why a `--present` or `--present-sequence` value was refused. `flag` names
 /// the flag the value came from, so the message points at what to edit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    #[error("{flag}: unknown credential {name:?}; known names: {}", .known.join(", "))]
+    #[error("{flag}: unknown credential {name:?}; {}; the group `mutations` names every mutation at once", known_hint(.name))]
     UnknownName {
         flag: &'static str,
         name: String,
+        /// `none` and the variants; the message also says how mutations
+        /// are named, rather than listing 26 more names.
         known: Vec<&'static str>,
     },
     #[error(
@@ -113,6 +54,8 @@ pub enum PlanError {
     },
     #[error("--present: {name:?} is given more than once; give each name a single weight, e.g. --present valid=90,expired=10")]
     Duplicate { name: String },
+    #[error("--present: {name:?} is in the group `mutations` given too; weigh it alone or through the group, not both, e.g. --present valid=90,mutations=10")]
+    InGroup { name: String },
     #[error("--present: every weight is 0, so nothing could be presented; give at least one name a positive weight, e.g. --present valid=90,expired=10")]
     ZeroTotal,
     #[error("{flag}: no credentials listed; write e.g. {}", example(flag))]
@@ -182,30 +125,73 @@ pub struct Plan {
 enum Kind {
     Weights {
         seed: u64,
-        /// As given, in the user's order, zero weights included.
-        items: Vec<(Presented, u32)>,
+        /// As given, in the user's order, zero weights included: what
+        /// [`Plan::describe`] shows.
+        given: Vec<(Given, u32)>,
+        /// `given` with the group expanded, in units (see
+        /// [`Plan::parse_weights`]): what is picked from.
+        items: Vec<(Presented, u64)>,
         /// `cumulative[i]` is the sum of the weights of `items[..=i]`.
         cumulative: Vec<u64>,
         /// The last cumulative sum; never 0 (parsing refuses it).
         total: u64,
     },
-    /// Never empty (parsing refuses it).
-    Sequence(Vec<Presented>),
+    Sequence {
+        /// As given, for [`Plan::describe`].
+        given: Vec<Given>,
+        /// `given` with the group expanded; never empty (parsing refuses it).
+        sequence: Vec<Presented>,
+    },
+}
+
+/// One item as the user wrote it: a name, or the group `mutations`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Given {
+    One(Presented),
+    Mutations,
+}
+
+impl Given {
+    fn name(self) -> &'static str {
+        match self {
+            Given::One(p) => p.name(),
+            Given::Mutations => MUTATIONS_GROUP,
+        }
+    }
+
+    /// What it stands for: itself, or every mutation in catalogue order.
+    fn expand(self) -> Vec<Presented> {
+        match self {
+            Given::One(p) => vec![p],
+            Given::Mutations => MutationId::all().map(Presented::Mutation).collect(),
+        }
+    }
 }
 
 impl Plan {
     /// Every connection presents the identity's own credential: the default,
     /// a plain proxy that only measures.
     pub fn valid_only() -> Plan {
+        let valid = Presented::Variant(Variant::Valid);
         Plan {
-            kind: Kind::Sequence(vec![Presented::Variant(Variant::Valid)]),
+            kind: Kind::Sequence {
+                given: vec![Given::One(valid)],
+                sequence: vec![valid],
+            },
         }
     }
 
     /// Parses `--present valid=90,expired=5,untrusted-ca=5`: each connection
     /// draws a name with probability weight/total, reproducibly from `seed`.
+    ///
+    /// `mutations=W` spreads W evenly and exactly over the N catalogue
+    /// mutations: each is drawn with probability (W/N)/total. So that no
+    /// remainder is lost to integer division, a plan that names the group
+    /// counts in units of 1/N: every named item weighs `weight·N` units and
+    /// each mutation `W` units. A plan without the group keeps units of 1,
+    /// so its picks are those of earlier releases for the same seed.
     pub fn parse_weights(spec: &str, seed: u64) -> Result<Plan, PlanError> {
-        let mut items: Vec<(Presented, u32)> = Vec::new();
+        let mut given: Vec<(Given, u32)> = Vec::new();
         for item in split_items(spec, WEIGHTS_FLAG)? {
             let malformed = || PlanError::Malformed {
                 flag: WEIGHTS_FLAG,
@@ -216,21 +202,43 @@ impl Plan {
                 .split_once('=')
                 .filter(|(name, _)| !name.trim().is_empty())
                 .ok_or_else(malformed)?;
-            let presented = parse_name(name.trim(), WEIGHTS_FLAG)?;
+            let named = parse_given(name.trim(), WEIGHTS_FLAG)?;
             // u32 refuses signs other than `+`, fractions and overflow alike.
             let weight: u32 = weight.trim().parse().map_err(|_| malformed())?;
-            if items.iter().any(|&(p, _)| p == presented) {
+            if given.iter().any(|&(g, _)| g == named) {
                 return Err(PlanError::Duplicate {
-                    name: presented.name().to_string(),
+                    name: named.name().to_string(),
                 });
             }
-            items.push((presented, weight));
+            given.push((named, weight));
         }
-        // Duplicates are refused, so at most 12 u32 weights: no u64 overflow.
+        let grouped = given.iter().any(|&(g, _)| g == Given::Mutations);
+        if let Some((g, _)) = given
+            .iter()
+            .find(|(g, _)| grouped && matches!(g, Given::One(Presented::Mutation(_))))
+        {
+            return Err(PlanError::InGroup {
+                name: g.name().to_string(),
+            });
+        }
+        // The catalogue has a few dozen entries, so the cast is lossless.
+        let unit = if grouped { MUTATIONS.len() as u64 } else { 1 };
+        let items: Vec<(Presented, u64)> = given
+            .iter()
+            .flat_map(|&(g, w)| {
+                let units = match g {
+                    Given::One(_) => u64::from(w) * unit,
+                    Given::Mutations => u64::from(w),
+                };
+                g.expand().into_iter().map(move |p| (p, units))
+            })
+            .collect();
+        // Names are distinct (duplicates and overlaps with the group are
+        // refused), so at most a few dozen items below 2^32·N: no overflow.
         let cumulative: Vec<u64> = items
             .iter()
             .scan(0u64, |sum, &(_, w)| {
-                *sum += u64::from(w);
+                *sum += w;
                 Some(*sum)
             })
             .collect();
@@ -241,6 +249,7 @@ impl Plan {
         Ok(Plan {
             kind: Kind::Weights {
                 seed,
+                given,
                 items,
                 cumulative,
                 total,
@@ -250,8 +259,9 @@ impl Plan {
 
     /// Parses `--present-sequence valid,revoked,none`: connection `n`
     /// presents item `n % len`, so a short list is cycled for the whole run.
+    /// `mutations` stands for every catalogue mutation, in catalogue order.
     pub fn parse_sequence(spec: &str) -> Result<Plan, PlanError> {
-        let mut sequence = Vec::new();
+        let mut given = Vec::new();
         for item in split_items(spec, SEQUENCE_FLAG)? {
             // `valid=90` here is almost surely a `--present` spec given to
             // the wrong flag; say "malformed", not "unknown name".
@@ -262,10 +272,11 @@ impl Plan {
                     expected: "NAME",
                 });
             }
-            sequence.push(parse_name(item, SEQUENCE_FLAG)?);
+            given.push(parse_given(item, SEQUENCE_FLAG)?);
         }
+        let sequence = given.iter().flat_map(|g| g.expand()).collect();
         Ok(Plan {
-            kind: Kind::Sequence(sequence),
+            kind: Kind::Sequence { given, sequence },
         })
     }
 
@@ -284,6 +295,7 @@ impl Plan {
                 items,
                 cumulative,
                 total,
+                ..
             } => {
                 let r = scale(splitmix64_nth(*seed, n), *total);
                 // r < total == the last cumulative sum, so the bucket index
@@ -291,18 +303,20 @@ impl Plan {
                 items[bucket(cumulative, r)].0
             }
             // The remainder is below `len`, so it fits back into usize.
-            Kind::Sequence(sequence) => sequence[(n % sequence.len() as u64) as usize],
+            Kind::Sequence { sequence, .. } => sequence[(n % sequence.len() as u64) as usize],
         }
     }
 
-    /// The distinct choices with their weights. Weights: as given, in the
-    /// given order, zero weights included. Sequence: each distinct item in
+    /// The distinct choices with their weights. Weights: in the given order,
+    /// zero weights included, the group `mutations` expanded and every
+    /// weight in the plan's units (as given unless the plan names the
+    /// group, see [`Plan::parse_weights`]). Sequence: each distinct item in
     /// order of first appearance with its count in one cycle.
-    pub fn items(&self) -> Vec<(Presented, u32)> {
+    pub fn items(&self) -> Vec<(Presented, u64)> {
         match &self.kind {
             Kind::Weights { items, .. } => items.clone(),
-            Kind::Sequence(sequence) => {
-                let mut counts: Vec<(Presented, u32)> = Vec::new();
+            Kind::Sequence { sequence, .. } => {
+                let mut counts: Vec<(Presented, u64)> = Vec::new();
                 for &p in sequence {
                     match counts.iter_mut().find(|(q, _)| *q == p) {
                         Some((_, count)) => *count = count.saturating_add(1),
@@ -318,41 +332,46 @@ impl Plan {
     pub fn seed(&self) -> Option<u64> {
         match &self.kind {
             Kind::Weights { seed, .. } => Some(*seed),
-            Kind::Sequence(_) => None,
+            Kind::Sequence { .. } => None,
         }
     }
 
     /// One line for the startup log, with everything needed to reproduce the
     /// run: `weights valid=90 expired=5, seed 42` or
-    /// `sequence valid,revoked,none (cycled)`.
+    /// `sequence valid,revoked,none (cycled)`. The group stays one item
+    /// (`mutations=20`), as written.
     pub fn describe(&self) -> String {
         match &self.kind {
-            Kind::Weights { seed, items, .. } => {
-                let weights: Vec<String> = items.iter().map(|(p, w)| format!("{p}={w}")).collect();
+            Kind::Weights { seed, given, .. } => {
+                let weights: Vec<String> = given
+                    .iter()
+                    .map(|(g, w)| format!("{}={w}", g.name()))
+                    .collect();
                 format!("weights {}, seed {seed}", weights.join(" "))
             }
-            Kind::Sequence(sequence) => match sequence.as_slice() {
-                [only] => format!("always {only}"),
+            Kind::Sequence { given, .. } => match given.as_slice() {
+                [Given::One(only)] => format!("always {only}"),
                 _ => {
-                    let names: Vec<&str> = sequence.iter().map(|p| p.name()).collect();
+                    let names: Vec<&str> = given.iter().map(|g| g.name()).collect();
                     format!("sequence {} (cycled)", names.join(","))
                 }
             },
         }
     }
 
-    /// The bad variants this plan can present, in report order, so the
-    /// caller loads exactly those at startup and fails before traffic if the
-    /// PKI lacks one. Excludes `valid` (the live, rotating credential),
-    /// `none` (nothing to load) and zero weights (never picked).
-    pub fn needs(&self) -> Vec<Variant> {
-        let mut needs: Vec<Variant> = self
+    /// The bad variants and the mutations this plan can present, in report
+    /// order (variants, then mutations), so the caller checks the PKI has
+    /// them and fails before traffic if not. Excludes `valid` (the live,
+    /// rotating credential), `none` (nothing to load) and zero weights
+    /// (never picked).
+    pub fn needs(&self) -> Vec<Presented> {
+        let mut needs: Vec<Presented> = self
             .items()
             .into_iter()
-            .filter_map(|(p, weight)| match p {
-                Presented::Variant(v) if v != Variant::Valid && weight > 0 => Some(v),
-                _ => None,
+            .filter(|&(p, weight)| {
+                weight > 0 && !matches!(p, Presented::None | Presented::Variant(Variant::Valid))
             })
+            .map(|(p, _)| p)
             .collect();
         // `items()` is already distinct; sorting gives report order.
         needs.sort();
@@ -364,10 +383,6 @@ impl Default for Plan {
     fn default() -> Self {
         Plan::valid_only()
     }
-}
-
-fn known_names() -> Vec<&'static str> {
-    Presented::all().map(Presented::name).collect()
 }
 
 fn example(flag: &str) -> &'static str {
@@ -386,8 +401,13 @@ fn split_items<'a>(spec: &'a str, flag: &'static str) -> Result<Vec<&'a str>, Pl
     }
 }
 
-fn parse_name(name: &str, flag: &'static str) -> Result<Presented, PlanError> {
+/// A name, or the group `mutations`.
+fn parse_given(name: &str, flag: &'static str) -> Result<Given, PlanError> {
+    if name == MUTATIONS_GROUP {
+        return Ok(Given::Mutations);
+    }
     name.parse()
+        .map(Given::One)
         .map_err(|e: UnknownPresented| PlanError::UnknownName {
             flag,
             name: e.0,
@@ -409,8 +429,8 @@ fn splitmix64_nth(seed: u64, n: u64) -> u64 {
 }
 
 /// Maps a uniform 64-bit value to `[0, total)` by multiply-high. Unlike
-/// `x % total` it uses the high bits; its bias (< total/2^64, with total at
-/// most 12·2^32) is far below anything a run of connections could show.
+/// `x % total` it uses the high bits; its bias (< total/2^64, with total
+/// below 2^48) is far below anything a run of connections could show.
 fn scale(x: u64, total: u64) -> u64 {
     ((u128::from(x) * u128::from(total)) >> 64) as u64
 }

@@ -1,5 +1,6 @@
 //! The plan's unit tests: parsing, picking, the expected verdicts.
 use super::*;
+use crate::pki::{Expect, MUTATIONS};
 
 fn weights(spec: &str, seed: u64) -> Plan {
     Plan::parse_weights(spec, seed).unwrap()
@@ -11,6 +12,10 @@ fn picks(plan: &Plan, range: std::ops::Range<u64>) -> Vec<Presented> {
 
 fn v(variant: Variant) -> Presented {
     Presented::Variant(variant)
+}
+
+fn mutation(name: &str) -> Presented {
+    Presented::Mutation(MutationId::find(name).unwrap())
 }
 
 #[test]
@@ -48,11 +53,18 @@ fn unknown_name_names_the_flag_and_lists_every_known_name() {
     assert_eq!((*flag, name.as_str()), ("--present", "expird"));
     assert_eq!(known.len(), Variant::ALL.len() + 1);
     let message = err.to_string();
-    for p in Presented::all() {
+    for p in Presented::all().take(Variant::ALL.len() + 1) {
         assert!(known.contains(&p.name()), "{p}");
         assert!(message.contains(p.name()), "{message}");
     }
     assert!(message.starts_with("--present: "), "{message}");
+    // The mutations are summed up, not listed: how to name one, and the group.
+    assert!(
+        message.contains("mutation:<name> for any of the 26 catalogue mutations")
+            && message.contains("`mutations`")
+            && !message.contains("mutation:serial-21-bytes"),
+        "{message}"
+    );
 
     let err = Plan::parse_sequence("valid,Revoked").unwrap_err();
     assert!(
@@ -244,7 +256,7 @@ fn each_value_of_the_total_maps_to_its_weights_bucket_exactly() {
     else {
         unreachable!()
     };
-    let mut owned = vec![0u32; items.len()];
+    let mut owned = vec![0u64; items.len()];
     for r in 0..*total {
         owned[bucket(cumulative, r)] += 1;
     }
@@ -265,7 +277,7 @@ fn shares_over_100000_picks_match_the_weights() {
         for (p, w) in plan.items() {
             let share = all.iter().filter(|&&q| q == p).count() as f64 / 1_000.0;
             assert!(
-                (share - f64::from(w)).abs() <= 0.5,
+                (share - w as f64).abs() <= 0.5,
                 "seed {seed}: {p} {share}% for weight {w}"
             );
         }
@@ -337,7 +349,10 @@ fn only_the_valid_credential_must_be_accepted() {
 fn names_round_trip_through_display_fromstr_and_serde() {
     let names: Vec<&str> = Presented::all().map(Presented::name).collect();
     assert_eq!(names[0], "none");
-    assert_eq!(&names[1..], Variant::ALL.map(Variant::name));
+    let variants = Variant::ALL.len();
+    assert_eq!(&names[1..=variants], Variant::ALL.map(Variant::name));
+    let mutations: Vec<&str> = MUTATIONS.iter().map(|m| m.check_id).collect();
+    assert_eq!(&names[variants + 1..], mutations);
     for p in Presented::all() {
         assert_eq!(p.to_string().parse::<Presented>(), Ok(p));
         let json = serde_json::to_string(&p).unwrap();
@@ -358,10 +373,29 @@ fn needs_lists_the_bad_variants_that_can_be_presented() {
     );
     assert_eq!(
         plan.needs(),
-        [Variant::Expired, Variant::MissingIntermediate]
+        [v(Variant::Expired), v(Variant::MissingIntermediate)]
     );
     let sequence = Plan::parse_sequence("ca-as-leaf,valid,self-signed,ca-as-leaf,none").unwrap();
-    assert_eq!(sequence.needs(), [Variant::SelfSigned, Variant::CaAsLeaf]);
+    assert_eq!(
+        sequence.needs(),
+        [v(Variant::SelfSigned), v(Variant::CaAsLeaf)]
+    );
+    // Mutations come after the variants, in catalogue order.
+    let plan =
+        Plan::parse_sequence("mutation:serial-20-bytes,expired,mutation:bad-signature").unwrap();
+    assert_eq!(
+        plan.needs(),
+        [
+            v(Variant::Expired),
+            mutation("bad-signature"),
+            mutation("serial-20-bytes")
+        ]
+    );
+    assert_eq!(
+        weights("valid=1,mutations=1", 1).needs().len(),
+        MUTATIONS.len()
+    );
+    assert!(weights("valid=1,mutations=0", 1).needs().is_empty());
     assert!(Plan::valid_only().needs().is_empty());
     assert!(Plan::parse_sequence("none,valid")
         .unwrap()
@@ -382,4 +416,160 @@ fn describe_gives_what_reproduces_the_run() {
         "sequence valid,revoked,none (cycled)"
     );
     assert_eq!(Plan::valid_only().describe(), "always valid");
+}
+
+#[test]
+fn a_mutation_is_named_by_its_check_id_and_expects_its_verdict() {
+    for (m, p) in MUTATIONS
+        .iter()
+        .zip(MutationId::all().map(Presented::Mutation))
+    {
+        assert_eq!(p.name(), m.check_id);
+        assert_eq!(p.name(), format!("mutation:{}", m.name));
+        assert_eq!(m.check_id.parse::<Presented>(), Ok(p));
+        assert_eq!(p.expected(), m.expect, "{p}");
+    }
+    assert_eq!(mutation("bad-signature").expected(), Expect::Reject);
+    // The catalogue's controls must be accepted.
+    assert_eq!(mutation("serial-20-bytes").expected(), Expect::Accept);
+    assert!(v(Variant::Valid) < mutation("unknown-critical-extension"));
+    assert!(mutation("unknown-critical-extension") < mutation("bad-signature"));
+}
+
+#[test]
+fn an_unknown_mutation_lists_the_catalogue_and_a_bare_name_says_the_prefix() {
+    let err = Plan::parse_sequence("valid,mutation:nope").unwrap_err();
+    assert!(
+        matches!(&err, PlanError::UnknownName { flag: "--present-sequence", name, .. } if name == "mutation:nope"),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    for m in MUTATIONS {
+        assert!(message.contains(m.name), "{}: {message}", m.name);
+    }
+    assert!(message.contains("mutation:<name>"), "{message}");
+    // The catalogue name without its prefix is not a credential name.
+    let message = Plan::parse_weights("bad-signature=1", 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("unknown credential \"bad-signature\"")
+            && message.contains("e.g. mutation:bad-signature"),
+        "{message}"
+    );
+    let err = "mutation:".parse::<Presented>().unwrap_err();
+    assert_eq!(err, UnknownPresented("mutation:".into()));
+}
+
+#[test]
+fn the_group_spreads_its_weight_evenly_and_exactly_over_every_mutation() {
+    let n = MUTATIONS.len() as u64;
+    let plan = weights("valid=80,mutations=20", 7);
+    let items = plan.items();
+    assert_eq!(items.len(), 1 + MUTATIONS.len());
+    // Units of 1/N: valid weighs 80·N, each mutation 20, in catalogue order.
+    assert_eq!(items[0], (v(Variant::Valid), 80 * n));
+    let expanded: Vec<Presented> = MutationId::all().map(Presented::Mutation).collect();
+    assert_eq!(
+        items[1..].to_vec(),
+        expanded.iter().map(|&p| (p, 20)).collect::<Vec<_>>()
+    );
+    let Kind::Weights {
+        cumulative, total, ..
+    } = &plan.kind
+    else {
+        unreachable!()
+    };
+    assert_eq!(*total, 100 * n);
+    // Exhaustive over [0, total): every value is owned as the units say.
+    let mut owned = vec![0u64; items.len()];
+    for r in 0..*total {
+        owned[bucket(cumulative, r)] += 1;
+    }
+    assert_eq!(owned, items.iter().map(|&(_, w)| w).collect::<Vec<_>>());
+    assert_eq!(plan.describe(), "weights valid=80 mutations=20, seed 7");
+    // A zero-weight group is kept in the description and never picked.
+    let quiet = weights("valid=1,mutations=0", 3);
+    assert_eq!(quiet.describe(), "weights valid=1 mutations=0, seed 3");
+    assert!(picks(&quiet, 0..1_000)
+        .iter()
+        .all(|&p| p == v(Variant::Valid)));
+}
+
+#[test]
+fn a_grouped_plan_picks_every_mutation_at_its_share_and_reproducibly() {
+    let plan = weights("valid=80,mutations=20", 42);
+    let all = picks(&plan, 0..100_000);
+    assert_eq!(
+        all,
+        picks(&weights("valid=80, mutations=20", 42), 0..100_000)
+    );
+    assert_ne!(
+        all,
+        picks(&weights("valid=80,mutations=20", 43), 0..100_000)
+    );
+    // Shares as in shares_over_100000_picks_match_the_weights: valid 80 %
+    // (sd 0.13 pp), each mutation 20/26 % (sd 0.028 pp).
+    let share = |p: Presented| all.iter().filter(|&&q| q == p).count() as f64 / 1_000.0;
+    assert!((share(v(Variant::Valid)) - 80.0).abs() <= 0.7);
+    let each = 20.0 / MUTATIONS.len() as f64;
+    for m in MutationId::all().map(Presented::Mutation) {
+        assert!(
+            (share(m) - each).abs() <= 0.2,
+            "{m}: {}% for {each}%",
+            share(m)
+        );
+    }
+    // Order of picking does not matter: pick is a pure function of n.
+    for n in [0, 17, 99_999, u64::MAX] {
+        assert_eq!(plan.pick(n), weights("valid=80,mutations=20", 42).pick(n));
+    }
+}
+
+#[test]
+fn the_group_and_its_members_or_itself_twice_are_refused() {
+    assert_eq!(
+        Plan::parse_weights("mutations=5,valid=90,mutation:bad-signature=5", 1),
+        Err(PlanError::InGroup {
+            name: "mutation:bad-signature".into()
+        })
+    );
+    let message = Plan::parse_weights("mutation:bad-signature=5,mutations=5", 1)
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("group `mutations`"), "{message}");
+    assert_eq!(
+        Plan::parse_weights("mutations=5,mutations=5", 1),
+        Err(PlanError::Duplicate {
+            name: "mutations".into()
+        })
+    );
+    // Without the group, mutations weigh as any name does, in units of 1.
+    let plan = weights("valid=9,mutation:bad-signature=1", 1);
+    assert_eq!(
+        plan.items(),
+        vec![(v(Variant::Valid), 9), (mutation("bad-signature"), 1)]
+    );
+}
+
+#[test]
+fn in_a_sequence_the_group_is_every_mutation_in_catalogue_order() {
+    let plan = Plan::parse_sequence("valid,mutations").unwrap();
+    let n = MUTATIONS.len() as u64;
+    let cycle = picks(&plan, 0..n + 2);
+    assert_eq!(cycle[0], v(Variant::Valid));
+    let expected: Vec<Presented> = MutationId::all().map(Presented::Mutation).collect();
+    assert_eq!(cycle[1..=MUTATIONS.len()], expected[..]);
+    assert_eq!(cycle[MUTATIONS.len() + 1], v(Variant::Valid));
+    assert_eq!(plan.describe(), "sequence valid,mutations (cycled)");
+    assert_eq!(
+        Plan::parse_sequence("mutation:bad-signature")
+            .unwrap()
+            .describe(),
+        "always mutation:bad-signature"
+    );
+    assert_eq!(
+        Plan::parse_sequence("mutations").unwrap().describe(),
+        "sequence mutations (cycled)"
+    );
 }

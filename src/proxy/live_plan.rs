@@ -70,7 +70,7 @@ impl ActivePlan {
 pub enum PlanChangeError {
     #[error(transparent)]
     Plan(#[from] PlanError),
-    #[error("the proxy did not load {}: only credentials loaded at startup can be presented; start it with --pki DIR holding them (every variant of the PKI is loaded)", names(.0))]
+    #[error("the proxy did not load {}: only credentials loaded at startup can be presented; start it with --pki DIR holding them (every variant and mutation of the PKI is loaded; a PKI made before mutations existed has no mutations/: re-run `certshift pki init` to write them)", names(.0))]
     NotLoaded(Vec<Presented>),
     #[error("{} need --upstream-tls mtls: without client certificates upstream, every connection presents nothing", names(.0))]
     NeedsMtls(Vec<Presented>),

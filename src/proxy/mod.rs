@@ -233,6 +233,10 @@ fn upstream_configs(
         let ck = creds::load_certified_key(&files.cert, &files.key)?;
         certs.push((Presented::Variant(*v), ClientCert::Always(ck)));
     }
+    for (m, files) in &cfg.mutations {
+        let ck = rotation::load_mutation(files)?;
+        certs.push((Presented::Mutation(*m), ClientCert::Always(ck)));
+    }
     let mut map = HashMap::new();
     for (presented, cert) in certs {
         // Plain TLS upstream presents nothing, whatever the plan says.

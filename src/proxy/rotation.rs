@@ -3,7 +3,9 @@
 //! downstream server material, and the upstream trust bundle. Each is a
 //! [`Publisher`]: checked before it is published, every publication and
 //! refusal on the metrics timeline, and a generation that connections
-//! established with the old value watch (`--on-rotate`).
+//! established with the old value watch (`--on-rotate`). Also the one
+//! credential kind that never rotates and is loaded differently: the
+//! catalogue's mutated certificates ([`load_mutation`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::config::{ClientFiles, ProxyConfig};
@@ -169,6 +172,52 @@ impl RotationLog for Metrics {
     }
 }
 
+/// A mutated certificate `pki init` wrote (`mutations/<name>/tls.crt`, the
+/// identity's key in `tls.key`), to present as is.
+///
+/// Unlike every other credential the chain is NOT parsed as X.509: some
+/// mutations are certificates a strict parser refuses (`trailing-bytes`),
+/// and the point is that the *service* judges them. rustls sends a client certificate's DER without parsing it, so only
+/// the PEM framing and the key are checked here; a key that provably does
+/// not match the leaf is refused, one rustls cannot compare (unparsable
+/// leaf) is kept.
+pub(super) fn load_mutation(f: &ClientFiles) -> Result<Arc<CertifiedKey>, CredError> {
+    let bytes = creds::read(&f.cert)?;
+    let chain = CertificateDer::pem_slice_iter(&bytes)
+        .enumerate()
+        .map(|(index, item)| {
+            item.map_err(|e| CredError::BadCertificate {
+                path: f.cert.clone(),
+                index: index + 1,
+                detail: format!("{e}; re-run `certshift pki init` to rewrite mutations/"),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if chain.is_empty() {
+        return Err(CredError::NoCertificate {
+            path: f.cert.clone(),
+            found: "; re-run `certshift pki init` to rewrite mutations/".into(),
+        });
+    }
+    let signer = creds::provider()
+        .key_provider
+        .load_private_key(creds::load_key(&f.key)?)
+        .map_err(|e| CredError::BadKey {
+            path: f.key.clone(),
+            detail: e.to_string(),
+        })?;
+    let ck = CertifiedKey::new(chain, signer);
+    match ck.keys_match() {
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(CredError::KeyMismatch {
+                cert: f.cert.clone(),
+                key: f.key.clone(),
+            })
+        }
+        _ => Ok(Arc::new(ck)),
+    }
+}
+
 fn load_client(f: &ClientFiles) -> Result<Loaded<CertifiedKey>, CredError> {
     let mut src = Sources::default();
     let ck = creds::read_client_pair(&mut src, &f.cert, &f.key)?;
@@ -308,5 +357,53 @@ impl ServerCertVerifier for NoRoots {
         creds::provider()
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{PkiDir, PkiOptions};
+
+    fn files(pki: &PkiDir, name: &str) -> ClientFiles {
+        let f = pki.mutation(name).unwrap();
+        ClientFiles {
+            cert: f.cert,
+            key: f.key,
+        }
+    }
+
+    #[test]
+    fn a_mutation_no_parser_reads_is_loaded_as_written_but_a_foreign_key_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        pki::init(tmp.path(), &PkiOptions::default(), false).unwrap();
+        let pki = PkiDir::open(tmp.path()).unwrap();
+
+        // trailing-bytes fails the parse every other credential must pass.
+        let odd = files(&pki, "trailing-bytes");
+        assert!(creds::load_certified_key(&odd.cert, &odd.key).is_err());
+        let ck = load_mutation(&odd).unwrap();
+        let pem = std::fs::read(&odd.cert).unwrap();
+        let first = CertificateDer::pem_slice_iter(&pem)
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(ck.cert[0], first, "presented byte for byte");
+
+        // A key that provably belongs to another certificate (the server's)
+        // is refused.
+        let mut wrong = files(&pki, "bad-signature");
+        wrong.key = pki.server().unwrap().key;
+        assert!(matches!(
+            load_mutation(&wrong),
+            Err(CredError::KeyMismatch { .. })
+        ));
+        // Not PEM at all: says so, with the fix.
+        std::fs::write(&odd.cert, "garbage").unwrap();
+        let e = load_mutation(&odd).unwrap_err().to_string();
+        assert!(
+            e.contains("holds no certificate") && e.contains("pki init"),
+            "{e}"
+        );
     }
 }

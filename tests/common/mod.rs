@@ -332,3 +332,58 @@ pub fn junit_failures(suite: &quick_junit::TestSuite) -> Vec<String> {
         .map(|c| c.name.as_str().to_string())
         .collect()
 }
+
+/// One admin API request over a fresh connection: (status, JSON body or Null).
+pub async fn admin(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: admin\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The proxy's admin API on 127.0.0.1:0, in-process; `token` if given.
+pub async fn start_admin(proxy: &RunningProxy, token: Option<&str>) -> SocketAddr {
+    let a = certshift::admin::Admin::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        proxy.handle.clone(),
+        token.map(str::to_string),
+    )
+    .await
+    .unwrap();
+    let addr = a.local_addr().unwrap();
+    tokio::spawn(a.run(std::future::pending()));
+    addr
+}
+
+/// `none` and the variants, without the catalogue's mutations: what the
+/// variant tests cycle through (tests/proxy_mutations.rs covers the rest).
+pub fn none_and_variants() -> impl Iterator<Item = certshift::plan::Presented> {
+    certshift::plan::Presented::all()
+        .filter(|p| !matches!(p, certshift::plan::Presented::Mutation(_)))
+}

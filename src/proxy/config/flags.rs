@@ -136,21 +136,23 @@ pub struct ProxyArgs {
     /// Key of --client-cert.
     #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, requires = "client_cert")]
     pub client_key: Option<PathBuf>,
-    /// A `certshift pki init` directory: the identity, the bad variants, CAs and CRL.
+    /// A `certshift pki init` directory: the identity, the bad variants, the mutated certificates, CAs and CRL.
     #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
     pub pki: Option<PathBuf>,
     /// The service whose identity the proxy presents (with --pki; default: the PKI's first service).
     #[arg(long, value_name = "SERVICE")]
     pub identity: Option<String>,
 
-    /// Weights over what each connection presents, e.g. valid=90,expired=5,none=5.
+    /// Weights over what each connection presents, e.g. valid=90,expired=5,none=5;
+    /// mutation:<name> is one mutated certificate, `mutations=W` spreads W evenly over all of them.
     #[arg(
         long,
         value_name = "NAME=WEIGHT,...",
         conflicts_with = "present_sequence"
     )]
     pub present: Option<String>,
-    /// A cycled sequence of what connections present, e.g. valid,revoked,none.
+    /// A cycled sequence of what connections present, e.g. valid,revoked,mutation:bad-signature;
+    /// `mutations` is every mutation in catalogue order.
     #[arg(long, value_name = "NAME,...")]
     pub present_sequence: Option<String>,
     /// Seed for --present (printed at startup; default: random).

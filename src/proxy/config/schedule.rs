@@ -101,7 +101,7 @@ fn field(e: &PlanError) -> &'static str {
                 "present"
             }
         }
-        PlanError::Duplicate { .. } | PlanError::ZeroTotal => "present",
+        PlanError::Duplicate { .. } | PlanError::InGroup { .. } | PlanError::ZeroTotal => "present",
         PlanError::BothGiven | PlanError::NoneGiven => "present/present_sequence",
         PlanError::Swap(_) => "swap",
         PlanError::SwapEvery(_) => "swap_every",
@@ -135,6 +135,33 @@ mod tests {
         assert_eq!(phases[0].plan.describe(), "always valid");
         assert_eq!(phases[1].after, Duration::from_millis(300));
         assert_eq!(phases[1].plan.describe(), "weights expired=1, seed 3");
+    }
+
+    #[test]
+    fn phases_may_present_mutations_by_name_or_as_the_group() {
+        let phases = parse(
+            "[[phase]]\nafter = \"1s\"\npresent = \"valid=80,mutations=20\"\nseed = 5\n[[phase]]\nafter = \"1s\"\npresent_sequence = \"valid,mutation:bad-signature\"\n",
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            phases[0].plan.describe(),
+            "weights valid=80 mutations=20, seed 5"
+        );
+        assert_eq!(
+            phases[1].plan.describe(),
+            "sequence valid,mutation:bad-signature (cycled)"
+        );
+        let e = parse(
+            "[[phase]]\nafter = \"1s\"\npresent_sequence = \"mutation:nope\"\n",
+            0,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("phase 1: present_sequence: unknown credential \"mutation:nope\"")
+                && e.contains("mutation:<name>"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub struct ProxyConfig {
     pub client: Option<ClientFiles>,
     /// Bad variants' credentials, from the PKI manifest: name -> files.
     pub variants: Vec<(crate::pki::Variant, ClientFiles)>,
+    /// The mutated certificates `pki init` wrote (`mutations/<name>/`), from
+    /// the PKI manifest, in catalogue order; empty for a PKI written before
+    /// mutations existed.
+    pub mutations: Vec<(crate::plan::MutationId, ClientFiles)>,
     /// The plan before the first phase of `plan_schedule`.
     pub plan: Plan,
     /// `--swap` and `--swap-every`: the unit of one experiment.

@@ -17,7 +17,7 @@ use super::schedule;
 use super::settings::{ClientFiles, PlanPhase, ProxyConfig};
 use crate::creds::ServerFiles;
 use crate::pki::{CredentialFiles, PkiDir, Variant};
-use crate::plan::{Plan, PlanError, Presented, Swap};
+use crate::plan::{MutationId, Plan, PlanError, Presented, Swap};
 
 /// Upper bounds that keep arithmetic on user-given values from overflowing.
 const MAX_CONNECTIONS: usize = 1 << 20;
@@ -36,7 +36,11 @@ pub(super) fn validate(args: ProxyArgs) -> Result<ProxyConfig, ConfigError> {
         PlanError::SwapEvery(p) => flag("--swap-every", p),
         other => flag("--swap", other.to_string()),
     })?;
-    let Presenting { client, variants } = presenting(&args, pki.as_ref(), &plan)?;
+    let Presenting {
+        client,
+        variants,
+        mutations,
+    } = presenting(&args, pki.as_ref(), &plan)?;
     let plan_schedule = plan_schedule(&args, pki.as_ref(), client.is_some())?;
     let upstream = upstream(&args, pki.as_ref())?;
     let listen_files = listen(&args, pki.as_ref())?;
@@ -60,6 +64,7 @@ pub(super) fn validate(args: ProxyArgs) -> Result<ProxyConfig, ConfigError> {
         trust_domains,
         client,
         variants,
+        mutations,
         plan,
         swap,
         upstream_pool: match args.upstream_reuse {
@@ -104,10 +109,12 @@ fn plan(args: &ProxyArgs) -> Result<Plan, ConfigError> {
     })
 }
 
-/// What the plan needs to present: the identity and the bad variants.
+/// What the plan needs to present: the identity, the bad variants and the
+/// mutated certificates.
 struct Presenting {
     client: Option<ClientFiles>,
     variants: Vec<(Variant, ClientFiles)>,
+    mutations: Vec<(MutationId, ClientFiles)>,
 }
 
 /// `--identity`, `--client-cert`/`--client-key` and the variants of the
@@ -156,7 +163,19 @@ fn presenting(
                 .collect()
         })
         .unwrap_or_default();
-    Ok(Presenting { client, variants })
+    // Likewise every mutation the PKI has (none, if it predates them).
+    let mutations = pki
+        .map(|p| {
+            MutationId::all()
+                .filter_map(|m| p.mutation(m.name()).map(|f| (m, client_files(f))))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Presenting {
+        client,
+        variants,
+        mutations,
+    })
 }
 
 /// Why the proxy could not present `plan`: the flag to blame and the
@@ -168,15 +187,17 @@ fn unfit(
     pki: Option<&PkiDir>,
     has_client: bool,
 ) -> Option<(&'static str, String)> {
-    for v in plan.needs() {
+    for needed in plan.needs() {
         let Some(p) = pki else {
             return Some((
                 "--present",
-                format!("presenting {v} needs --pki DIR (the bad credentials come from the PKI)"),
+                format!(
+                    "presenting {needed} needs --pki DIR (the bad credentials come from the PKI)"
+                ),
             ));
         };
-        if p.variant(v).is_none() {
-            return Some(("--present", format!("the PKI in {} has no {v} credential (missing-intermediate needs `pki init --intermediate`)", p.dir().display())));
+        if let Some(problem) = missing(p, needed) {
+            return Some(("--present", problem));
         }
     }
     let valid = Presented::Variant(Variant::Valid);
@@ -189,6 +210,23 @@ fn unfit(
         return Some(("--client-cert", "mTLS upstream needs a client identity: pass --client-cert/--client-key, or --pki DIR [--identity SERVICE]".into()));
     }
     None
+}
+
+/// Why the PKI cannot present `needed`, or `None` when it can.
+fn missing(p: &PkiDir, needed: Presented) -> Option<String> {
+    let dir = p.dir().display();
+    match needed {
+        Presented::Variant(v) if p.variant(v).is_none() => Some(format!(
+            "the PKI in {dir} has no {v} credential (missing-intermediate needs `pki init --intermediate`)"
+        )),
+        Presented::Mutation(_) if p.manifest().mutations.is_empty() => Some(format!(
+            "the PKI in {dir} has no mutated certificates (it was made before certshift wrote mutations/); re-run `certshift pki init --out {dir}` to present {needed}"
+        )),
+        Presented::Mutation(m) if p.mutation(m.name()).is_none() => Some(format!(
+            "the PKI in {dir} has no {needed} (pki init skips what its CA cannot sign, e.g. SHA-1 under an Ed25519 CA); name the mutations it has instead, e.g. mutation:bad-signature"
+        )),
+        _ => None,
+    }
 }
 
 /// `--plan-schedule FILE`: its phases, each checked like the startup plan.
