@@ -87,7 +87,7 @@ impl TargetReport {
     }
 }
 
-fn server_name(ctx: &Ctx) -> String {
+pub(super) fn server_name(ctx: &Ctx) -> String {
     match &ctx.server_name {
         rustls_pki_types::ServerName::DnsName(d) => d.as_ref().to_string(),
         rustls_pki_types::ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
