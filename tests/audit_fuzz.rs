@@ -12,10 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use certshift::audit::fuzz::{self, Class, FuzzReport, Settings};
-use certshift::audit::AuditArgs;
-use certshift::cli::{Cli, Command};
 use certshift::serve::{Enforcement, ServeArgs};
-use clap::Parser;
 use common::peers::{nginx_verify_on, start_nginx};
 use common::*;
 use rustls::client::danger::HandshakeSignatureValid;
@@ -25,21 +22,9 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn args(extra: &[&str]) -> AuditArgs {
-    let mut argv = vec!["certshift", "audit"];
-    argv.extend_from_slice(extra);
-    match Cli::try_parse_from(argv)
-        .expect("audit flags parse")
-        .command
-    {
-        Command::Audit(a) => *a,
-        other => panic!("parsed as {other:?}"),
-    }
-}
-
 async fn fuzz_run(pki: &TestPki, target: &str, n: &str, out: &std::path::Path) -> FuzzReport {
     let dir = pki.path().to_str().unwrap();
-    let a = args(&[
+    let a = audit_args(&[
         "--target",
         target,
         "--pki",
