@@ -12,6 +12,7 @@
 //! ```
 
 pub mod check;
+pub mod differential;
 pub mod experiment;
 mod experiments;
 pub mod fuzz;
@@ -43,7 +44,8 @@ use crate::tls::{webpki_server_verifier, AnyServerCert, TlsVersion, TlsVersions}
 #[derive(Debug, Clone, clap::Args)]
 #[command(
     after_help = "Exit status: 0 every check passed (INFO, SKIP and INCONCLUSIVE do not fail), 1 a check failed, 2 usage or configuration error.\n\
-With --fuzz N the check registry does not run: N random DER mutations of the identity are presented instead; exit 1 when one was flagged (closed without alert, reset, timeout, target stopped answering)."
+With --fuzz N the check registry does not run: N random DER mutations of the identity are presented instead; exit 1 when one was flagged (closed without alert, reset, timeout, target stopped answering).\n\
+With --differential (two or more targets) the checks (and --fuzz cases) run against every target and only the rows where the targets decide differently are printed (refusals at different layers, e.g. alert vs HTTP 400, are listed as minor); exit 1 when any row disagrees, 0 when none does."
 )]
 pub struct AuditArgs {
     /// Print every check (id, category, default expectation, what it tests) and exit.
@@ -164,6 +166,12 @@ pub struct AuditArgs {
         default_value = "certshift-fuzz"
     )]
     pub fuzz_out: PathBuf,
+    /// Present the same certificates to every target (two or more) and
+    /// print only the checks (and --fuzz cases) where they disagree: one
+    /// accepts what another refuses. Refusals at different layers (alert vs
+    /// HTTP 400) are listed as minor and do not fail. --json writes the rows.
+    #[arg(long)]
+    pub differential: bool,
 }
 
 /// Checks of one target run at once (after the sanity check).
@@ -174,6 +182,9 @@ pub async fn command(args: AuditArgs) -> anyhow::Result<bool> {
     if args.list_checks {
         print!("{}", output::check_list());
         return Ok(true);
+    }
+    if args.differential {
+        return differential::command(&args).await;
     }
     if args.fuzz.is_some() {
         return fuzz::command(&args).await;
@@ -194,14 +205,18 @@ pub async fn command(args: AuditArgs) -> anyhow::Result<bool> {
 /// Resolve, set up and audit every target. Errors are usage or
 /// configuration errors; findings are in the report.
 pub async fn run(args: &AuditArgs) -> anyhow::Result<AuditReport> {
-    let ctxs = contexts(args).await?;
+    Ok(run_on(args, contexts(args).await?).await)
+}
+
+/// Audit targets already set up.
+async fn run_on(args: &AuditArgs, ctxs: Vec<(Target, Ctx)>) -> AuditReport {
     let started = Instant::now();
     let reports: Vec<TargetReport> = futures_util::stream::iter(ctxs)
         .map(|(t, ctx)| audit_target(args, t, ctx))
         .buffered(args.concurrency as usize)
         .collect()
         .await;
-    Ok(AuditReport::new(reports, started.elapsed()))
+    AuditReport::new(reports, started.elapsed())
 }
 
 /// Every target resolved and set up, in order; errors are usage or
