@@ -124,27 +124,23 @@ async fn serve_against_the_same_serve_agrees_everywhere_and_exits_0() {
 
     // From the binary: exit 0, the footer; one target is a usage error.
     let dir = pki.path().to_str().unwrap().to_string();
-    let (a2, dir2) = (a.clone(), dir.clone());
-    let o = tokio::task::spawn_blocking(move || {
-        certshift()
-            .args(["audit", "--target", &a2, "--target", &b, "--pki", &dir2])
-            .args(["--differential", "--expect", "resumption-after-expiry=skip"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let o = certshift_output(&[
+        "audit",
+        "--target",
+        &a,
+        "--target",
+        &b,
+        "--pki",
+        &dir,
+        "--differential",
+        "--expect",
+        "resumption-after-expiry=skip",
+    ])
+    .await;
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("0 disagree"), "{stdout}");
-    let o = tokio::task::spawn_blocking(move || {
-        certshift()
-            .args(["audit", "--target", &a, "--pki", &dir, "--differential"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let o = certshift_output(&["audit", "--target", &a, "--pki", &dir, "--differential"]).await;
     assert_eq!(o.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("two or more"), "{stderr}");

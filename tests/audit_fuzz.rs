@@ -89,15 +89,18 @@ async fn serve_strict_survives_200_cases_and_nothing_is_flagged() {
     // The same run from the binary: exit 0, the seed printed to repeat it.
     let dir = pki.path().to_str().unwrap().to_string();
     let outdir = out.path().to_str().unwrap().to_string();
-    let o = tokio::task::spawn_blocking(move || {
-        certshift()
-            .args(["audit", "--target", &target, "--pki", &dir, "--fuzz", "200"])
-            .args(["--fuzz-out", &outdir])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let o = certshift_output(&[
+        "audit",
+        "--target",
+        &target,
+        "--pki",
+        &dir,
+        "--fuzz",
+        "200",
+        "--fuzz-out",
+        &outdir,
+    ])
+    .await;
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("--seed "), "{stdout}");
@@ -325,24 +328,22 @@ async fn a_peer_that_closes_without_an_alert_is_flagged_and_the_cases_are_writte
         json.to_str().unwrap().to_string(),
     );
     let outdir = out.path().join("cli").to_str().unwrap().to_string();
-    let o = tokio::task::spawn_blocking(move || {
-        certshift()
-            .args([
-                "audit", "--target", &target, "--pki", &dir_arg, "--fuzz", "40",
-            ])
-            .args([
-                "--seed",
-                "20261201",
-                "--fuzz-out",
-                &outdir,
-                "--json",
-                &json_arg,
-            ])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let o = certshift_output(&[
+        "audit",
+        "--target",
+        &target,
+        "--pki",
+        &dir_arg,
+        "--fuzz",
+        "40",
+        "--seed",
+        "20261201",
+        "--fuzz-out",
+        &outdir,
+        "--json",
+        &json_arg,
+    ])
+    .await;
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("closed without alert"), "{stdout}");

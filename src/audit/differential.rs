@@ -20,8 +20,6 @@
 //!
 //! Never: judges a target against an expectation (that is `judge`).
 
-use std::path::Path;
-
 use anyhow::{bail, Context};
 use futures_util::StreamExt;
 
@@ -107,7 +105,7 @@ pub async fn command(args: &AuditArgs) -> anyhow::Result<bool> {
     let report = run(args, settings.as_ref()).await?;
     print!("{}", table(&report));
     if let Some(path) = &args.json {
-        write_json(&report, path)?;
+        super::output::write_json(&report, path)?;
         println!("report written to {}", path.display());
     }
     Ok(report.passed())
@@ -362,11 +360,6 @@ fn column_name(i: usize) -> String {
         Ok(n) if n < 26 => char::from(b'A' + n).to_string(),
         _ => format!("T{}", i + 1),
     }
-}
-
-pub fn write_json(r: &DifferentialReport, path: &Path) -> anyhow::Result<()> {
-    let bytes = serde_json::to_vec_pretty(r)?;
-    std::fs::write(path, bytes).with_context(|| format!("--json: writing {}", path.display()))
 }
 
 #[cfg(test)]

@@ -158,6 +158,15 @@ pub fn certshift() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_certshift"))
 }
 
+/// `certshift ARGS` to completion from async code (on a blocking thread,
+/// so an in-process server on the test's runtime keeps answering).
+pub async fn certshift_output(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || certshift().args(args).output().expect("run certshift"))
+        .await
+        .expect("certshift thread")
+}
+
 pub fn have(tool: &str) -> bool {
     std::process::Command::new(tool)
         .arg("--version")

@@ -95,7 +95,7 @@ pub async fn command(args: &AuditArgs) -> anyhow::Result<bool> {
     let report = run(args, &settings).await?;
     print!("{}", report::table(&report));
     if let Some(path) = &args.json {
-        report::write_json(&report, path)?;
+        super::output::write_json(&report, path)?;
         println!("report written to {}", path.display());
     }
     Ok(report.passed)

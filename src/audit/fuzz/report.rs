@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -320,11 +320,6 @@ pub fn table(r: &FuzzReport) -> String {
         r.seed
     );
     out
-}
-
-pub fn write_json(r: &FuzzReport, path: &Path) -> anyhow::Result<()> {
-    let bytes = serde_json::to_vec_pretty(r)?;
-    std::fs::write(path, bytes).with_context(|| format!("--json: writing {}", path.display()))
 }
 
 /// Write each flagged case of `report` as `<out>/<host_port>/case-<i>.pem`
