@@ -33,7 +33,9 @@
 //!  rotation_test ──load while client/server/CA-bundle credentials rotate; the downtime
 //!  audit ──one experiment per check against a target (valid identity first, then every bad
 //!          credential, plaintext, resumption after expiry, clock skew, every mutated
-//!          certificate) ──▶ PASS/FAIL, JUnit
+//!          certificate) ──▶ PASS/FAIL, JUnit; `--fuzz N`: random DER mutations of the
+//!          identity instead, flagging close-without-alert, reset, timeout, crash;
+//!          `--differential`: the same certificates to several targets, the rows they decide differently
 //!  demo  ──PKI + serve + proxy (mostly valid, every bad variant) + load + rotations
 //! ```
 //!
@@ -46,7 +48,7 @@
 //! | layer | module | owns |
 //! |---|---|---|
 //! | 1 commands | [`cli`] | clap definitions, dispatch, exit codes (0 ok, 1 failure found, 2 usage/config) |
-//! | 2 runs | [`audit`] | does an endpoint enforce mTLS: the check registry, experiments, verdicts; table, JSON, JUnit |
+//! | 2 runs | [`audit`] | does an endpoint enforce mTLS: the check registry, experiments, verdicts; table, JSON, JUnit; `--fuzz`, `--differential` |
 //! | 2 runs | [`demo`] | the README's main job |
 //! | 2 runs | [`rotation_test`] | rotations under load on the embedded default or a target; windows and downtime |
 //! | 3 control | [`admin`] | the proxy's admin HTTP API (stats, Prometheus metrics, timeline, rotate, the plan) |

@@ -11,10 +11,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use certshift::audit::{self, AuditArgs, AuditReport, Verdict};
-use certshift::cli::{Cli, Command};
 use certshift::pki::PkiOptions;
 use certshift::serve::{Enforcement, ServeArgs};
-use clap::Parser;
 use common::{serve_args, start_serve_with, RunningServe, TestPki};
 
 fn intermediate_pki() -> TestPki {
@@ -48,15 +46,7 @@ async fn serve(pki: &TestPki, mode: Enforcement, with_policy: bool) -> RunningSe
 
 /// Parse an audit command line the way the binary does.
 fn args(extra: &[&str]) -> AuditArgs {
-    let mut argv = vec!["certshift", "audit"];
-    argv.extend_from_slice(extra);
-    match Cli::try_parse_from(argv)
-        .expect("audit flags parse")
-        .command
-    {
-        Command::Audit(a) => *a,
-        other => panic!("parsed as {other:?}"),
-    }
+    common::audit_args(extra)
 }
 
 async fn audit(pki: &TestPki, s: &RunningServe, extra: &[&str]) -> AuditReport {

@@ -27,6 +27,8 @@ pub struct Identity {
     /// Service name in the PKI, or the certificate file.
     pub name: String,
     pub key: Arc<CertifiedKey>,
+    /// The private key's file, for the commands that replay a fuzz case.
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// The CA that issued the identity, able to mint more leaves like it.

@@ -12,8 +12,10 @@
 //! ```
 
 pub mod check;
+pub mod differential;
 pub mod experiment;
 mod experiments;
+pub mod fuzz;
 pub mod judge;
 pub mod output;
 pub mod target;
@@ -41,7 +43,9 @@ use crate::tls::{webpki_server_verifier, AnyServerCert, TlsVersion, TlsVersions}
 /// `certshift audit` options.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    after_help = "Exit status: 0 every check passed (INFO, SKIP and INCONCLUSIVE do not fail), 1 a check failed, 2 usage or configuration error."
+    after_help = "Exit status: 0 every check passed (INFO, SKIP and INCONCLUSIVE do not fail), 1 a check failed, 2 usage or configuration error.\n\
+With --fuzz N the check registry does not run: N random DER mutations of the identity are presented instead; exit 1 when one was flagged (closed without alert, reset, timeout, target stopped answering).\n\
+With --differential (two or more targets) the checks (and --fuzz cases) run against every target and only the rows where the targets decide differently are printed (refusals at different layers, e.g. alert vs HTTP 400, are listed as minor); exit 1 when any row disagrees, 0 when none does."
 )]
 pub struct AuditArgs {
     /// Print every check (id, category, default expectation, what it tests) and exit.
@@ -140,6 +144,34 @@ pub struct AuditArgs {
     /// Write a JUnit XML report: one testsuite per target, one testcase per check.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Fuzz INSTEAD of running the checks: present N random DER mutations of
+    /// the identity's TBSCertificate (length, tag and value changes,
+    /// re-signed by the issuing CA; none from the catalogue), count the
+    /// outcomes, and flag what no service may do with any certificate:
+    /// close without an alert, reset, time out, stop answering. Flagged
+    /// cases are written as PEM under --fuzz-out. Needs the issuing CA's key
+    /// (--pki).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub fuzz: Option<u32>,
+    /// The seed of --fuzz: the same seed and identity give the same cases.
+    /// Default: random, printed so the run can be repeated.
+    #[arg(long, value_name = "S", requires = "fuzz")]
+    pub seed: Option<u64>,
+    /// Where --fuzz writes flagged cases: DIR/<host_port>/case-<i>.pem and a
+    /// README with the curl command that replays each.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "fuzz",
+        default_value = "certshift-fuzz"
+    )]
+    pub fuzz_out: PathBuf,
+    /// Present the same certificates to every target (two or more) and
+    /// print only the checks (and --fuzz cases) where they disagree: one
+    /// accepts what another refuses. Refusals at different layers (alert vs
+    /// HTTP 400) are listed as minor and do not fail. --json writes the rows.
+    #[arg(long)]
+    pub differential: bool,
 }
 
 /// Checks of one target run at once (after the sanity check).
@@ -150,6 +182,12 @@ pub async fn command(args: AuditArgs) -> anyhow::Result<bool> {
     if args.list_checks {
         print!("{}", output::check_list());
         return Ok(true);
+    }
+    if args.differential {
+        return differential::command(&args).await;
+    }
+    if args.fuzz.is_some() {
+        return fuzz::command(&args).await;
     }
     let report = run(&args).await?;
     print!("{}", output::table(&report));
@@ -167,6 +205,23 @@ pub async fn command(args: AuditArgs) -> anyhow::Result<bool> {
 /// Resolve, set up and audit every target. Errors are usage or
 /// configuration errors; findings are in the report.
 pub async fn run(args: &AuditArgs) -> anyhow::Result<AuditReport> {
+    Ok(run_on(args, contexts(args).await?).await)
+}
+
+/// Audit targets already set up.
+async fn run_on(args: &AuditArgs, ctxs: Vec<(Target, Ctx)>) -> AuditReport {
+    let started = Instant::now();
+    let reports: Vec<TargetReport> = futures_util::stream::iter(ctxs)
+        .map(|(t, ctx)| audit_target(args, t, ctx))
+        .buffered(args.concurrency as usize)
+        .collect()
+        .await;
+    AuditReport::new(reports, started.elapsed())
+}
+
+/// Every target resolved and set up, in order; errors are usage or
+/// configuration errors.
+async fn contexts(args: &AuditArgs) -> anyhow::Result<Vec<(Target, Ctx)>> {
     let mut targets: Vec<Target> = args
         .targets
         .iter()
@@ -193,13 +248,7 @@ pub async fn run(args: &AuditArgs) -> anyhow::Result<AuditReport> {
             .with_context(|| format!("target {}", t.label))?;
         ctxs.push((t.clone(), ctx));
     }
-    let started = Instant::now();
-    let reports: Vec<TargetReport> = futures_util::stream::iter(ctxs)
-        .map(|(t, ctx)| audit_target(args, t, ctx))
-        .buffered(args.concurrency as usize)
-        .collect()
-        .await;
-    Ok(AuditReport::new(reports, started.elapsed()))
+    Ok(ctxs)
 }
 
 fn server_verifier(
@@ -281,10 +330,14 @@ async fn setup(
     })
 }
 
-fn load_identity(name: String, cert: &Path, key: &Path) -> anyhow::Result<Identity> {
-    let key = creds::load_certified_key(cert, key)
+fn load_identity(name: String, cert: &Path, key_file: &Path) -> anyhow::Result<Identity> {
+    let key = creds::load_certified_key(cert, key_file)
         .with_context(|| format!("loading the identity {name}"))?;
-    Ok(Identity { name, key })
+    Ok(Identity {
+        name,
+        key,
+        key_file: Some(key_file.to_path_buf()),
+    })
 }
 
 fn pki_service(pki: &PkiDir, service: &str, flag: &str) -> anyhow::Result<Identity> {
@@ -390,8 +443,32 @@ async fn audit_target(args: &AuditArgs, t: Target, mut ctx: Ctx) -> TargetReport
     let Some((sanity, sanity_expected)) = rest.next() else {
         return TargetReport::new(&t, &ctx, profile, results, started.elapsed());
     };
+    let result = sanity_first(&mut ctx, sanity, *sanity_expected).await;
+    let sanity_failed = result.verdict != Verdict::Pass;
+    results.push(result);
+    let ctx = &ctx;
+    let others: Vec<CheckResult> = futures_util::stream::iter(rest)
+        .map(|(c, e)| async move {
+            let t0 = Instant::now();
+            let obs = if *e == Expected::Skip {
+                Observation::default()
+            } else {
+                c.run.start(ctx).await
+            };
+            judge::judge(ctx, c, *e, obs, sanity_failed, t0.elapsed())
+        })
+        .buffered(CHECK_CONCURRENCY)
+        .collect()
+        .await;
+    results.extend(others);
+    TargetReport::new(&t, ctx, profile, results, started.elapsed())
+}
+
+/// The sanity check over every version asked for; `ctx.versions` narrows to
+/// the versions the service accepted the valid identity over.
+async fn sanity_first(ctx: &mut Ctx, sanity: &Check, expected: Expected) -> CheckResult {
     let t0 = Instant::now();
-    let obs = sanity.run.start(&ctx).await;
+    let obs = sanity.run.start(ctx).await;
     let spoken: Vec<TlsVersion> = ctx
         .versions
         .iter()
@@ -399,7 +476,7 @@ async fn audit_target(args: &AuditArgs, t: Target, mut ctx: Ctx) -> TargetReport
         .filter(|(_, a)| ctx.decide(a) == Decision::Accepted)
         .map(|(v, _)| *v)
         .collect();
-    let mut result = judge::judge(&ctx, sanity, *sanity_expected, obs, false, t0.elapsed());
+    let mut result = judge::judge(ctx, sanity, expected, obs, false, t0.elapsed());
     let sanity_failed = result.verdict != Verdict::Pass;
     if !sanity_failed && spoken.len() < ctx.versions.len() {
         let dropped: Vec<String> = ctx
@@ -419,23 +496,7 @@ async fn audit_target(args: &AuditArgs, t: Target, mut ctx: Ctx) -> TargetReport
         ));
         ctx.versions = spoken;
     }
-    results.push(result);
-    let ctx = &ctx;
-    let others: Vec<CheckResult> = futures_util::stream::iter(rest)
-        .map(|(c, e)| async move {
-            let t0 = Instant::now();
-            let obs = if *e == Expected::Skip {
-                Observation::default()
-            } else {
-                c.run.start(ctx).await
-            };
-            judge::judge(ctx, c, *e, obs, sanity_failed, t0.elapsed())
-        })
-        .buffered(CHECK_CONCURRENCY)
-        .collect()
-        .await;
-    results.extend(others);
-    TargetReport::new(&t, ctx, profile, results, started.elapsed())
+    result
 }
 
 #[cfg(test)]

@@ -87,7 +87,7 @@ impl TargetReport {
     }
 }
 
-fn server_name(ctx: &Ctx) -> String {
+pub(super) fn server_name(ctx: &Ctx) -> String {
     match &ctx.server_name {
         rustls_pki_types::ServerName::DnsName(d) => d.as_ref().to_string(),
         rustls_pki_types::ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
@@ -233,7 +233,9 @@ pub fn check_list() -> String {
     out
 }
 
-pub fn write_json(r: &AuditReport, path: &Path) -> anyhow::Result<()> {
+/// Any of the audit's JSON documents (the report, `--fuzz`,
+/// `--differential`) to `--json FILE`.
+pub fn write_json(r: &impl serde::Serialize, path: &Path) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec_pretty(r)?;
     std::fs::write(path, bytes).with_context(|| format!("--json: writing {}", path.display()))
 }

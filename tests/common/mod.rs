@@ -139,9 +139,32 @@ pub fn echo(r: &ProbeResult) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("echo body is not JSON ({e}): {:?}", r.body_text()))
 }
 
+/// Parse an audit command line the way the binary does.
+pub fn audit_args(extra: &[&str]) -> certshift::audit::AuditArgs {
+    use clap::Parser;
+    let mut argv = vec!["certshift", "audit"];
+    argv.extend_from_slice(extra);
+    match certshift::cli::Cli::try_parse_from(argv)
+        .expect("audit flags parse")
+        .command
+    {
+        certshift::cli::Command::Audit(a) => *a,
+        other => panic!("parsed as {other:?}"),
+    }
+}
+
 /// Run the certshift binary.
 pub fn certshift() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_certshift"))
+}
+
+/// `certshift ARGS` to completion from async code (on a blocking thread,
+/// so an in-process server on the test's runtime keeps answering).
+pub async fn certshift_output(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || certshift().args(args).output().expect("run certshift"))
+        .await
+        .expect("certshift thread")
 }
 
 pub fn have(tool: &str) -> bool {

@@ -23,6 +23,7 @@
 //! files (`pki::generate`, `pki::write`).
 
 mod catalogue;
+pub mod fuzz;
 
 use std::fmt;
 use std::time::Duration;
