@@ -1,11 +1,13 @@
 //! The intercepting proxy: terminates the client's connection (plaintext,
 //! TLS or mTLS), originates TLS to the service presenting the credential the
-//! plan picks for this connection, relays bytes, and records what every
-//! handshake cost and how every connection ended.
+//! plan picks for this connection (`--swap connection`: bytes relayed) or
+//! for each request (`--swap request`: `request` and `pool`), and records
+//! what every handshake cost and how every experiment ended.
 //!
 //! Owns: the accept loop (connection cap, timeouts, drain), the per-connection
 //! experiment (plan pick, upstream connect and handshake, relay, outcome),
-//! and what `--on-rotate` does to connections that outlive their credential.
+//! the refusal answered to an HTTP client in either mode, and what
+//! `--on-rotate` does to connections that outlive their credential.
 //! Never: parses credentials (that is `creds`), decides verdicts (that is
 //! `tls::Outcome`), or keeps statistics itself (that is `metrics`).
 
