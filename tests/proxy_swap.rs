@@ -444,3 +444,35 @@ async fn connection_mode_answers_every_refusal_with_a_502_never_a_bare_close() {
     proxy.stop().await;
     serve.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_never_answers_the_handshake_is_a_504_naming_the_timeout() {
+    assert!(have("curl"), "curl is required (.ci/run installs it)");
+    let pki = TestPki::default_flat();
+    // Accepts TCP, reads, never answers: the upstream handshake times out.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let mut args = request_mode(&pki, upstream);
+    args.handshake_timeout = Duration::from_millis(300);
+    let proxy = start_proxy(args).await;
+    let base = format!("http://{}", proxy.addr);
+    let got = tokio::task::spawn_blocking(move || curl(&[], &urls(&base, 2)))
+        .await
+        .unwrap();
+    for s in &got {
+        assert_eq!(s.status, 504, "{s:?}");
+        assert_eq!(s.outcome, "handshake_timeout", "{s:?}");
+        assert_eq!(s.variant, "valid", "{s:?}");
+        assert_eq!(s.serial, serial(&pki, "order-service"), "{s:?}");
+    }
+    // The client's connection outlived both refusals.
+    assert_eq!(got.iter().map(|s| s.connects).sum::<u32>(), 1, "{got:?}");
+    proxy.stop().await;
+    hold.abort();
+}
