@@ -32,6 +32,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use rustls::sign::CertifiedKey;
+use rustls::SignatureScheme;
 use tokio::time::Instant;
 
 use crate::net::{self, classify_hyper, Timeouts, TlsTarget};
@@ -132,6 +133,9 @@ pub(super) struct Opening {
 struct Slot {
     /// As bind() built it: a fixed or rotating credential.
     base: Option<TlsTarget>,
+    /// What to offer its resolver when asking what it presents now;
+    /// computed once, since that question is asked per request.
+    schemes: Vec<SignatureScheme>,
     current: ArcSwap<Credential>,
     idle: Mutex<Vec<Upstream>>,
 }
@@ -156,9 +160,13 @@ impl Upstreams {
         let slots = targets
             .into_iter()
             .map(|(presented, base)| {
-                let current = ArcSwap::from_pointee(credential(base.as_ref()));
+                let schemes = base
+                    .as_ref()
+                    .map_or_else(Vec::new, |(config, _)| tls::offered_schemes(config));
+                let current = ArcSwap::from_pointee(credential(base.as_ref(), &schemes));
                 let slot = Slot {
                     base,
+                    schemes,
                     current,
                     idle: Mutex::new(Vec::new()),
                 };
@@ -263,7 +271,7 @@ impl Slot {
         let Some((config, _)) = &self.base else {
             return current;
         };
-        let now = tls::presented_by(config);
+        let now = tls::presented_by(config, &self.schemes);
         let same = match (&now, &current.key) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
@@ -272,7 +280,7 @@ impl Slot {
         if same {
             return current;
         }
-        let fresh = Arc::new(credential(self.base.as_ref()));
+        let fresh = Arc::new(credential(self.base.as_ref(), &self.schemes));
         self.current.store(fresh.clone());
         fresh
     }
@@ -280,7 +288,7 @@ impl Slot {
 
 /// The credential `base` presents now, pinned: later rotations do not
 /// change what a connection opened with it presents.
-fn credential(base: Option<&TlsTarget>) -> Credential {
+fn credential(base: Option<&TlsTarget>, schemes: &[SignatureScheme]) -> Credential {
     let Some((config, name)) = base else {
         return Credential {
             target: None,
@@ -288,7 +296,7 @@ fn credential(base: Option<&TlsTarget>) -> Credential {
             serial: Arc::from("none"),
         };
     };
-    match tls::presented_by(config) {
+    match tls::presented_by(config, schemes) {
         Some(ck) => {
             let serial = ck
                 .cert

@@ -159,7 +159,7 @@ impl Downstream {
         phases.set(Phase::Lifetime, at.elapsed());
         let status = resp.status().as_u16();
         let outcome = Outcome::Http(status);
-        let reusable = net_keeps_alive(resp.headers());
+        let reusable = crate::net::http::keeps_alive(&resp);
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         tag(
@@ -330,12 +330,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
-}
-
-fn net_keeps_alive(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONNECTION)
-        .is_none_or(|v| !v.as_bytes().eq_ignore_ascii_case(b"close"))
 }
 
 /// The service's response body on its way to the client; when it has been

@@ -67,14 +67,23 @@ pub fn presenting(config: &ClientConfig, ck: Arc<CertifiedKey>) -> ClientConfig 
     config
 }
 
-/// The credential `config` presents on its next handshake (its resolver's
-/// current value), or `None` when it presents nothing.
-pub fn presented_by(config: &ClientConfig) -> Option<Arc<CertifiedKey>> {
-    let schemes = config
+/// Every signature scheme `config`'s provider knows: offered to
+/// [`presented_by`], so any key it can sign with is found. Compute once.
+pub fn offered_schemes(config: &ClientConfig) -> Vec<SignatureScheme> {
+    config
         .crypto_provider()
         .signature_verification_algorithms
-        .supported_schemes();
-    config.client_auth_cert_resolver.resolve(&[], &schemes)
+        .supported_schemes()
+}
+
+/// The credential `config` presents on its next handshake (its resolver's
+/// current value), or `None` when it presents nothing; `schemes` from
+/// [`offered_schemes`].
+pub fn presented_by(
+    config: &ClientConfig,
+    schemes: &[SignatureScheme],
+) -> Option<Arc<CertifiedKey>> {
+    config.client_auth_cert_resolver.resolve(&[], schemes)
 }
 
 fn with_cert(
