@@ -58,7 +58,7 @@
 //! | 2 runs | [`demo`] | the README's main job |
 //! | 2 runs | [`rotation_test`] | rotations under load on the embedded default or a target; windows and downtime |
 //! | 3 control | [`admin`] | the proxy's admin HTTP API (stats, Prometheus metrics, timeline, rotate, the plan) |
-//! | 4 engines | [`proxy`] | the intercepting proxy: listener, connector, relay (`--swap connection`), per-request HTTP and upstream pools (`--swap request`), rotation sources, `--on-rotate`, the live plan (`PUT /plan`, `--plan-schedule`) |
+//! | 4 engines | [`proxy`] | the intercepting proxy: listener, connector, relay and its HTTP/1 response counting (`--swap connection`), per-request HTTP and upstream pools (`--swap request`), rotation sources, `--on-rotate`, the live plan (`PUT /plan`, `--plan-schedule`) |
 //! | 4 engines | [`serve`] | the reference mTLS HTTP/1.1 service with an Istio-style policy |
 //! | 4 engines | [`load`] | the open-loop load generator: schedule, operations, recorders, the run's report |
 //! | 5 outputs | [`report`] | load and rotation reports: JSON contract, tables, output files, SVG plots, merge/show |

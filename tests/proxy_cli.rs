@@ -414,3 +414,71 @@ async fn an_idle_keep_alive_admin_connection_ends_at_shutdown() {
     proxy.stop().await;
     serve.stop().await;
 }
+
+/// A client that connects and never speaks is closed by the proxy at its
+/// `--idle-timeout` without an answer, and counts as `idle_closed`: the
+/// service was never asked, so it is no availability failure and the proxy
+/// exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_client_the_proxy_closes_is_idle_closed_not_an_availability_failure() {
+    use tokio::io::AsyncReadExt;
+    let pki = TestPki::default_flat();
+    let serve = start_serve(&pki, Enforcement::Strict).await;
+    let json = pki.file("idle.json");
+    let dir = pki.path().to_str().unwrap().to_string();
+    let args: Vec<String> = [
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &serve.addr.to_string(),
+        "--upstream-name",
+        "localhost",
+        "--pki",
+        &dir,
+        "--idle-timeout",
+        "400ms",
+        "--json",
+        json.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut p = spawn_certshift(&args, |l| l.starts_with("presenting:"));
+    let listen = p.line("listening on ").to_string();
+    let (_, code) = curl(&[&format!("http://{listen}/served")]);
+    assert_eq!(code, "200");
+    let mut idle = tokio::net::TcpStream::connect(&listen).await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut got)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "closed at the idle timeout: {read:?}"
+    );
+    assert!(got.is_empty(), "an idle client gets no answer: {got:?}");
+
+    let pid = p.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "proxy must exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "no wrong verdict: exit 0");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let stats = &summary["stats"];
+    assert_eq!(
+        stats["outcomes"]["valid"],
+        serde_json::json!({"http:200": 1, "idle_closed": 1})
+    );
+    assert_eq!(stats["connections"]["unexpected_reject"], 0);
+    serve.stop().await;
+}

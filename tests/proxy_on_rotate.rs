@@ -58,8 +58,10 @@ async fn with_policy_counted(
     args.on_rotate = policy;
     let proxy = start_proxy(args).await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let first = request(&mut s).await.expect("first request");
-    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    for i in 0..SERVED {
+        let answer = request(&mut s).await.expect("request before the rotation");
+        assert!(answer.starts_with("HTTP/1.1 200"), "request {i}: {answer}");
+    }
     proxy
         .handle
         .credentials()
@@ -69,16 +71,25 @@ async fn with_policy_counted(
     let closed_later = closed_fast || closed_within(&mut s, Duration::from_secs(4)).await;
     let snap = proxy.stop().await;
     serve.stop().await;
+    // Every response it was served counts by its status.
+    assert_eq!(
+        snap.http_statuses(),
+        &std::collections::BTreeMap::from([(200, SERVED)])
+    );
     let outcomes = snap.variant("valid").unwrap().outcomes.clone();
     ((closed_fast, closed_later), outcomes)
 }
+
+/// Responses served on the kept-alive connection before the rotation.
+const SERVED: u64 = 3;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reset_closes_old_connections_at_once() {
     let (closed, outcomes) = with_policy_counted(OnRotate::Reset).await;
     assert_eq!(closed, (true, true));
-    // The connection served its request before the reset: it counts by
-    // the status it was served, not as cancelled.
+    // The connection served its requests before the reset: it counts by
+    // the status it was served, not as cancelled (and each response by its
+    // status, asserted in `with_policy_counted`).
     assert_eq!(
         outcomes,
         std::collections::BTreeMap::from([("http:200".to_string(), 1)])

@@ -104,7 +104,7 @@ pub(super) mod tests {
                 variant: "valid".into(),
                 expect: Expect::Accept,
                 outcome: Outcome::Http(200),
-                http_status: Some(200),
+                responses: crate::metrics::Statuses::one(200),
                 phases: Phases::default().with(Phase::UpstreamHandshake, Duration::from_millis(ms)),
             });
         }
@@ -113,7 +113,7 @@ pub(super) mod tests {
             variant: "expired".into(),
             expect: Expect::Reject,
             outcome: Outcome::Alert("certificate_expired".into()),
-            http_status: None,
+            responses: crate::metrics::Statuses::default(),
             phases: Phases::default(),
         });
         s.record_rotation(

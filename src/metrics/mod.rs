@@ -122,10 +122,42 @@ pub struct ConnReport {
     /// The verdict a correctly configured service must give.
     pub expect: Expect,
     pub outcome: Outcome,
-    /// The first HTTP status seen, if any, even when the outcome is a later
-    /// failure (a reset mid-body).
-    pub http_status: Option<u16>,
+    /// Every HTTP response served to the client, by status: one per
+    /// request in `--swap request`, each response of a kept-alive
+    /// connection in `connection` mode (kept even when the outcome is a
+    /// later failure, a reset mid-body or a cancel).
+    pub responses: Statuses,
     pub phases: Phases,
+}
+
+/// Responses by status, in the order each status was first seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Statuses(Vec<(u16, u64)>);
+
+impl Statuses {
+    pub fn one(status: u16) -> Self {
+        Statuses(vec![(status, 1)])
+    }
+
+    pub fn add(&mut self, status: u16) {
+        match self.0.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((status, 1)),
+        }
+    }
+
+    /// The status of the first response.
+    pub fn first(&self) -> Option<u16> {
+        self.0.first().map(|&(s, _)| s)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|&(_, n)| n).sum()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        self.0.iter().copied()
+    }
 }
 
 /// A cheap handle to the aggregator: clone it into every task.
@@ -363,7 +395,7 @@ mod tests {
             variant: variant.to_string(),
             expect,
             outcome,
-            http_status: None,
+            responses: Statuses::default(),
             phases: Phases::default().with(Phase::UpstreamHandshake, Duration::from_millis(2)),
         }
     }

@@ -355,7 +355,7 @@ mod tests {
                 variant: variant.to_string(),
                 expect: *expect,
                 outcome: outcome.clone(),
-                http_status: None,
+                responses: crate::metrics::Statuses::default(),
                 phases: Phases::default()
                     .with(Phase::UpstreamConnect, d / 4)
                     .with(Phase::UpstreamHandshake, d)

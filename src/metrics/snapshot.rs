@@ -80,6 +80,12 @@ impl Snapshot {
         self.variants.iter().map(|(k, v)| (k.as_str(), v))
     }
 
+    /// HTTP responses served, by status (each response of a kept-alive
+    /// connection, each request in `--swap request`).
+    pub fn http_statuses(&self) -> &BTreeMap<u16, u64> {
+        &self.http_statuses
+    }
+
     pub fn phase(&self, phase: Phase) -> &PhaseHist {
         &self.phases[phase as usize]
     }
@@ -168,8 +174,8 @@ impl Snapshot {
         v.unexpected_reject += u64::from(unexpected_reject);
         *v.outcomes.entry(outcome).or_default() += 1;
 
-        if let Some(status) = r.http_status {
-            *self.http_statuses.entry(status).or_default() += 1;
+        for (status, n) in r.responses.iter() {
+            *self.http_statuses.entry(status).or_default() += n;
         }
         for phase in Phase::ALL {
             if let Some(d) = r.phases.get(phase) {
@@ -254,7 +260,7 @@ mod tests {
             variant: variant.into(),
             expect,
             outcome,
-            http_status: None,
+            responses: crate::metrics::Statuses::default(),
             phases: Phases::default(),
         });
     }

@@ -184,7 +184,7 @@ mod tests {
             variant: "untrusted-ca".into(),
             expect: Expect::Reject,
             outcome: Outcome::Http(200),
-            http_status: Some(200),
+            responses: crate::metrics::Statuses::one(200),
             phases: Phases::default(),
         });
         s.record_rotation_failure(s.start + Duration::from_secs(2), "server", "bad key".into());

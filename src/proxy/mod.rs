@@ -1,6 +1,7 @@
 //! The intercepting proxy: terminates the client's connection (plaintext,
 //! TLS or mTLS), originates TLS to the service presenting the credential the
-//! plan picks for this connection (`--swap connection`: bytes relayed) or
+//! plan picks for this connection (`--swap connection`: bytes relayed,
+//! responses counted by `framing`) or
 //! for each request (`--swap request`: `request` and `pool`), and records
 //! what every handshake cost and how every experiment ended.
 //!
@@ -12,6 +13,7 @@
 //! `tls::Outcome`), or keeps statistics itself (that is `metrics`).
 
 mod config;
+mod framing;
 mod live_plan;
 mod pool;
 mod relay;
@@ -35,12 +37,12 @@ pub use config::{
     ConfigError, ConfigFile, FileError, OnRotate, PlanPhase, ProxyArgs, ProxyConfig, TlsMode,
 };
 pub use live_plan::{ActivePlan, LivePlan, PlanChangeError};
-pub use relay::{http_status, relay, Relayed};
+pub use relay::{relay, Relayed};
 pub use rotation::{MintError, ProxyCredentials};
 
 use crate::accept::{serve_connections, RunState};
 use crate::creds::{self, CredError, ReloaderHandle};
-use crate::metrics::{ConnReport, Metrics, Phase, Phases};
+use crate::metrics::{ConnReport, Metrics, Phase, Phases, Statuses};
 use crate::net::{self, AbortOnDrop, AsyncIo, Timeouts, TlsTarget};
 use crate::pki::Variant;
 use crate::plan::{Presented, Swap};
@@ -314,7 +316,7 @@ async fn connection(
     // Picked only now, so refused downstream clients use up no plan slot.
     let presented = active.pick_next();
     let client_gen = shared.creds.client.as_ref().map(|p| p.subscribe());
-    let (outcome, http_status) = experiment(
+    let (outcome, responses) = experiment(
         &shared,
         presented,
         &mut phases,
@@ -331,7 +333,7 @@ async fn connection(
         variant: presented.name().to_string(),
         expect: presented.expected(),
         outcome,
-        http_status,
+        responses,
         phases,
     });
 }
@@ -363,7 +365,7 @@ async fn experiment(
     closing: watch::Receiver<RunState>,
     client_gen: Option<watch::Receiver<u64>>,
     server_gen: Option<watch::Receiver<u64>>,
-) -> (Outcome, Option<u16>) {
+) -> (Outcome, Statuses) {
     let cfg = &shared.cfg;
     let key = shared.upstream_key(presented);
     let tls = match cfg.upstream_tls {
@@ -374,7 +376,7 @@ async fn experiment(
             None => {
                 let outcome = Outcome::Tls("no_config_for_variant".into());
                 refuse(shared, &mut down, &outcome, presented, Seen::Nothing).await;
-                return (outcome, None);
+                return (outcome, Statuses::default());
             }
         },
     };
@@ -386,7 +388,7 @@ async fn experiment(
                 phases.set(Phase::UpstreamConnect, c - f.started);
             }
             refuse(shared, &mut down, &f.outcome, presented, Seen::Nothing).await;
-            return (f.outcome, None);
+            return (f.outcome, Statuses::default());
         }
     };
     phases.set(Phase::UpstreamConnect, opened.connected - opened.started);
@@ -401,6 +403,11 @@ async fn experiment(
         phases.set(Phase::FirstByte, relay_start + fb);
     }
     match (r.first_byte, r.cancelled) {
+        // The client never spoke: close it, nothing to answer.
+        (None, false) if r.outcome == Outcome::IdleClosed => {
+            let _ = tokio::time::timeout(HEAD_WAIT, down.shutdown()).await;
+            (r.outcome, r.responses)
+        }
         // Refused before any answer (a TLS 1.3 client-certificate alert
         // arrives after the handshake, often before the client's request):
         // tell an HTTP client why, instead of an empty reply.
@@ -411,15 +418,16 @@ async fn experiment(
                 (_, false) => Seen::Other,
             };
             refuse(shared, &mut down, &r.outcome, presented, seen).await;
-            (r.outcome, r.http_status)
+            (r.outcome, r.responses)
         }
         // Served, then ended by `--on-rotate` or shutdown: the client got
-        // its answer, so the connection counts by the status it was served.
+        // its answers, so the connection counts by the status it was first
+        // served, and each response by its own status.
         (Some(_), true) => (
-            r.http_status.map_or(Outcome::Ok, Outcome::Http),
-            r.http_status,
+            r.responses.first().map_or(Outcome::Ok, Outcome::Http),
+            r.responses,
         ),
-        _ => (r.outcome, r.http_status),
+        _ => (r.outcome, r.responses),
     }
 }
 

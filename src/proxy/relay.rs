@@ -5,8 +5,10 @@
 //! own writes (a service that answers before reading the whole request, or a
 //! client that stops reading, cannot wedge the other direction), under one
 //! idle clock fed by both and a cancel signal. The first upstream bytes are
-//! the evidence: data means the service accepted (an HTTP/1 status line is
-//! recorded as `http:NNN`, even when split across reads), an error before
+//! the evidence: data means the service accepted (an HTTP/1 response is
+//! recorded as `http:NNN`, even when split across reads, and every later
+//! response of a kept-alive connection is counted by its status through
+//! [`framing`](super::framing)), an error before
 //! them is classified (a TLS 1.3 client-certificate rejection arrives here,
 //! after the handshake), and a failure after them is recorded too.
 
@@ -17,18 +19,19 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
+use super::framing::{Framer, Pending};
+use crate::metrics::Statuses;
 use crate::tls::{classify_io, Outcome};
 
 const BUF: usize = 16 * 1024;
-/// Enough of the response to hold `HTTP/1.1 200`.
-const HEAD: usize = 16;
 
 /// What the relay saw.
 #[derive(Debug, Clone)]
 pub struct Relayed {
     pub outcome: Outcome,
-    /// The status of the first response, kept even if the connection failed later.
-    pub http_status: Option<u16>,
+    /// Every response served, by status, kept even if the connection
+    /// failed or was cancelled later.
+    pub responses: Statuses,
     /// From the start of the relay to the first upstream byte.
     pub first_byte: Option<Duration>,
     pub bytes_up: u64,
@@ -59,12 +62,13 @@ where
         bytes: AtomicU64::new(0),
         http: AtomicBool::new(false),
         eof: AtomicBool::new(false),
+        pending: Pending::default(),
     };
     let (mut dr, mut dw) = tokio::io::split(down);
     let (mut ur, mut uw) = tokio::io::split(up);
     let mut r = Relayed {
         outcome: Outcome::ClientClosed,
-        http_status: None,
+        responses: Statuses::default(),
         first_byte: None,
         bytes_up: 0,
         bytes_down: 0,
@@ -76,13 +80,14 @@ where
     let mut d = Downward {
         bytes: 0,
         first_byte: None,
-        status: None,
+        responses: Statuses::default(),
         error: None,
     };
     let mut down_done = false;
     {
         let up_pump = pump_up(&mut dr, &mut uw, &upward, &activity, started, idle);
-        let downward = pump_down(&mut ur, &mut dw, &mut d, &activity, started, idle);
+        let pending = &upward.pending;
+        let downward = pump_down(&mut ur, &mut dw, &mut d, pending, &activity, started, idle);
         tokio::pin!(up_pump, downward, cancel);
         let mut up_done = false;
         loop {
@@ -107,14 +112,16 @@ where
     }
     r.bytes_down = d.bytes;
     r.first_byte = d.first_byte;
-    r.http_status = d.status;
     r.outcome = if r.cancelled {
         Outcome::Cancelled
     } else if !down_done {
-        // Idle for the whole timeout.
-        match d.first_byte {
-            None => Outcome::Timeout,
-            Some(_) => Outcome::Ok,
+        // Idle for the whole timeout: a client that never spoke asked the
+        // service nothing; one that was served counts by what it was served;
+        // one whose request went unanswered met a service that timed out.
+        match (d.first_byte, upward.bytes.load(Ordering::Relaxed)) {
+            (None, 0) => Outcome::IdleClosed,
+            (None, _) => Outcome::Timeout,
+            (Some(_), _) => d.responses.first().map_or(Outcome::Ok, Outcome::Http),
         }
     } else {
         match (d.first_byte, d.error.take()) {
@@ -129,9 +136,10 @@ where
             }
             (None, None) => Outcome::ClosedEarly,
             (Some(_), Some(e)) => e,
-            (Some(_), None) => d.status.map_or(Outcome::Ok, Outcome::Http),
+            (Some(_), None) => d.responses.first().map_or(Outcome::Ok, Outcome::Http),
         }
     };
+    r.responses = d.responses;
     r.bytes_up = upward.bytes.load(Ordering::Relaxed);
     r.downstream_http = upward.http.load(Ordering::Relaxed);
     (r, dr.unsplit(dw))
@@ -142,6 +150,8 @@ struct Upward {
     http: AtomicBool,
     /// The client closed its side.
     eof: AtomicBool,
+    /// Requests not answered yet, for the framing of their responses.
+    pending: Pending,
 }
 
 /// Client → service. Ends on the client's EOF (passed on as a half-close) or an error.
@@ -157,6 +167,7 @@ async fn pump_up<D, U>(
     U: AsyncWrite,
 {
     let mut buf = vec![0u8; BUF];
+    let mut requests = Framer::requests();
     loop {
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => {
@@ -170,6 +181,7 @@ async fn pump_up<D, U>(
                         .store(looks_like_http_request(&buf[..n]), Ordering::Relaxed);
                 }
                 out.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                requests.feed(&buf[..n], &out.pending, &mut Statuses::default());
                 touch(activity, started);
                 if to.write_all(&buf[..n]).await.is_err() {
                     return;
@@ -183,7 +195,7 @@ async fn pump_up<D, U>(
 struct Downward {
     bytes: u64,
     first_byte: Option<Duration>,
-    status: Option<u16>,
+    responses: Statuses,
     error: Option<Outcome>,
 }
 
@@ -192,6 +204,7 @@ async fn pump_down<U, D>(
     from: &mut ReadHalf<U>,
     to: &mut WriteHalf<D>,
     out: &mut Downward,
+    pending: &Pending,
     activity: &AtomicU64,
     started: Instant,
     idle: Duration,
@@ -200,7 +213,7 @@ async fn pump_down<U, D>(
     D: AsyncWrite,
 {
     let mut buf = vec![0u8; BUF];
-    let mut head = Vec::with_capacity(HEAD);
+    let mut responses = Framer::responses();
     loop {
         match from.read(&mut buf).await {
             Ok(0) => {
@@ -220,11 +233,7 @@ async fn pump_down<U, D>(
             }
             Ok(n) => {
                 out.first_byte.get_or_insert_with(|| started.elapsed());
-                if head.len() < HEAD {
-                    let take = n.min(HEAD - head.len());
-                    head.extend_from_slice(&buf[..take]);
-                    out.status = out.status.or_else(|| http_status(&head));
-                }
+                responses.feed(&buf[..n], pending, &mut out.responses);
                 out.bytes += n as u64;
                 touch(activity, started);
                 if to.write_all(&buf[..n]).await.is_err() {
@@ -288,16 +297,6 @@ fn could_be_http_request(bytes: &[u8]) -> bool {
     looks_like_http_request(bytes) || METHODS.iter().any(|m| m.starts_with(&bytes[..n]))
 }
 
-/// `HTTP/1.x NNN` at the start of a response.
-pub fn http_status(bytes: &[u8]) -> Option<u16> {
-    let rest = bytes.strip_prefix(b"HTTP/1.")?;
-    let code = rest.get(2..5)?;
-    if rest.get(1) != Some(&b' ') || !code.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(code).ok()?.parse().ok()
-}
-
 /// An HTTP/1 request line start: a method token then a space.
 pub fn looks_like_http_request(bytes: &[u8]) -> bool {
     METHODS.iter().any(|m| bytes.starts_with(m))
@@ -320,12 +319,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_lines_are_read_and_other_bytes_are_not() {
-        assert_eq!(http_status(b"HTTP/1.1 403 Forbidden\r\n"), Some(403));
-        assert_eq!(http_status(b"HTTP/1.0 200 OK"), Some(200));
-        assert_eq!(http_status(b"HTTP/2 200"), None);
-        assert_eq!(http_status(b"\x16\x03\x03"), None);
-        assert_eq!(http_status(b"HTTP/1.1 2"), None);
+    fn requests_are_told_from_other_bytes() {
         assert!(looks_like_http_request(b"GET / HTTP/1.1\r\n"));
         assert!(!looks_like_http_request(b"\x16\x03\x01"));
     }
@@ -395,7 +389,7 @@ mod tests {
             .await
             .expect("relay must finish")
             .unwrap();
-        assert_eq!(r.http_status, Some(413));
+        assert_eq!(r.responses.first(), Some(413));
         assert_eq!(
             tokio::time::timeout(Duration::from_secs(5), reader)
                 .await
@@ -407,7 +401,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn silence_is_a_timeout_and_a_cancel_is_not_a_refusal() {
+    async fn silence_is_idle_closed_an_unanswered_request_a_timeout_and_a_cancel_no_refusal() {
         let (client, _c) = tokio::io::duplex(64);
         let (upstream, _u) = tokio::io::duplex(64);
         let (r, _) = relay(
@@ -417,7 +411,20 @@ mod tests {
             std::future::pending(),
         )
         .await;
+        assert_eq!(r.outcome, Outcome::IdleClosed);
+        assert!(r.outcome.not_judged());
+        let (client, mut c) = tokio::io::duplex(64);
+        let (upstream, _u) = tokio::io::duplex(64);
+        c.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let (r, _) = relay(
+            client,
+            upstream,
+            Duration::from_millis(50),
+            std::future::pending(),
+        )
+        .await;
         assert_eq!(r.outcome, Outcome::Timeout);
+        assert!(!r.outcome.not_judged());
         let (client, _c) = tokio::io::duplex(64);
         let (upstream, _u) = tokio::io::duplex(64);
         let (r, _) = relay(

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use super::pool::{Opening, Upstream};
 use super::ProxyState;
 use crate::accept::RunState;
-use crate::metrics::{ConnReport, Phase, Phases};
+use crate::metrics::{ConnReport, Phase, Phases, Statuses};
 use crate::net::AsyncIo;
 use crate::plan::Presented;
 use crate::tls::Outcome;
@@ -173,7 +173,7 @@ impl Downstream {
             variant: presented.name().to_string(),
             expect: presented.expected(),
             outcome,
-            http_status: Some(status),
+            responses: Statuses::one(status),
             phases,
         });
         let back = reusable.then(|| (shared.clone(), key));
@@ -212,7 +212,7 @@ impl Downstream {
             variant: presented.name().to_string(),
             expect: presented.expected(),
             outcome,
-            http_status: None,
+            responses: Statuses::default(),
             phases,
         });
         resp

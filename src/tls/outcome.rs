@@ -36,6 +36,9 @@ pub enum Outcome {
     /// The downstream client left before anything came back; the service
     /// was never asked to decide.
     ClientClosed,
+    /// The downstream client sent nothing for the whole idle timeout and we
+    /// closed it: like `ClientClosed`, the service was never asked.
+    IdleClosed,
     /// We ended the connection ourselves (rotation policy, shutdown).
     Cancelled,
 }
@@ -65,7 +68,10 @@ impl Outcome {
     /// Outcomes that say nothing about the service: not counted as a wrong
     /// verdict either way.
     pub fn not_judged(&self) -> bool {
-        matches!(self, Outcome::ClientClosed | Outcome::Cancelled)
+        matches!(
+            self,
+            Outcome::ClientClosed | Outcome::IdleClosed | Outcome::Cancelled
+        )
     }
 
     pub fn verdict(&self) -> Verdict {
@@ -82,6 +88,7 @@ impl Outcome {
             | Outcome::Tls(_)
             | Outcome::Io(_)
             | Outcome::ClientClosed
+            | Outcome::IdleClosed
             | Outcome::Cancelled => Verdict::Inconclusive,
         }
     }
@@ -103,6 +110,7 @@ impl fmt::Display for Outcome {
             Outcome::Tls(e) => write!(f, "tls:{e}"),
             Outcome::Io(e) => write!(f, "io:{e}"),
             Outcome::ClientClosed => f.write_str("client_closed"),
+            Outcome::IdleClosed => f.write_str("idle_closed"),
             Outcome::Cancelled => f.write_str("cancelled"),
         }
     }
