@@ -14,6 +14,7 @@
 
 mod config;
 mod framing;
+mod inline;
 mod live_plan;
 mod pool;
 mod relay;

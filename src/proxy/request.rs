@@ -26,6 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use tokio::sync::watch;
 
+use super::inline::inline_wakes;
 use super::pool::{Opening, Upstream};
 use super::ProxyState;
 use crate::accept::RunState;
@@ -83,16 +84,17 @@ pub(super) async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(None);
-    let served = builder.serve_connection(TokioIo::new(down), service);
-    tokio::pin!(served);
+    // Both hyper connections run in this task; their hand-offs wake it
+    // while it runs, which must not send it to another worker thread.
+    let mut served = inline_wakes(builder.serve_connection(TokioIo::new(down), service));
     tokio::select! {
-        _ = served.as_mut() => return,
+        _ = &mut served => return,
         _ = closing.wait_for(|s| *s >= RunState::Draining) => {}
     }
     // Draining: finish the request in flight, take no other; Closing cuts.
-    served.as_mut().graceful_shutdown();
+    served.inner().graceful_shutdown();
     tokio::select! {
-        _ = served.as_mut() => {}
+        _ = &mut served => {}
         _ = closing.wait_for(|s| *s >= RunState::Closing) => {}
     }
 }
