@@ -221,16 +221,29 @@ impl ClientCertVerifier for CrlSlices {
         for v in std::iter::once(&self.first).chain(&self.rest) {
             match v.verify_client_cert(end_entity, intermediates, now) {
                 Ok(verified) => return Ok(verified),
-                // A CRL of another CA with the same name says nothing about
-                // this client; any other refusal (revoked, expired) does.
-                Err(e) => match &refusal {
-                    Some(Error::InvalidCertRevocationList(_)) | None => refusal = Some(e),
-                    Some(_) => {}
-                },
+                Err(e) if refusal.as_ref().is_none_or(|r| weight(&e) < weight(r)) => {
+                    refusal = Some(e)
+                }
+                Err(_) => {}
             }
         }
         // `first` always answers, so there is at least one refusal here.
         Err(refusal.unwrap_or(Error::InvalidCertificate(CertificateError::UnknownIssuer)))
+    }
+}
+
+/// Which refusal of [`CrlSlices`] speaks for the client (lowest first): a
+/// CRL of another CA with the same name fails its signature check, which
+/// webpki reports as a bad CRL or, having tried every path, as a bad
+/// signature; that says nothing about this client, while "revoked" by the
+/// CRL that does verify, or any other refusal, does.
+fn weight(e: &Error) -> u8 {
+    match e {
+        Error::InvalidCertificate(CertificateError::Revoked) => 0,
+        #[allow(deprecated)]
+        Error::InvalidCertificate(CertificateError::BadSignature) => 2,
+        Error::InvalidCertRevocationList(_) => 3,
+        _ => 1,
     }
 }
 
