@@ -31,7 +31,11 @@ fn leaf_then(pki: &TestPki, extra: &[u8]) -> ClientCert {
 async fn bad_entries_refused(pki: &TestPki, addr: SocketAddr, what: &str) {
     for version in [TlsVersion::Tls12, TlsVersion::Tls13] {
         let good = probe_tls(pki, addr, pki.cert("order-service"), version, "/").await;
-        assert_eq!(good.outcome, Outcome::Http(200), "{what} {version:?}: leaf alone");
+        assert_eq!(
+            good.outcome,
+            Outcome::Http(200),
+            "{what} {version:?}: leaf alone"
+        );
         for (name, extra) in [
             ("zero-length", &b""[..]),
             ("not DER", &b"garbage"[..]),
@@ -81,7 +85,10 @@ fn pki_under_corp_root(ca_dir: &std::path::Path) -> TestPki {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_cas_of_one_name_each_have_their_clients_judged_by_their_own_crl() {
     let (ca1, ca2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (one, two) = (pki_under_corp_root(ca1.path()), pki_under_corp_root(ca2.path()));
+    let (one, two) = (
+        pki_under_corp_root(ca1.path()),
+        pki_under_corp_root(ca2.path()),
+    );
     let subject = |p: &TestPki| {
         certshift::x509::CertFacts::from_der(
             &certshift::creds::load_chain(&p.file("ca/ca.crt")).unwrap()[0],
@@ -89,7 +96,11 @@ async fn two_cas_of_one_name_each_have_their_clients_judged_by_their_own_crl() {
         .unwrap()
         .subject
     };
-    assert_eq!(subject(&one), subject(&two), "the point: one name, two keys");
+    assert_eq!(
+        subject(&one),
+        subject(&two),
+        "the point: one name, two keys"
+    );
     let serve = start_serve_with(ServeArgs {
         cert: Some(one.file("server/tls.crt")),
         key: Some(one.file("server/tls.key")),
@@ -102,7 +113,11 @@ async fn two_cas_of_one_name_each_have_their_clients_judged_by_their_own_crl() {
     for (label, pki) in [("first CA", &one), ("second CA", &two)] {
         for version in [TlsVersion::Tls12, TlsVersion::Tls13] {
             let valid = probe_tls(&one, serve.addr, pki.cert("order-service"), version, "/").await;
-            assert_eq!(valid.outcome, Outcome::Http(200), "{label} {version:?}: valid client");
+            assert_eq!(
+                valid.outcome,
+                Outcome::Http(200),
+                "{label} {version:?}: valid client"
+            );
             let revoked = probe_tls(&one, serve.addr, pki.cert("revoked"), version, "/").await;
             assert_eq!(
                 revoked.outcome,

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use certshift::creds::CredError;
-use certshift::pki::{pem_cert, key_pem, LeafSpec, Usage};
+use certshift::pki::{key_pem, pem_cert, LeafSpec, Usage};
 use certshift::serve::{Enforcement, PolicyError, ServeArgs};
 use certshift::tls::{Outcome, TlsVersion};
 use common::*;
@@ -43,8 +43,19 @@ async fn serve_refuses_an_expired_server_certificate_and_keeps_the_old_one() {
     })
     .await;
     let seen = || async {
-        let r = probe_tls(&pki, serve.addr, pki.cert("order-service"), TlsVersion::Tls13, "/").await;
-        assert_eq!(r.outcome, Outcome::Http(200), "the old certificate keeps serving");
+        let r = probe_tls(
+            &pki,
+            serve.addr,
+            pki.cert("order-service"),
+            TlsVersion::Tls13,
+            "/",
+        )
+        .await;
+        assert_eq!(
+            r.outcome,
+            Outcome::Http(200),
+            "the old certificate keeps serving"
+        );
         sha256(r.server_cert.as_deref().unwrap())
     };
     let before = seen().await;
@@ -56,7 +67,10 @@ async fn serve_refuses_an_expired_server_certificate_and_keeps_the_old_one() {
     let status = serve.handle.reload_status();
     assert_eq!(status.failures, 1, "the refusal is counted");
     let why = status.last_error.unwrap();
-    assert!(why.contains("server/tls.crt") && why.contains("expired"), "{why}");
+    assert!(
+        why.contains("server/tls.crt") && why.contains("expired"),
+        "{why}"
+    );
     assert_eq!(seen().await, before);
     serve.stop().await;
 }
@@ -71,7 +85,11 @@ async fn the_proxy_identity_takes_only_a_credential_usable_now() {
     let original = pki.entry("order-service").serial.clone();
     let serial_seen = || async {
         let r = probe_plain(proxy.addr, "/").await;
-        assert_eq!(r.outcome, Outcome::Http(200), "the old identity keeps serving");
+        assert_eq!(
+            r.outcome,
+            Outcome::Http(200),
+            "the old identity keeps serving"
+        );
         echo(&r)["serial"].as_str().unwrap().to_string()
     };
     assert_eq!(serial_seen().await, original);
@@ -79,9 +97,12 @@ async fn the_proxy_identity_takes_only_a_credential_usable_now() {
     let (cert, key) = (pki.file(&id.cert), pki.file(&id.key));
     let (good_cert, good_key) = (std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap());
     let creds = proxy.handle.credentials().clone();
-    for (i, (variant, says)) in [("expired", "expired at"), ("untrusted-ca", "does not chain")]
-        .into_iter()
-        .enumerate()
+    for (i, (variant, says)) in [
+        ("expired", "expired at"),
+        ("untrusted-ca", "does not chain"),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let v = pki.entry(variant).clone();
         copy(&pki.file(&v.cert), &cert);
@@ -89,7 +110,10 @@ async fn the_proxy_identity_takes_only_a_credential_usable_now() {
         let errors = creds.reload_files();
         assert_eq!(errors.len(), 1, "{variant}: {errors:?}");
         let text = errors[0].1.to_string();
-        assert!(text.contains(says) && text.contains("tls.crt"), "{variant}: {text}");
+        assert!(
+            text.contains(says) && text.contains("tls.crt"),
+            "{variant}: {text}"
+        );
         let status = creds.client.as_ref().unwrap().status();
         assert_eq!(status.failures, i as u64 + 1, "{variant}: counted");
         assert_eq!(serial_seen().await, original, "{variant}: not published");
@@ -100,7 +124,10 @@ async fn the_proxy_identity_takes_only_a_credential_usable_now() {
     assert!(creds.reload_files().is_empty());
     let snap = proxy.stop().await;
     let stats = snap.to_stats_json();
-    assert_eq!(stats["rotation_failures"]["client"], 2, "the refused-rotation counter moved");
+    assert_eq!(
+        stats["rotation_failures"]["client"], 2,
+        "the refused-rotation counter moved"
+    );
     serve.stop().await;
 }
 
@@ -133,7 +160,10 @@ async fn a_rotate_ca_pair_that_does_not_belong_together_is_exit_2_naming_both_fl
         stderr.contains("--rotate-ca-key") && stderr.contains("--rotate-ca-cert"),
         "{stderr}"
     );
-    assert!(stderr.contains("do not match") || stderr.contains("does not match"), "{stderr}");
+    assert!(
+        stderr.contains("do not match") || stderr.contains("does not match"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -159,7 +189,14 @@ async fn a_policy_with_no_rules_is_refused_unless_asked_for() {
         ..args()
     })
     .await;
-    let r = probe_tls(&pki, deny_all.addr, pki.cert("order-service"), TlsVersion::Tls13, "/").await;
+    let r = probe_tls(
+        &pki,
+        deny_all.addr,
+        pki.cert("order-service"),
+        TlsVersion::Tls13,
+        "/",
+    )
+    .await;
     assert_eq!(r.outcome, Outcome::Http(403));
     deny_all.stop().await;
 
@@ -170,8 +207,19 @@ async fn a_policy_with_no_rules_is_refused_unless_asked_for() {
         std::fs::write(&policy, empty).unwrap();
         let err = serve.handle.reload_policy().unwrap_err();
         assert!(matches!(err, PolicyError::NoRules { .. }), "{err}");
-        let r = probe_tls(&pki, serve.addr, pki.cert("order-service"), TlsVersion::Tls13, "/").await;
-        assert_eq!(r.outcome, Outcome::Http(200), "{empty:?}: the old policy keeps serving");
+        let r = probe_tls(
+            &pki,
+            serve.addr,
+            pki.cert("order-service"),
+            TlsVersion::Tls13,
+            "/",
+        )
+        .await;
+        assert_eq!(
+            r.outcome,
+            Outcome::Http(200),
+            "{empty:?}: the old policy keeps serving"
+        );
     }
     let status = serve.handle.policy_reload_status();
     assert_eq!(status.failures, 2, "each refusal counted");

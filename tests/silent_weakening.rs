@@ -21,14 +21,26 @@ async fn a_pki_whose_crl_is_missing_is_exit_2_naming_the_file() {
     let pki = TestPki::default_flat();
     let crl = pki.file("ca/crl.pem");
     std::fs::remove_file(&crl).unwrap();
-    let serve = certshift_output(&["serve", "--pki", s(pki.path()), "--listen", "127.0.0.1:0"]).await;
+    let serve =
+        certshift_output(&["serve", "--pki", s(pki.path()), "--listen", "127.0.0.1:0"]).await;
     let err = String::from_utf8_lossy(&serve.stderr);
     assert_eq!(serve.status.code(), Some(2), "{err}");
     assert!(err.contains(s(&crl)) && err.contains("missing"), "{err}");
 
     let proxy = certshift_output(&[
-        "proxy", "--pki", s(pki.path()), "--upstream", "127.0.0.1:9", "--upstream-name",
-        "localhost", "--listen", "127.0.0.1:0", "--admin", "off", "--listen-tls", "mtls",
+        "proxy",
+        "--pki",
+        s(pki.path()),
+        "--upstream",
+        "127.0.0.1:9",
+        "--upstream-name",
+        "localhost",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "off",
+        "--listen-tls",
+        "mtls",
     ])
     .await;
     let err = String::from_utf8_lossy(&proxy.stderr);
@@ -41,8 +53,15 @@ fn serve_without_a_crl_says_so_at_startup() {
     let pki = TestPki::default_flat();
     let mut child = certshift()
         .args([
-            "serve", "--listen", "127.0.0.1:0", "--cert", s(&pki.file("server/tls.crt")),
-            "--key", s(&pki.file("server/tls.key")), "--client-ca", s(&pki.file("ca/ca.crt")),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            s(&pki.file("server/tls.crt")),
+            "--key",
+            s(&pki.file("server/tls.key")),
+            "--client-ca",
+            s(&pki.file("ca/ca.crt")),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -62,7 +81,9 @@ fn serve_without_a_crl_says_so_at_startup() {
     let mut seen = Vec::new();
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(left) {
-            Ok(line) if line.contains("revocation=\"none\"") || line.contains("revocation=none") => {
+            Ok(line)
+                if line.contains("revocation=\"none\"") || line.contains("revocation=none") =>
+            {
                 assert!(line.contains("WARN") && line.contains("--crl"), "{line}");
                 seen.push(line);
                 break;
@@ -110,18 +131,40 @@ async fn the_proxy_listener_shows_its_revocation_source_in_stats() {
 #[tokio::test(flavor = "multi_thread")]
 async fn trust_domains_and_spiffe_ids_of_the_wrong_form_are_refused_with_the_right_one() {
     let pki = TestPki::default_flat();
-    for (td, hint) in [("", "such as cluster.local"), ("spiffe://cluster.local", "write it as cluster.local")] {
+    for (td, hint) in [
+        ("", "such as cluster.local"),
+        ("spiffe://cluster.local", "write it as cluster.local"),
+    ] {
         let out = certshift_output(&[
-            "serve", "--pki", s(pki.path()), "--listen", "127.0.0.1:0", "--trust-domain", td,
+            "serve",
+            "--pki",
+            s(pki.path()),
+            "--listen",
+            "127.0.0.1:0",
+            "--trust-domain",
+            td,
         ])
         .await;
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{td:?}: {err}");
-        assert!(err.contains("--trust-domain") && err.contains(hint), "{td:?}: {err}");
+        assert!(
+            err.contains("--trust-domain") && err.contains(hint),
+            "{td:?}: {err}"
+        );
     }
     let out = certshift_output(&[
-        "proxy", "--pki", s(pki.path()), "--upstream", "127.0.0.1:9", "--upstream-name",
-        "localhost", "--listen", "127.0.0.1:0", "--admin", "off", "--upstream-spiffe-id",
+        "proxy",
+        "--pki",
+        s(pki.path()),
+        "--upstream",
+        "127.0.0.1:9",
+        "--upstream-name",
+        "localhost",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "off",
+        "--upstream-spiffe-id",
         "not-a-spiffe-id",
     ])
     .await;

@@ -66,7 +66,10 @@ async fn serve_follows_its_directory_removed_recreated_and_moved_into_place() {
     std::fs::remove_dir_all(&dir).unwrap();
     let a = mint_server(&pki);
     write_server(&dir, &a);
-    assert!(served_within(&pki, serve.addr, &fingerprint_of(&a.0)).await, "recreated");
+    assert!(
+        served_within(&pki, serve.addr, &fingerprint_of(&a.0)).await,
+        "recreated"
+    );
 
     // A new directory moved into place (the old one moved aside first).
     let b = mint_server(&pki);
@@ -74,12 +77,18 @@ async fn serve_follows_its_directory_removed_recreated_and_moved_into_place() {
     write_server(&staged, &b);
     std::fs::rename(&dir, pki.file("live.old")).unwrap();
     std::fs::rename(&staged, &dir).unwrap();
-    assert!(served_within(&pki, serve.addr, &fingerprint_of(&b.0)).await, "moved into place");
+    assert!(
+        served_within(&pki, serve.addr, &fingerprint_of(&b.0)).await,
+        "moved into place"
+    );
 
     // And a plain write into the directory now in place.
     let c = mint_server(&pki);
     write_server(&dir, &c);
-    assert!(served_within(&pki, serve.addr, &fingerprint_of(&c.0)).await, "written after");
+    assert!(
+        served_within(&pki, serve.addr, &fingerprint_of(&c.0)).await,
+        "written after"
+    );
     serve.stop().await;
 }
 
@@ -98,7 +107,11 @@ async fn the_poll_alone_picks_up_a_change_no_watch_saw() {
     write_server(&dir, &next);
     assert!(served_within(&pki, serve.addr, &fingerprint_of(&next.0)).await);
     let status = serve.handle.reload_status();
-    assert_eq!((status.reloads, status.failures), (1, 0), "one change, one reload");
+    assert_eq!(
+        (status.reloads, status.failures),
+        (1, 0),
+        "one change, one reload"
+    );
     serve.stop().await;
 }
 
@@ -157,9 +170,17 @@ async fn after_a_sighup_pick_up_of_a_replaced_directory_later_writes_are_seen() 
     let dir = pki.file("live");
     write_server(&dir, &mint_server(&pki));
     let args: Vec<String> = [
-        "serve", "--listen", "127.0.0.1:0", "--pki", pki.path().to_str().unwrap(),
-        "--cert", dir.join("tls.crt").to_str().unwrap(), "--key",
-        dir.join("tls.key").to_str().unwrap(), "--reload-poll", "0",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--pki",
+        pki.path().to_str().unwrap(),
+        "--cert",
+        dir.join("tls.crt").to_str().unwrap(),
+        "--key",
+        dir.join("tls.key").to_str().unwrap(),
+        "--reload-poll",
+        "0",
     ]
     .map(String::from)
     .to_vec();
@@ -175,13 +196,22 @@ async fn after_a_sighup_pick_up_of_a_replaced_directory_later_writes_are_seen() 
     std::fs::rename(&dir, pki.file("live.old")).unwrap();
     let a = mint_server(&pki);
     write_server(&dir, &a);
-    let hup = std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
     assert!(hup.success());
-    assert!(served_within(&pki, addr, &fingerprint_of(&a.0)).await, "SIGHUP pick-up");
+    assert!(
+        served_within(&pki, addr, &fingerprint_of(&a.0)).await,
+        "SIGHUP pick-up"
+    );
 
     // Later writes, with no signal and no poll: only the watch can see them.
     let b = mint_server(&pki);
     write_server(&dir, &b);
-    assert!(served_within(&pki, addr, &fingerprint_of(&b.0)).await, "a later write");
+    assert!(
+        served_within(&pki, addr, &fingerprint_of(&b.0)).await,
+        "a later write"
+    );
     drop(running);
 }

@@ -173,10 +173,7 @@ pub fn check_validity(
     };
     Err(CredError::Unusable {
         path: path.to_path_buf(),
-        detail: format!(
-            "{detail} (now {}); write a certificate valid now",
-            at(now)
-        ),
+        detail: format!("{detail} (now {}); write a certificate valid now", at(now)),
     })
 }
 
@@ -193,10 +190,13 @@ pub fn check_client_chain(
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(|e| CredError::Tls(e.to_string()))?;
-    let (leaf, rest) = ck.cert.split_first().ok_or_else(|| CredError::NoCertificate {
-        path: path.to_path_buf(),
-        found: String::new(),
-    })?;
+    let (leaf, rest) = ck
+        .cert
+        .split_first()
+        .ok_or_else(|| CredError::NoCertificate {
+            path: path.to_path_buf(),
+            found: String::new(),
+        })?;
     verifier
         .verify_client_cert(leaf, rest, rustls_pki_types::UnixTime::now())
         .map(|_| ())

@@ -14,9 +14,9 @@ mod watch;
 
 pub use live::{Live, ReloadStatus};
 pub use load::{
-    add_roots, certified_key, check_client_chain, check_validity, leaf_serial, load_certified_key, load_chain, load_crls, load_key,
-    load_roots, parse_chain, parse_crls, parse_key, provider, read, read_client_pair, serial_of,
-    CredError,
+    add_roots, certified_key, check_client_chain, check_validity, leaf_serial, load_certified_key,
+    load_chain, load_crls, load_key, load_roots, parse_chain, parse_crls, parse_key, provider,
+    read, read_client_pair, serial_of, CredError,
 };
 pub use publish::{Fingerprint, Loaded, Publisher, RotationKind, RotationLog, Sources};
 pub use server::{Revocation, ServerFiles, ServerTlsMaterial};

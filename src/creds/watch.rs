@@ -256,10 +256,13 @@ impl Watch {
             .iter()
             .filter_map(|p| p.file_name().map(OsString::from))
             .collect();
-        names.extend(dirs.iter().filter_map(|d| d.file_name().map(OsString::from)));
+        names.extend(
+            dirs.iter()
+                .filter_map(|d| d.file_name().map(OsString::from)),
+        );
         names.insert("..data".into());
-        let watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            match event {
                 Ok(e) => {
                     let relevant = !matches!(e.kind, notify::EventKind::Access(_))
                         && (e.need_rescan()
@@ -275,7 +278,8 @@ impl Watch {
                     tracing::warn!(error = %e, "credential file watch reported an error; reloading to be safe");
                     wake.notify_one();
                 }
-            })?;
+            }
+        })?;
         let mut w = Watch {
             watcher,
             dirs: dirs.into_iter().map(|d| (d, None)).collect(),
@@ -395,7 +399,11 @@ mod tests {
         })
         .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(count.load(Ordering::SeqCst), 0, "unchanged bytes: no reload");
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            0,
+            "unchanged bytes: no reload"
+        );
         std::fs::write(&file, "2").unwrap();
         assert!(reloads_reach(&count, 1).await, "the poll saw the change");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -424,7 +432,10 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(&file, "2").unwrap();
-        assert!(reloads_reach(&count, 1).await, "the parent saw the new directory");
+        assert!(
+            reloads_reach(&count, 1).await,
+            "the parent saw the new directory"
+        );
         let seen = count.load(Ordering::SeqCst);
         // A write into the new directory, with no poll to fall back on.
         tokio::time::sleep(Duration::from_millis(100)).await;

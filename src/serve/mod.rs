@@ -83,7 +83,9 @@ impl Service {
                 revocation = "none",
                 "no CRL: revoked client certificates are accepted (pass --crl FILE, or --pki DIR)"
             ),
-            creds::Revocation::Crls(files) => tracing::info!(crls = ?files, "revocation checked against these CRLs"),
+            creds::Revocation::Crls(files) => {
+                tracing::info!(crls = ?files, "revocation checked against these CRLs")
+            }
         }
         // `serve` keeps no timeline: publications are logged and counted.
         let log: Arc<dyn RotationLog> = Arc::new(());
@@ -221,8 +223,8 @@ fn load_policy(path: &Path, allow_empty: bool) -> Result<Loaded<Option<Policy>>,
         source: std::io::Error::other(e),
     })?;
     let text = String::from_utf8_lossy(&bytes);
-    let policy =
-        Policy::from_toml_str(&path.display().to_string(), &text)?.require_rules(path, allow_empty)?;
+    let policy = Policy::from_toml_str(&path.display().to_string(), &text)?
+        .require_rules(path, allow_empty)?;
     Ok(Loaded {
         value: Some(policy),
         fingerprint: src.fingerprint(),

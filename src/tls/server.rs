@@ -14,8 +14,8 @@ use super::{
     AnyCaClientVerifier, CrlSlices, RevocationReach, SpiffeClientVerifier, TlsVersions,
     WellFormedChain,
 };
-use crate::x509::CrlFacts;
 use crate::creds::{provider, CredError, ServerTlsMaterial};
+use crate::x509::CrlFacts;
 
 /// How a server treats client certificates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,18 +54,19 @@ pub fn server_config(
             ));
         }
         let roots = Arc::new(m.client_roots.clone());
-        let webpki = |crls: &[Crl],
-                      tune: &dyn Fn(ClientCertVerifierBuilder) -> ClientCertVerifierBuilder| {
-            let mut b =
-                WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
-            if !crls.is_empty() {
-                b = tune(b.with_crls(crls.to_vec()));
-            }
-            if optional {
-                b = b.allow_unauthenticated();
-            }
-            b.build().map_err(|e| tls(&e))
-        };
+        let webpki =
+            |crls: &[Crl],
+             tune: &dyn Fn(ClientCertVerifierBuilder) -> ClientCertVerifierBuilder| {
+                let mut b =
+                    WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
+                if !crls.is_empty() {
+                    b = tune(b.with_crls(crls.to_vec()));
+                }
+                if optional {
+                    b = b.allow_unauthenticated();
+                }
+                b.build().map_err(|e| tls(&e))
+            };
         let reach = |crls: &[Crl]| -> Result<Arc<dyn ClientCertVerifier>, CredError> {
             if crls.is_empty() {
                 return webpki(crls, &|b| b);

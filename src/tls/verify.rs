@@ -276,7 +276,11 @@ impl ClientCertVerifier for WellFormedChain {
         for (i, der) in intermediates.iter().enumerate() {
             let whole = matches!(x509_parser::parse_x509_certificate(der), Ok((rest, _)) if rest.is_empty());
             if !whole {
-                tracing::debug!(entry = i + 2, len = der.len(), "client certificate refused: a chain entry is not a certificate");
+                tracing::debug!(
+                    entry = i + 2,
+                    len = der.len(),
+                    "client certificate refused: a chain entry is not a certificate"
+                );
                 return Err(Error::InvalidCertificate(CertificateError::BadEncoding));
             }
         }

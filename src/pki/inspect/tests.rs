@@ -376,8 +376,14 @@ fn inspect_file_reads_a_generated_pki_and_names_missing_files() {
     let c = &report.certificates[0];
     // `certshift test root CA` and a suffix unique to this PKI.
     let prefix = dn("certshift test root CA ");
-    let suffix = c.subject.strip_prefix(&prefix).unwrap_or_else(|| panic!("{}", c.subject));
-    assert!(suffix.len() == 8 && suffix.bytes().all(|b| b.is_ascii_hexdigit()), "{suffix}");
+    let suffix = c
+        .subject
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{}", c.subject));
+    assert!(
+        suffix.len() == 8 && suffix.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{suffix}"
+    );
     assert_eq!(c.validity.state, ValidityState::Valid);
     // What inspect reports is what the manifest promises.
     assert_eq!(c.serial, ca.serial);
