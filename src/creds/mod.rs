@@ -1,7 +1,7 @@
 //! Live credentials: loading and checking credential files, the published
 //! value that TLS configs read once per handshake, the one publication path
 //! every rotation takes ([`Publisher`]), and the sources that trigger a
-//! reload (directory watch, SIGHUP).
+//! reload (directory watch, fingerprint poll, SIGHUP).
 //!
 //! Never: decides what to do with a credential (that is `tls`) or mutates a
 //! published value in place.
