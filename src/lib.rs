@@ -28,7 +28,8 @@
 //!  pki ──writes──▶ test PKI on disk (manifest.toml: every credential and its expected verdict,
 //!                   the mutated certificates of the identity and the rule each breaks)
 //!  x509, spiffe ──facts read once from a certificate; the workload identity
-//!  creds ──loads, checks, publishes (Live<T>); reload on file change / SIGHUP
+//!  creds ──loads, checks (usable now: validity, chain, key), publishes (Live<T>); reload on
+//!         file change (directories and parents, re-watched when replaced) / poll / SIGHUP
 //!  tls ──rustls configs from checked material; the Outcome and Verdict of every attempt
 //!  net ──connect + handshake under per-phase deadlines, the HTTP/1.1 exchange; accept helpers
 //!  probe ──one client experiment: connect, handshake with a chosen cert, request

@@ -48,6 +48,8 @@ pub enum Problem {
     TrustDomainTooLong,
     #[error("the trust domain holds {0:?}; use lowercase letters, digits, '.', '-' and '_' (e.g. cluster.local)")]
     TrustDomainChar(char),
+    #[error("it is a spiffe:// URI, and a trust domain is the bare name inside one")]
+    UriNotName,
     #[error("the path has an empty segment (\"//\" or a trailing \"/\")")]
     EmptySegment,
     #[error("the path has a \".\" or \"..\" segment")]
@@ -160,6 +162,48 @@ impl serde::Serialize for SpiffeId {
 /// accepts).
 pub fn is_trust_domain(name: &str) -> bool {
     check_trust_domain(name).is_ok()
+}
+
+/// Why a string is not a trust domain name, with the form to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name:?} is not a trust domain: {problem}; {}", fix(.suggestion.as_deref()))]
+pub struct TrustDomainError {
+    pub name: String,
+    pub problem: Problem,
+    /// The name the user most likely meant (`cluster.local` for
+    /// `spiffe://cluster.local`), when there is one.
+    pub suggestion: Option<String>,
+}
+
+fn fix(suggestion: Option<&str>) -> String {
+    match suggestion {
+        Some(s) => format!("write it as {s}"),
+        None => "write a bare name such as cluster.local".into(),
+    }
+}
+
+/// Check a trust domain name as given on a command line or in a file
+/// (`--trust-domain`): the name alone, no scheme, no path. A whole SPIFFE
+/// URI is the common mistake, so the error names the domain inside it.
+pub fn parse_trust_domain(name: &str) -> Result<&str, TrustDomainError> {
+    let fail = |problem, suggestion: Option<&str>| TrustDomainError {
+        name: name.to_string(),
+        problem,
+        suggestion: suggestion.map(str::to_string),
+    };
+    if SpiffeId::has_scheme(name) {
+        let inner = SpiffeId::parse(name).ok();
+        return Err(fail(
+            Problem::UriNotName,
+            inner.as_ref().map(SpiffeId::trust_domain),
+        ));
+    }
+    check_trust_domain(name).map_err(|p| {
+        // `cluster.local/ns/a`: the part before the path may be the name meant.
+        let head = name.split('/').next().filter(|h| *h != name);
+        fail(p, head.filter(|h| is_trust_domain(h)))
+    })?;
+    Ok(name)
 }
 
 fn check_trust_domain(td: &str) -> Result<(), Problem> {
@@ -280,6 +324,19 @@ mod tests {
         assert_eq!(SpiffeId::from_uri_sans([ORDER, "spiffe://td/other"]), None);
         assert_eq!(SpiffeId::from_uri_sans(["https://example.org/"]), None);
         assert_eq!(SpiffeId::from_uri_sans(["spiffe://td/bad/"]), None);
+    }
+
+    #[test]
+    fn a_trust_domain_flag_says_which_form_to_write() {
+        assert_eq!(parse_trust_domain("cluster.local"), Ok("cluster.local"));
+        let e = parse_trust_domain("spiffe://cluster.local").unwrap_err();
+        assert_eq!(e.problem, Problem::UriNotName);
+        assert!(e.to_string().ends_with("write it as cluster.local"), "{e}");
+        let e = parse_trust_domain("").unwrap_err();
+        assert_eq!(e.problem, Problem::EmptyTrustDomain);
+        assert!(e.to_string().contains("such as cluster.local"), "{e}");
+        let e = parse_trust_domain("cluster.local/ns/a").unwrap_err();
+        assert_eq!(e.suggestion.as_deref(), Some("cluster.local"));
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub struct ReloadStatus {
     pub last_reload: Option<SystemTime>,
     #[serde(with = "time_opt")]
     pub last_failure: Option<SystemTime>,
+    /// For a value that verifies peers: where it learns of revoked
+    /// certificates (`"none"` or the CRL files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<super::Revocation>,
 }
 
 /// The current value of a rotating credential.
@@ -92,6 +96,11 @@ impl<T> Live<T> {
 
     pub fn status(&self) -> ReloadStatus {
         lock(&self.status).clone()
+    }
+
+    /// Say where this value learns of revocations (shown with its status).
+    pub fn set_revocation(&self, revocation: super::Revocation) {
+        lock(&self.status).revocation = Some(revocation);
     }
 }
 

@@ -46,6 +46,8 @@ pub enum CredError {
         index: usize,
         detail: String,
     },
+    #[error("{path}: the certificate cannot be used now: {detail}")]
+    Unusable { path: PathBuf, detail: String },
     #[error("building the TLS configuration: {0}")]
     Tls(String),
 }
@@ -146,6 +148,65 @@ pub fn certified_key(
             detail: e.to_string(),
         }),
     }
+}
+
+/// Refuse a leaf outside its validity window at `now`: it parses and its
+/// key matches, yet every peer would refuse it. What presents a bad
+/// certificate on purpose (the plan's variants) never comes through here.
+pub fn check_validity(
+    path: &Path,
+    leaf: &CertificateDer<'_>,
+    now: time::OffsetDateTime,
+) -> Result<(), CredError> {
+    let facts = crate::x509::CertFacts::from_der(leaf).map_err(|e| CredError::BadCertificate {
+        path: path.to_path_buf(),
+        index: 1,
+        detail: e.to_string(),
+    })?;
+    let at = crate::x509::rfc3339;
+    let detail = if now > facts.not_after {
+        format!("it expired at {}", at(facts.not_after))
+    } else if now < facts.not_before {
+        format!("it is not valid before {}", at(facts.not_before))
+    } else {
+        return Ok(());
+    };
+    Err(CredError::Unusable {
+        path: path.to_path_buf(),
+        detail: format!("{detail} (now {}); write a certificate valid now", at(now)),
+    })
+}
+
+/// Refuse a client credential that does not chain to `roots` (the CA it is
+/// meant for, read from `ca`), judged as a server judging client
+/// certificates would judge it: chain, validity and clientAuth usage.
+pub fn check_client_chain(
+    path: &Path,
+    ck: &CertifiedKey,
+    ca: &Path,
+    roots: RootCertStore,
+) -> Result<(), CredError> {
+    use rustls::server::WebPkiClientVerifier;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| CredError::Tls(e.to_string()))?;
+    let (leaf, rest) = ck
+        .cert
+        .split_first()
+        .ok_or_else(|| CredError::NoCertificate {
+            path: path.to_path_buf(),
+            found: String::new(),
+        })?;
+    verifier
+        .verify_client_cert(leaf, rest, rustls_pki_types::UnixTime::now())
+        .map(|_| ())
+        .map_err(|e| CredError::Unusable {
+            path: path.to_path_buf(),
+            detail: format!(
+                "it does not chain to the CA it is meant for, {} ({e}); write a certificate that CA issued",
+                ca.display()
+            ),
+        })
 }
 
 /// A client certificate and key, read through `src` (which fingerprints

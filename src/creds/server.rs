@@ -6,7 +6,10 @@
 
 use std::path::PathBuf;
 
-use super::{add_roots, certified_key, parse_chain, parse_crls, parse_key, CredError, Sources};
+use super::{
+    add_roots, certified_key, check_validity, parse_chain, parse_crls, parse_key, CredError,
+    Sources,
+};
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
@@ -30,7 +33,41 @@ pub struct ServerFiles {
     pub crls: Vec<PathBuf>,
 }
 
+/// Where a verifier learns that a client certificate was revoked: shown in
+/// `/stats` so that running without any source is never silent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// No CRL: a revoked certificate is accepted.
+    None,
+    /// These CRL files.
+    Crls(Vec<PathBuf>),
+}
+
+impl Revocation {
+    pub fn of(crls: &[PathBuf]) -> Self {
+        match crls {
+            [] => Revocation::None,
+            files => Revocation::Crls(files.to_vec()),
+        }
+    }
+}
+
+impl serde::Serialize for Revocation {
+    /// `"none"`, or the CRL files.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Revocation::None => s.serialize_str("none"),
+            Revocation::Crls(files) => s.collect_seq(files.iter().map(|f| f.display().to_string())),
+        }
+    }
+}
+
 impl ServerFiles {
+    /// Where revocation status comes from.
+    pub fn revocation(&self) -> Revocation {
+        Revocation::of(&self.crls)
+    }
+
     pub fn all(&self) -> Vec<PathBuf> {
         let mut v = vec![self.cert.clone(), self.key.clone()];
         v.extend(self.client_cas.iter().cloned());
@@ -47,6 +84,11 @@ impl ServerFiles {
         let chain = parse_chain(&self.cert, &src.read(&self.cert)?)?;
         let key = parse_key(&self.key, &src.read(&self.key)?)?;
         let identity = certified_key(&self.cert, chain, &self.key, key)?;
+        // An expired server certificate parses and matches its key, and
+        // every client would refuse it: not a credential to publish.
+        if let Some(leaf) = identity.cert.first() {
+            check_validity(&self.cert, leaf, time::OffsetDateTime::now_utc())?;
+        }
         let mut client_roots = RootCertStore::empty();
         for ca in &self.client_cas {
             add_roots(&mut client_roots, ca, &src.read(ca)?)?;

@@ -79,7 +79,11 @@ impl Hierarchy {
 
         let (top, top_issuer, mut cas, anchor, above, user_ca) = match user {
             None => {
-                let root = Authority::new_root("certshift test root CA", kt, now, ca_lifetime)?;
+                // Unique per PKI: two PKIs trusted side by side must not
+                // share a root name, or a CRL matched by issuer name (as
+                // webpki and OpenSSL match them) is the other root's.
+                let name = format!("certshift test root CA {:08x}", rand::random::<u32>());
+                let root = Authority::new_root(&name, kt, now, ca_lifetime)?;
                 let mut ca = CaCert::root("ca", Role::Ca, &root.cert);
                 ca.key = generated_key(CA_KEY_FILE, &root);
                 let anchor = root.cert.clone();

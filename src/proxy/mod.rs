@@ -137,16 +137,16 @@ impl Proxy {
                 addr: cfg.listen,
                 source,
             })?;
-        let watched = if cfg.watch {
-            held.watched()
-        } else {
-            Vec::new()
+        let triggers = creds::Triggers {
+            debounce: Duration::from_millis(200),
+            events: cfg.watch,
+            poll: cfg.reload_poll,
+            sighup: true,
         };
         let r = held.clone();
-        let reloader =
-            creds::spawn_reloader(&watched, Duration::from_millis(200), true, move || {
-                let _ = r.reload_files();
-            })?;
+        let reloader = creds::spawn_reloader_with(&held.watched(), triggers, move || {
+            let _ = r.reload_files();
+        })?;
         let schedule = held.spawn_schedule().map(AbortOnDrop);
         let plan_schedule = plan
             .spawn_schedule(cfg.plan_schedule.clone())

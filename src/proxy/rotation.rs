@@ -41,11 +41,14 @@ impl ProxyCredentials {
     pub fn load(cfg: Arc<ProxyConfig>, metrics: Metrics) -> Result<Self, super::ProxyError> {
         let log: Arc<dyn RotationLog> = Arc::new(metrics);
         let client = match cfg.client.clone() {
-            Some(f) => Some(Publisher::load(
-                RotationKind::Client,
-                move || load_client(&f),
-                log.clone(),
-            )?),
+            Some(f) => {
+                let ca = cfg.client_ca.clone();
+                Some(Publisher::load(
+                    RotationKind::Client,
+                    move || load_client(&f, ca.as_deref()),
+                    log.clone(),
+                )?)
+            }
             None => None,
         };
         let server = match cfg.listen_files.clone() {
@@ -65,8 +68,26 @@ impl ProxyCredentials {
             move || load_trust(&cas, &crls),
             log,
         )?;
-        let minter = match (&cfg.rotate_ca, &client) {
-            (Some((cert, key)), Some(c)) => Some(Minter::new(cert, key, &c.current())?),
+        if let (Some(files), Some(server)) = (&cfg.listen_files, &server) {
+            if cfg.listen_tls == super::config::TlsMode::Mtls {
+                let revocation = files.revocation();
+                if revocation == creds::Revocation::None {
+                    tracing::warn!("the mTLS listener has no CRL: revoked client certificates are accepted (pass --listen-crl FILE)");
+                }
+                server.live().set_revocation(revocation);
+            }
+        }
+        trust
+            .live()
+            .set_revocation(creds::Revocation::of(&cfg.upstream_crls));
+        // A pair that does not belong together would mint leaves that no
+        // service can verify: refused before anything is minted.
+        let ca = match &cfg.rotate_ca {
+            Some((cert, key)) => Some(rotate_ca(cert, key)?),
+            None => None,
+        };
+        let minter = match (ca, &client) {
+            (Some(ca), Some(c)) => Some(Minter::new(ca, &c.current())?),
             _ => None,
         };
         Ok(ProxyCredentials {
@@ -151,6 +172,8 @@ impl ProxyCredentials {
 pub enum MintError {
     #[error("minting needs a client identity and a CA (--rotate-ca-cert or --pki)")]
     Unavailable,
+    #[error("--rotate-ca-key {} does not match --rotate-ca-cert {} (public keys differ): every minted leaf would fail verification; pass the key of this CA certificate", key.display(), cert.display())]
+    CaMismatch { cert: PathBuf, key: PathBuf },
     #[error("the client credential holds no certificate to copy an identity from")]
     NoCertificate,
     #[error("the client certificate cannot be read to copy its identity")]
@@ -218,9 +241,18 @@ pub(super) fn load_mutation(f: &ClientFiles) -> Result<Arc<CertifiedKey>, CredEr
     }
 }
 
-fn load_client(f: &ClientFiles) -> Result<Loaded<CertifiedKey>, CredError> {
+/// The identity, usable now: it parses, its key matches, it is inside its
+/// validity window and, when the CA it is meant for is known, chains to it.
+/// Anything less would be published and refused by every service.
+fn load_client(f: &ClientFiles, ca: Option<&Path>) -> Result<Loaded<CertifiedKey>, CredError> {
     let mut src = Sources::default();
     let ck = creds::read_client_pair(&mut src, &f.cert, &f.key)?;
+    if let Some(leaf) = ck.cert.first() {
+        creds::check_validity(&f.cert, leaf, time::OffsetDateTime::now_utc())?;
+    }
+    if let Some(ca) = ca {
+        creds::check_client_chain(&f.cert, &ck, ca, creds::load_roots(&[ca.to_path_buf()])?)?;
+    }
     Ok(Loaded {
         serial: creds::leaf_serial(&ck),
         value: ck,
@@ -283,14 +315,27 @@ struct Minter {
     validity: Duration,
 }
 
+/// The minting CA from `--rotate-ca-cert`/`--rotate-ca-key` (or the
+/// PKI's), its key checked against its certificate.
+fn rotate_ca(cert: &Path, key: &Path) -> Result<Authority, MintError> {
+    let cert_pem = String::from_utf8_lossy(&creds::read(cert)?).into_owned();
+    let key_pem = String::from_utf8_lossy(&creds::read(key)?).into_owned();
+    let ca = Authority::from_pem(&cert_pem, &key_pem).map_err(|e| CredError::BadKey {
+        path: key.to_path_buf(),
+        detail: format!("cannot mint with this CA: {e}"),
+    })?;
+    let facts = CertFacts::from_der(&ca.cert)?;
+    if ca.key().public_key_raw() != facts.public_key_raw.as_slice() {
+        return Err(MintError::CaMismatch {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        });
+    }
+    Ok(ca)
+}
+
 impl Minter {
-    fn new(cert: &Path, key: &Path, current: &CertifiedKey) -> Result<Self, MintError> {
-        let cert_pem = String::from_utf8_lossy(&creds::read(cert)?).into_owned();
-        let key_pem = String::from_utf8_lossy(&creds::read(key)?).into_owned();
-        let ca = Authority::from_pem(&cert_pem, &key_pem).map_err(|e| CredError::BadKey {
-            path: key.to_path_buf(),
-            detail: format!("cannot mint with this CA: {e}"),
-        })?;
+    fn new(ca: Authority, current: &CertifiedKey) -> Result<Self, MintError> {
         let ca_self_signed = CertFacts::from_der(&ca.cert)
             .map(|f| f.self_signed)
             .unwrap_or(true);

@@ -99,9 +99,19 @@ pub struct ServeArgs {
     /// Connections served at once; more wait in the listen backlog.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
-    /// Do not watch the credential files (SIGHUP still reloads).
+    /// Do not watch the credential files for changes (SIGHUP still
+    /// reloads; so does --reload-poll when given).
     #[arg(long)]
     pub no_watch: bool,
+    /// Also re-read the credential and policy files this often and reload
+    /// when their bytes changed: the fallback for a missed file event
+    /// (default 5s while watching; 0 disables).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub reload_poll: Option<Duration>,
+    /// Accept a policy file with no rules (it denies every request). Without
+    /// it such a file is refused at startup and on reload.
+    #[arg(long)]
+    pub allow_empty_policy: bool,
 }
 
 impl Default for ServeArgs {
@@ -151,6 +161,9 @@ pub struct ServeConfig {
     pub idle_timeout: Duration,
     pub max_connections: usize,
     pub watch: bool,
+    /// The fingerprint poll's period, `None` when off.
+    pub reload_poll: Option<Duration>,
+    pub allow_empty_policy: bool,
 }
 
 impl ServeArgs {
@@ -196,7 +209,19 @@ impl ServeArgs {
             pki.as_ref().map(PkiDir::crl),
         ) {
             (false, _, _) => self.crl.clone(),
-            (true, true, Some(crl)) if crl.exists() => vec![crl],
+            // A PKI always has its CRL: without it revocation would stop
+            // being checked, silently (a revoked client served).
+            (true, true, Some(crl)) if !crl.exists() => {
+                return Err(ServeError::Config {
+                    flag: "--pki",
+                    problem: format!(
+                        "{} is missing, so revoked clients would be served; restore it, \
+                         re-run `certshift pki init`, or pass --crl FILE",
+                        crl.display()
+                    ),
+                })
+            }
+            (true, true, Some(crl)) => vec![crl],
             _ => Vec::new(),
         };
         let trust_domains = match (self.trust_domain.is_empty(), manifest) {
@@ -204,6 +229,12 @@ impl ServeArgs {
             (true, Some(m)) => vec![m.trust_domain.clone()],
             (true, None) => vec!["cluster.local".to_string()],
         };
+        for td in &trust_domains {
+            crate::spiffe::parse_trust_domain(td).map_err(|e| ServeError::Config {
+                flag: "--trust-domain",
+                problem: e.to_string(),
+            })?;
+        }
         if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
             return Err(ServeError::Config {
                 flag: "--max-connections",
@@ -224,8 +255,18 @@ impl ServeArgs {
                 });
             }
         }
+        if self.reload_poll.is_some_and(|d| d > MAX_TIMEOUT) {
+            return Err(ServeError::Config {
+                flag: "--reload-poll",
+                problem: "give a duration of at most 1d (e.g. 5s), or 0 to disable".into(),
+            });
+        }
         // Loaded now so that a bad policy is a startup error (exit 2).
-        let policy = self.policy.as_deref().map(Policy::load).transpose()?;
+        let policy = self
+            .policy
+            .as_deref()
+            .map(|p| Policy::load(p)?.require_rules(p, self.allow_empty_policy))
+            .transpose()?;
         Ok(ServeConfig {
             listen: self.listen,
             files: ServerFiles {
@@ -243,6 +284,8 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
             watch: !self.no_watch,
+            reload_poll: crate::creds::poll_period(!self.no_watch, self.reload_poll),
+            allow_empty_policy: self.allow_empty_policy,
         })
     }
 }

@@ -76,6 +76,17 @@ pub struct ServiceHandle {
 impl Service {
     /// Load the TLS material (refusing bad files), bind, start watching.
     pub async fn bind(cfg: ServeConfig) -> Result<Service, ServeError> {
+        // Running without revocation is allowed (a CA may publish no CRL)
+        // but never silent.
+        match cfg.files.revocation() {
+            creds::Revocation::None => tracing::warn!(
+                revocation = "none",
+                "no CRL: revoked client certificates are accepted (pass --crl FILE, or --pki DIR)"
+            ),
+            creds::Revocation::Crls(files) => {
+                tracing::info!(crls = ?files, "revocation checked against these CRLs")
+            }
+        }
         // `serve` keeps no timeline: publications are logged and counted.
         let log: Arc<dyn RotationLog> = Arc::new(());
         let tls = {
@@ -88,8 +99,15 @@ impl Service {
             )?
         };
         let policy = match cfg.policy_path.clone() {
-            Some(path) => Publisher::load(RotationKind::Policy, move || load_policy(&path), log)
-                .map_err(ServeError::Policy)?,
+            Some(path) => {
+                let allow_empty = cfg.allow_empty_policy;
+                Publisher::load(
+                    RotationKind::Policy,
+                    move || load_policy(&path, allow_empty),
+                    log,
+                )
+                .map_err(ServeError::Policy)?
+            }
             // A policy given in code, with no file to reload it from.
             None => Publisher::fixed(RotationKind::Policy, cfg.policy.clone(), log),
         };
@@ -108,12 +126,15 @@ impl Service {
         let handle = ServiceHandle {
             shared: shared.clone(),
         };
-        let mut paths = Vec::new();
-        if shared.cfg.watch {
-            paths = shared.cfg.files.all();
-            paths.extend(shared.cfg.policy_path.iter().cloned());
-        }
-        let reloader = creds::spawn_reloader(&paths, Duration::from_millis(200), true, move || {
+        let mut paths = shared.cfg.files.all();
+        paths.extend(shared.cfg.policy_path.iter().cloned());
+        let triggers = creds::Triggers {
+            debounce: Duration::from_millis(200),
+            events: shared.cfg.watch,
+            poll: shared.cfg.reload_poll,
+            sighup: true,
+        };
+        let reloader = creds::spawn_reloader_with(&paths, triggers, move || {
             let _ = handle.reload();
             let _ = handle.reload_policy();
         })
@@ -195,14 +216,15 @@ fn load_tls(
     })
 }
 
-fn load_policy(path: &Path) -> Result<Loaded<Option<Policy>>, PolicyError> {
+fn load_policy(path: &Path, allow_empty: bool) -> Result<Loaded<Option<Policy>>, PolicyError> {
     let mut src = Sources::default();
     let bytes = src.read(path).map_err(|e| PolicyError::Read {
         path: path.to_path_buf(),
         source: std::io::Error::other(e),
     })?;
     let text = String::from_utf8_lossy(&bytes);
-    let policy = Policy::from_toml_str(&path.display().to_string(), &text)?;
+    let policy = Policy::from_toml_str(&path.display().to_string(), &text)?
+        .require_rules(path, allow_empty)?;
     Ok(Loaded {
         value: Some(policy),
         fingerprint: src.fingerprint(),

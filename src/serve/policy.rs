@@ -23,8 +23,10 @@
 //!   (`*`, "any non-empty value"); `*` anywhere else is rejected because Istio
 //!   has no such match and a silent glob reinterpretation would widen access;
 //! - a policy with zero rules denies everything, as an Istio ALLOW policy
-//!   with no rules does. Loading such a file is valid on purpose: "deny all"
-//!   is a legitimate configuration for negative tests.
+//!   with no rules does. Parsing such a file is valid on purpose: "deny all"
+//!   is a legitimate configuration for negative tests. But an empty file is
+//!   far more often a half-written or truncated one, so the service takes
+//!   it only when asked explicitly ([`Policy::require_rules`]).
 //!
 //! Over 600 lines on purpose: more than half is the tests of the policy
 //! contract (file format, error messages, Istio semantics), kept beside the
@@ -63,6 +65,9 @@ pub enum PolicyError {
         location: String,
         message: String,
     },
+    /// A file without any rule: it would deny every request.
+    #[error("policy {}: no [[rules]], so every request would be denied (403); add a rule, or pass --allow-empty-policy if deny-all is meant", path.display())]
+    NoRules { path: PathBuf },
 }
 
 /// Raw file shape. `deny_unknown_fields` turns typos such as `[[rule]]`,
@@ -285,6 +290,18 @@ impl Policy {
         self.rules
             .iter()
             .any(|r| r.matches(method, path, principal))
+    }
+
+    /// This policy, unless it has no rule and `allow_empty` is false: a
+    /// deny-all policy must be asked for, since an empty or truncated file
+    /// would otherwise turn a service into a wall of 403s.
+    pub fn require_rules(self, path: &Path, allow_empty: bool) -> Result<Policy, PolicyError> {
+        if self.rules.is_empty() && !allow_empty {
+            return Err(PolicyError::NoRules {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(self)
     }
 
     /// Number of rules; zero means the policy denies every request.

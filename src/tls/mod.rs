@@ -20,7 +20,8 @@ pub use outcome::{alert_name, classify_io, classify_rustls, Outcome, Verdict};
 pub use server::{server_config, ClientAuth};
 pub(crate) use verify::handshake_signatures;
 pub use verify::{
-    spiffe_id_of, AnyCaClientVerifier, LeafRefusal, RevocationReach, SpiffeClientVerifier,
+    spiffe_id_of, AnyCaClientVerifier, CrlSlices, LeafRefusal, RevocationReach,
+    SpiffeClientVerifier, WellFormedChain,
 };
 
 /// TLS on one side of a connection: the proxy's listener and upstream, the

@@ -8,8 +8,14 @@ use rustls::server::{ClientCertVerifierBuilder, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
-use super::{AnyCaClientVerifier, RevocationReach, SpiffeClientVerifier, TlsVersions};
+use rustls_pki_types::CertificateRevocationListDer;
+
+use super::{
+    AnyCaClientVerifier, CrlSlices, RevocationReach, SpiffeClientVerifier, TlsVersions,
+    WellFormedChain,
+};
 use crate::creds::{provider, CredError, ServerTlsMaterial};
+use crate::x509::CrlFacts;
 
 /// How a server treats client certificates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +42,10 @@ pub fn server_config(
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions.rustls())
         .map_err(|e| tls(&e))?;
+    // Every verifier checks the chain's entries first, then the trust domain.
     let spiffe = |inner: Arc<dyn ClientCertVerifier>| -> Arc<dyn ClientCertVerifier> {
-        Arc::new(SpiffeClientVerifier::new(inner, m.trust_domains.clone()))
+        let spiffe = Arc::new(SpiffeClientVerifier::new(inner, m.trust_domains.clone()));
+        Arc::new(WellFormedChain::new(spiffe))
     };
     let verifying = |optional: bool| -> Result<Arc<dyn ClientCertVerifier>, CredError> {
         if m.client_roots.is_empty() {
@@ -46,24 +54,34 @@ pub fn server_config(
             ));
         }
         let roots = Arc::new(m.client_roots.clone());
-        let webpki = |tune: &dyn Fn(ClientCertVerifierBuilder) -> ClientCertVerifierBuilder| {
-            let mut b =
-                WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
-            if !m.crls.is_empty() {
-                b = tune(b.with_crls(m.crls.clone()));
+        let webpki =
+            |crls: &[Crl],
+             tune: &dyn Fn(ClientCertVerifierBuilder) -> ClientCertVerifierBuilder| {
+                let mut b =
+                    WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
+                if !crls.is_empty() {
+                    b = tune(b.with_crls(crls.to_vec()));
+                }
+                if optional {
+                    b = b.allow_unauthenticated();
+                }
+                b.build().map_err(|e| tls(&e))
+            };
+        let reach = |crls: &[Crl]| -> Result<Arc<dyn ClientCertVerifier>, CredError> {
+            if crls.is_empty() {
+                return webpki(crls, &|b| b);
             }
-            if optional {
-                b = b.allow_unauthenticated();
-            }
-            b.build().map_err(|e| tls(&e))
+            Ok(Arc::new(RevocationReach::new(
+                webpki(crls, &|b| b.only_check_end_entity_revocation())?,
+                webpki(crls, &|b| b.allow_unknown_revocation_status())?,
+            )))
         };
-        let inner: Arc<dyn ClientCertVerifier> = if m.crls.is_empty() {
-            webpki(&|b| b)?
-        } else {
-            Arc::new(RevocationReach::new(
-                webpki(&|b| b.only_check_end_entity_revocation())?,
-                webpki(&|b| b.allow_unknown_revocation_status())?,
-            ))
+        let mut slices = crl_slices(&m.crls).into_iter();
+        let first = reach(&slices.next().unwrap_or_default())?;
+        let rest = slices.map(|s| reach(&s)).collect::<Result<Vec<_>, _>>()?;
+        let inner: Arc<dyn ClientCertVerifier> = match rest.is_empty() {
+            true => first,
+            false => Arc::new(CrlSlices::new(first, rest)),
         };
         Ok(spiffe(inner))
     };
@@ -84,6 +102,35 @@ pub fn server_config(
     let mut config = builder.with_cert_resolver(Arc::new(Fixed(m.identity)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+type Crl = CertificateRevocationListDer<'static>;
+
+/// The CRLs split so that no set holds two with the same issuer name (see
+/// [`CrlSlices`]): the `i`th set holds the `i`th CRL of each name, and a
+/// name with one CRL is in every set. Usually there is one set: all of them.
+fn crl_slices(crls: &[Crl]) -> Vec<Vec<Crl>> {
+    let mut by_issuer: Vec<(Vec<u8>, Vec<Crl>)> = Vec::new();
+    for crl in crls {
+        // Checked when loaded; an unreadable name is a name of its own.
+        let issuer = CrlFacts::from_der(crl).map_or_else(|_| crl.to_vec(), |f| f.issuer_der);
+        match by_issuer.iter_mut().find(|(i, _)| *i == issuer) {
+            Some((_, group)) => group.push(crl.clone()),
+            None => by_issuer.push((issuer, vec![crl.clone()])),
+        }
+    }
+    let n = by_issuer.iter().map(|(_, g)| g.len()).max().unwrap_or(1);
+    (0..n)
+        .map(|i| {
+            by_issuer
+                .iter()
+                .filter_map(|(_, g)| match g.len() {
+                    1 => g.first().cloned(),
+                    _ => g.get(i).cloned(),
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// One identity for every SNI.

@@ -189,6 +189,106 @@ impl ClientCertVerifier for RevocationReach {
     }
 }
 
+/// Accepts what one of its verifiers accepts. Each is built from the same
+/// roots and a different set of CRLs ([`crate::tls::server`] makes them):
+/// webpki takes the first CRL whose issuer *name* matches and refuses the
+/// client when that CRL's signature does not verify with the issuer's key,
+/// so with two CAs of the same name, each with its own CRL, one verifier
+/// would refuse every client of the second CA. One verifier per CRL of a
+/// shared name means each client meets its own issuer's CRL in one of them.
+#[derive(Debug)]
+pub struct CrlSlices {
+    first: Arc<dyn ClientCertVerifier>,
+    rest: Vec<Arc<dyn ClientCertVerifier>>,
+}
+
+impl CrlSlices {
+    pub fn new(first: Arc<dyn ClientCertVerifier>, rest: Vec<Arc<dyn ClientCertVerifier>>) -> Self {
+        CrlSlices { first, rest }
+    }
+}
+
+impl ClientCertVerifier for CrlSlices {
+    delegate_client_auth! { |v| v.first }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        let mut refusal: Option<Error> = None;
+        for v in std::iter::once(&self.first).chain(&self.rest) {
+            match v.verify_client_cert(end_entity, intermediates, now) {
+                Ok(verified) => return Ok(verified),
+                Err(e) if refusal.as_ref().is_none_or(|r| weight(&e) < weight(r)) => {
+                    refusal = Some(e)
+                }
+                Err(_) => {}
+            }
+        }
+        // `first` always answers, so there is at least one refusal here.
+        Err(refusal.unwrap_or(Error::InvalidCertificate(CertificateError::UnknownIssuer)))
+    }
+}
+
+/// Which refusal of [`CrlSlices`] speaks for the client (lowest first): a
+/// CRL of another CA with the same name fails its signature check, which
+/// webpki reports as a bad CRL or, having tried every path, as a bad
+/// signature; that says nothing about this client, while "revoked" by the
+/// CRL that does verify, or any other refusal, does.
+fn weight(e: &Error) -> u8 {
+    match e {
+        Error::InvalidCertificate(CertificateError::Revoked) => 0,
+        #[allow(deprecated)]
+        Error::InvalidCertificate(CertificateError::BadSignature) => 2,
+        Error::InvalidCertRevocationList(_) => 3,
+        _ => 1,
+    }
+}
+
+/// Refuses a client Certificate message with an entry after the leaf that
+/// is not a certificate (zero bytes, or bytes that do not parse as exactly
+/// one X.509 certificate) before `inner` sees it, with bad_certificate, as
+/// OpenSSL refuses it (decode_error). Path building skips an entry it
+/// cannot use, so without this such a chain is accepted when the leaf
+/// alone chains to a trusted CA.
+#[derive(Debug)]
+pub struct WellFormedChain {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl WellFormedChain {
+    pub fn new(inner: Arc<dyn ClientCertVerifier>) -> Self {
+        WellFormedChain { inner }
+    }
+}
+
+impl ClientCertVerifier for WellFormedChain {
+    delegate_client_auth! { |v| v.inner }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        for (i, der) in intermediates.iter().enumerate() {
+            let whole = matches!(x509_parser::parse_x509_certificate(der), Ok((rest, _)) if rest.is_empty());
+            if !whole {
+                tracing::debug!(
+                    entry = i + 2,
+                    len = der.len(),
+                    "client certificate refused: a chain entry is not a certificate"
+                );
+                return Err(Error::InvalidCertificate(CertificateError::BadEncoding));
+            }
+        }
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+}
+
 /// Requires a client certificate and checks everything about it except
 /// whether it chains to a trusted CA: nginx's `ssl_verify_client
 /// optional_no_ca`, which ignores only the "issuer unknown" and

@@ -234,6 +234,11 @@ pub struct ProxyArgs {
     /// Write the final summary as JSON.
     #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub json: Option<PathBuf>,
+    /// Also re-read the credential files this often and reload when their
+    /// bytes changed: the fallback for a missed file event (default 5s
+    /// while watching; 0 disables; with --no-watch, polls only if given).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub reload_poll: Option<Duration>,
     /// Do not watch credential files (SIGHUP and POST /rotate still reload).
     #[arg(long)]
     pub no_watch: bool,

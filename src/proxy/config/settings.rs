@@ -45,6 +45,9 @@ pub struct ProxyConfig {
     pub versions: TlsVersions,
     pub trust_domains: Vec<String>,
     pub client: Option<ClientFiles>,
+    /// The CA `client` must chain to when that is known (the PKI's, for its
+    /// own identity): a reload that does not is refused.
+    pub client_ca: Option<PathBuf>,
     /// Bad variants' credentials, from the PKI manifest: name -> files.
     pub variants: Vec<(crate::pki::Variant, ClientFiles)>,
     /// The mutated certificates `pki init` wrote (`mutations/<name>/`), from
@@ -76,6 +79,8 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     pub json: Option<PathBuf>,
     pub watch: bool,
+    /// The fingerprint poll's period (`--reload-poll`), `None` when off.
+    pub reload_poll: Option<Duration>,
 }
 
 impl ProxyConfig {

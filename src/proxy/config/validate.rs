@@ -41,6 +41,12 @@ pub(super) fn validate(args: ProxyArgs) -> Result<ProxyConfig, ConfigError> {
         variants,
         mutations,
     } = presenting(&args, pki.as_ref(), &plan)?;
+    // The PKI's identity is meant for the PKI's CA; one given by
+    // --client-cert may belong to any CA.
+    let client_ca = match (&args.client_cert, pki.as_ref(), &client) {
+        (None, Some(p), Some(_)) => Some(p.ca_cert()),
+        _ => None,
+    };
     let plan_schedule = plan_schedule(&args, pki.as_ref(), client.is_some())?;
     let upstream = upstream(&args, pki.as_ref())?;
     let listen_files = listen(&args, pki.as_ref())?;
@@ -63,6 +69,7 @@ pub(super) fn validate(args: ProxyArgs) -> Result<ProxyConfig, ConfigError> {
         versions: args.tls_versions,
         trust_domains,
         client,
+        client_ca,
         variants,
         mutations,
         plan,
@@ -85,6 +92,7 @@ pub(super) fn validate(args: ProxyArgs) -> Result<ProxyConfig, ConfigError> {
         drain_timeout: args.drain_timeout,
         json: args.json,
         watch: !args.no_watch,
+        reload_poll: crate::creds::poll_period(!args.no_watch, args.reload_poll),
     })
 }
 
@@ -276,6 +284,16 @@ fn upstream(args: &ProxyArgs, pki: Option<&PkiDir>) -> Result<Upstream, ConfigEr
         .upstream_name
         .clone()
         .unwrap_or_else(|| host.to_string());
+    // Checked by the one SPIFFE parser: an ID no certificate can carry
+    // would refuse every service.
+    if let Some(id) = &args.upstream_spiffe_id {
+        crate::spiffe::SpiffeId::parse(id).map_err(|e| {
+            flag(
+                "--upstream-spiffe-id",
+                format!("{e}; write spiffe://TRUST-DOMAIN/PATH, e.g. spiffe://cluster.local/ns/default/sa/api"),
+            )
+        })?;
+    }
     Ok(Upstream { name, cas })
 }
 
@@ -326,7 +344,18 @@ fn listen(args: &ProxyArgs, pki: Option<&PkiDir>) -> Result<Option<ServerFiles>,
         pki.map(PkiDir::crl),
     ) {
         (TlsMode::Mtls, false, _, _) => args.listen_crl.clone(),
-        (TlsMode::Mtls, true, true, Some(crl)) if crl.exists() => vec![crl],
+        // A PKI always has its CRL: without it, revocation would stop
+        // being checked, silently.
+        (TlsMode::Mtls, true, true, Some(crl)) if !crl.exists() => {
+            return Err(flag(
+                "--pki",
+                format!(
+                    "{} is missing, so revoked clients would be let in; restore it, re-run `certshift pki init`, or pass --listen-crl FILE",
+                    crl.display()
+                ),
+            ))
+        }
+        (TlsMode::Mtls, true, true, Some(crl)) => vec![crl],
         _ => Vec::new(),
     };
     Ok(Some(ServerFiles {
@@ -394,6 +423,12 @@ fn limits(args: &ProxyArgs) -> Result<(), ConfigError> {
         if d.is_zero() || d > MAX_TIMEOUT {
             return Err(flag(f, "give a duration above 0 and at most 1d (e.g. 10s)"));
         }
+    }
+    if args.reload_poll.is_some_and(|d| d > MAX_TIMEOUT) {
+        return Err(flag(
+            "--reload-poll",
+            "give a duration of at most 1d (e.g. 5s), or 0 to disable",
+        ));
     }
     Ok(())
 }
