@@ -316,7 +316,7 @@ mod tests {
         RotationMark {
             t_ms,
             kind: "client".into(),
-            serial: String::new(),
+            serial: None,
         }
     }
 
