@@ -130,11 +130,8 @@ pub async fn command(args: RotationTestArgs) -> anyhow::Result<bool> {
     if args.interval < Duration::from_millis(100) {
         anyhow::bail!("--interval: must be at least 100ms, so each rotation has a window");
     }
-    if !(args.rate.is_finite() && args.rate > 0.0) {
-        anyhow::bail!(
-            "--rate: {} must be a positive number of operations per second",
-            args.rate
-        );
+    if let Err(problem) = crate::load::check_rate(args.rate) {
+        anyhow::bail!("--rate: {problem}");
     }
     if args.no_overlap && matches!(args.rotate, Rotate::Client | Rotate::Server) {
         // Only a CA-bundle rotation has an overlap (the new root added to

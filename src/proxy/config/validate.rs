@@ -258,12 +258,8 @@ struct Upstream {
 
 /// `--upstream`, `--upstream-name`, `--upstream-ca`.
 fn upstream(args: &ProxyArgs, pki: Option<&PkiDir>) -> Result<Upstream, ConfigError> {
-    let (host, _) = crate::net::split_host_port(&args.upstream).ok_or_else(|| {
-        flag(
-            "--upstream",
-            format!("{:?} is not HOST:PORT", args.upstream),
-        )
-    })?;
+    let (host, _) = crate::net::parse_host_port(&args.upstream)
+        .map_err(|e| flag("--upstream", e.to_string()))?;
     let cas = match (args.upstream_ca.is_empty(), pki.map(PkiDir::ca_cert)) {
         (false, _) => args.upstream_ca.clone(),
         (true, Some(ca)) => vec![ca],
