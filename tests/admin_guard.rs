@@ -6,22 +6,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use certshift::serve::Enforcement;
-use common::{certshift, spawn_certshift, start_serve, TestPki};
-
-/// `curl ARGS`: (body, status code).
-fn curl(args: &[&str]) -> (String, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-    (body.to_string(), code.to_string())
-}
+use common::{certshift, curl, spawn_certshift, start_serve, TestPki};
 
 /// Publications of the client identity, as `/stats` counts them.
 fn client_reloads(admin: &str) -> u64 {

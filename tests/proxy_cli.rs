@@ -10,17 +10,6 @@ use std::time::{Duration, Instant};
 use certshift::serve::Enforcement;
 use common::*;
 
-fn curl(args: &[&str]) -> (String, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-    (body.to_string(), code.to_string())
-}
-
 type Labels = Vec<(String, String)>;
 type Sample = (String, Labels, f64);
 

@@ -167,6 +167,18 @@ pub async fn certshift_output(args: &[&str]) -> std::process::Output {
         .expect("certshift thread")
 }
 
+/// `curl ARGS` with a 10 s limit: (body, HTTP status code).
+pub fn curl(args: &[&str]) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (body.to_string(), code.to_string())
+}
+
 pub fn have(tool: &str) -> bool {
     std::process::Command::new(tool)
         .arg("--version")
