@@ -3,6 +3,7 @@
 //! to exit codes (0 success, 1 the run found a failure, 2 usage or
 //! configuration error).
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -62,6 +63,10 @@ pub const EXIT_USAGE: u8 = 2;
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
+    if let Err(e) = check_outputs(&outputs(&cli.command)) {
+        eprintln!("error: {}", error_chain(&e));
+        return ExitCode::from(EXIT_USAGE);
+    }
     let result = match cli.command {
         Command::Pki(PkiCommand::Init(a)) => crate::pki::cmd::run_init(&a).map(|()| true),
         Command::Pki(PkiCommand::Inspect(a)) => crate::pki::cmd::run_inspect(&a).map(|()| true),
@@ -85,6 +90,112 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// A path a command writes to, with the flag that named it.
+#[derive(Debug, Clone, Copy)]
+pub enum Output<'a> {
+    /// A file: its directory must exist and take new files.
+    File(&'static str, &'a Path),
+    /// A directory the command creates as needed: the nearest part of the
+    /// path that exists must be a directory that takes new entries.
+    Dir(&'static str, &'a Path),
+}
+
+/// Every path `command` will write when it is done, by flag. (The proxy's
+/// `--json` may come from its config file: [`proxy`] checks it after
+/// reading the file.)
+fn outputs(command: &Command) -> Vec<Output<'_>> {
+    fn files<'a>(list: &[(&'static str, Option<&'a std::path::PathBuf>)]) -> Vec<Output<'a>> {
+        list.iter()
+            .filter_map(|(flag, p)| p.map(|p| Output::File(flag, p.as_path())))
+            .collect()
+    }
+    match command {
+        Command::Load(a) => files(&[
+            ("--json", a.json.as_ref()),
+            ("--hdr-log", a.hdr_log.as_ref()),
+            ("--plot", a.plot.as_ref()),
+        ]),
+        Command::RotationTest(a) => {
+            files(&[("--json", a.json.as_ref()), ("--plot", a.plot.as_ref())])
+        }
+        // `--fuzz` writes no JUnit (audit refuses the pair, naming both
+        // flags: that message is the useful one), but its cases.
+        Command::Audit(a) if a.fuzz.is_some() => {
+            let mut out = files(&[("--json", a.json.as_ref())]);
+            out.push(Output::Dir("--fuzz-out", &a.fuzz_out));
+            out
+        }
+        Command::Audit(a) => files(&[("--json", a.json.as_ref()), ("--junit", a.junit.as_ref())]),
+        Command::Report(crate::report::ReportArgs {
+            command: crate::report::ReportCommand::Merge { json, plot, .. },
+        }) => files(&[("--json", json.as_ref()), ("--plot", plot.as_ref())]),
+        Command::Demo(a) => vec![Output::Dir("--out", &a.out)],
+        _ => Vec::new(),
+    }
+}
+
+/// Refuse output paths that cannot be written before a run starts, not
+/// after it: a ten-minute load must not end in "cannot write
+/// /nonexistent/dir/x.json". Writing is tried for real (a temporary file
+/// in the directory, removed at once), so permissions and read-only
+/// mounts are caught too.
+pub fn check_outputs(outputs: &[Output<'_>]) -> anyhow::Result<()> {
+    for out in outputs {
+        let (flag, path, dir) = match *out {
+            Output::File(flag, path) => {
+                if path.is_dir() {
+                    anyhow::bail!(
+                        "{flag} {}: is a directory; give a file name, e.g. {}",
+                        path.display(),
+                        path.join("report.json").display()
+                    );
+                }
+                let parent = match path.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                if !parent.is_dir() {
+                    anyhow::bail!(
+                        "{flag} {}: directory {} does not exist; create it (mkdir -p {}) or choose another path (checked before the run, so no run is wasted)",
+                        path.display(),
+                        parent.display(),
+                        parent.display()
+                    );
+                }
+                (flag, path, parent)
+            }
+            Output::Dir(flag, path) => {
+                // The nearest part of the path that exists; "" is the
+                // working directory.
+                let existing = path
+                    .ancestors()
+                    .find(|a| a.as_os_str().is_empty() || a.exists())
+                    .filter(|a| !a.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                if !existing.is_dir() {
+                    anyhow::bail!(
+                        "{flag} {}: {} exists and is not a directory; choose another path",
+                        path.display(),
+                        existing.display()
+                    );
+                }
+                (flag, path, existing)
+            }
+        };
+        tempfile::Builder::new()
+            .prefix(".certshift-write-check")
+            .tempfile_in(dir)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{flag} {}: cannot write in {}: {e}; choose a writable path",
+                    path.display(),
+                    dir.display()
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// An error and its causes for people: each cause once. Many messages
@@ -132,6 +243,9 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<bool> {
     use anyhow::Context;
     use std::io::Write;
     let cfg = args.into_config()?;
+    if let Some(json) = &cfg.json {
+        check_outputs(&[Output::File("--json", json)])?;
+    }
     let (admin_addr, token, json) = (cfg.admin, cfg.admin_token.clone(), cfg.json.clone());
     let phases = cfg.plan_schedule.len();
     let metrics = Metrics::start();
@@ -185,6 +299,41 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_paths_are_checked_before_anything_runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ok = tmp.path().join("x.json");
+        check_outputs(&[Output::File("--json", &ok)]).unwrap();
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            0,
+            "the check leaves nothing behind"
+        );
+        let missing = Path::new("/nonexistent/dir/x.json");
+        let e = check_outputs(&[Output::File("--json", missing)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "--json /nonexistent/dir/x.json: directory /nonexistent/dir does not exist"
+            ),
+            "{e}"
+        );
+        let e = check_outputs(&[Output::File("--plot", tmp.path())])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--plot") && e.contains("is a directory"), "{e}");
+        // A directory output may not exist yet, but must be creatable.
+        check_outputs(&[Output::Dir("--fuzz-out", &tmp.path().join("a/b"))]).unwrap();
+        std::fs::write(tmp.path().join("f"), "").unwrap();
+        let e = check_outputs(&[Output::Dir("--out", &tmp.path().join("f/sub"))])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--out") && e.contains("not a directory"), "{e}");
+        check_outputs(&[Output::File("--json", Path::new("relative.json"))]).unwrap();
+        check_outputs(&[Output::Dir("--out", Path::new("relative-dir"))]).unwrap();
+    }
 
     #[test]
     fn an_error_chain_names_each_cause_once() {

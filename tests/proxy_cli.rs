@@ -10,17 +10,6 @@ use std::time::{Duration, Instant};
 use certshift::serve::Enforcement;
 use common::*;
 
-fn curl(args: &[&str]) -> (String, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-    (body.to_string(), code.to_string())
-}
-
 type Labels = Vec<(String, String)>;
 type Sample = (String, Labels, f64);
 
@@ -279,7 +268,7 @@ fn admin_token_is_required_off_loopback_and_checked_when_set() {
         "--admin",
         "127.0.0.1:0",
         "--admin-token",
-        "s3cret",
+        "s3cret-0123456789abcdef",
         "--upstream",
         "127.0.0.1:9",
         "--pki",
@@ -300,7 +289,7 @@ fn admin_token_is_required_off_loopback_and_checked_when_set() {
     assert_eq!(code, "401");
     let (_, code) = curl(&[
         "-H",
-        "Authorization: Bearer s3cret",
+        "Authorization: Bearer s3cret-0123456789abcdef",
         &format!("http://{admin}/healthz"),
     ]);
     assert_eq!(code, "200");
@@ -390,7 +379,7 @@ async fn an_idle_keep_alive_admin_connection_ends_at_shutdown() {
     let task = tokio::spawn(admin.run(async { drop(stopped.await) }));
 
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let mut head = [0u8; 12];

@@ -52,6 +52,29 @@ fn assert_nothing_lost(args: &[&str], kinds: &[&str]) {
         assert!(marked.contains(k), "{k} not in {marked:?}");
     }
     assert!(out.contains("PASS"), "{out}");
+    assert_windows_tile_the_run(&v);
+}
+
+/// Every operation is in exactly one rotation's window: the windows'
+/// attempted (and lost) counts sum to the run's, and each window starts
+/// where the previous one ended.
+fn assert_windows_tile_the_run(v: &serde_json::Value) {
+    let windows = v["rotation_test"]["windows"].as_array().unwrap();
+    let sum = |key: &str| -> u64 {
+        windows
+            .iter()
+            .map(|w| match key {
+                "lost" => w["lost"].as_u64().unwrap(),
+                k => w["before"][k].as_u64().unwrap() + w["after"][k].as_u64().unwrap(),
+            })
+            .sum()
+    };
+    assert_eq!(sum("attempted"), v["attempted"].as_u64().unwrap(), "{v:#}");
+    assert_eq!(sum("lost"), v["rotation_test"]["lost"].as_u64().unwrap());
+    assert_eq!(windows[0]["before"]["from_ms"].as_u64(), Some(0));
+    for pair in windows.windows(2) {
+        assert_eq!(pair[0]["after"]["to_ms"], pair[1]["before"]["from_ms"]);
+    }
 }
 
 #[test]
@@ -113,6 +136,25 @@ fn a_ca_rotation_without_overlap_shows_the_outage_and_exits_1() {
         + upstream["verify:unknown_issuer"].as_u64().unwrap_or(0);
     assert!(unknown > 0, "{upstream}");
     assert!(out.contains("FAIL"), "{out}");
+    assert_windows_tile_the_run(&v);
+}
+
+#[test]
+fn no_overlap_with_a_client_or_server_rotation_is_refused() {
+    for rotate in ["client", "server"] {
+        let out = certshift()
+            .args(["rotation-test", "--rotate", rotate, "--no-overlap"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("--no-overlap")
+                && stderr.contains(&format!("--rotate {rotate}"))
+                && stderr.contains("ca-bundle"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

@@ -41,6 +41,13 @@ use crate::pki::PkiDir;
 use crate::report::Outputs;
 use crate::tls::{client_config, ClientCert, TlsMode, TlsVersions};
 
+/// The highest `--rate` one process takes. One process drives thousands of
+/// handshakes per second per core; a million operations a second is already
+/// far past what it can send, and above it the schedule itself (one clock
+/// tick per operation) becomes the work. More load is more processes, their
+/// HdrHistogram logs combined with `certshift report merge`.
+pub const MAX_RATE: f64 = 1_000_000.0;
+
 /// What one operation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -225,15 +232,7 @@ impl LoadArgs {
 
     /// Rates, durations, bounds.
     fn check_numbers(&self) -> Result<(), LoadError> {
-        if !(self.rate.is_finite() && self.rate > 0.0) {
-            return Err(flag(
-                "--rate",
-                format!(
-                    "{} must be a positive number of operations per second",
-                    self.rate
-                ),
-            ));
-        }
+        check_rate(self.rate).map_err(|problem| flag("--rate", problem))?;
         if self.duration.is_zero() {
             return Err(flag("--duration", "must be longer than 0 (e.g. 10s)"));
         }
@@ -273,11 +272,8 @@ impl LoadArgs {
     }
 
     async fn resolve(&self) -> Result<SocketAddr, LoadError> {
-        if crate::net::split_host_port(&self.target).is_none() {
-            return Err(flag(
-                "--target",
-                format!("{:?} is not HOST:PORT", self.target),
-            ));
+        if let Err(e) = crate::net::parse_host_port(&self.target) {
+            return Err(flag("--target", e.to_string()));
         }
         tokio::net::lookup_host(&self.target)
             .await
@@ -366,6 +362,22 @@ impl LoadArgs {
         })?;
         Ok((files.cert, files.key))
     }
+}
+
+/// `--rate` of `load` and `rotation-test`: positive, finite, at most
+/// [`MAX_RATE`]; the problem, for the caller to attach to its flag.
+pub fn check_rate(rate: f64) -> Result<(), String> {
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(format!(
+            "{rate} must be a positive number of operations per second"
+        ));
+    }
+    if rate > MAX_RATE {
+        return Err(format!(
+            "{rate} is above the limit of {MAX_RATE} operations per second: one process cannot send that many, and every operation it cannot send would still be scheduled; for more load run several processes and combine their --hdr-log files with `certshift report merge`"
+        ));
+    }
+    Ok(())
 }
 
 /// A client credential that reloads from its files.

@@ -203,8 +203,17 @@ impl Recorder {
 
     /// An operation over `--max-in-flight`: counted, never sent.
     pub fn record_dropped(&mut self, seq: u64) {
-        self.dropped += 1;
-        self.log(OpRecord {
+        self.record_dropped_run(seq, 1);
+    }
+
+    /// Operations `seq..seq + n`, all over `--max-in-flight`. The count is
+    /// exact whatever `n`; the log keeps them while it has room (its cap
+    /// bounds the memory, as for every other operation).
+    pub fn record_dropped_run(&mut self, seq: u64, n: u64) {
+        self.dropped += n;
+        let room = self.op_cap.saturating_sub(self.ops.len()) as u64;
+        let logged = n.min(room);
+        self.ops.extend((seq..seq + logged).map(|seq| OpRecord {
             seq,
             lag_us: 0,
             connect_us: OpRecord::NONE,
@@ -212,7 +221,8 @@ impl Recorder {
             end_us: OpRecord::NONE,
             outcome: u16::MAX,
             flags: OpRecord::DROPPED,
-        });
+        }));
+        self.ops_not_logged += n - logged;
     }
 
     /// Fold `other` in; call [`Recorder::sort_ops`] after the last merge.

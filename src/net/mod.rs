@@ -18,7 +18,7 @@ mod signal;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use addr::split_host_port;
+pub use addr::{parse_host_port, split_host_port, HostPortError};
 pub use dial::{
     connect, handshake, open, OpenFailed, Opened, Stream, Timeouts, TlsInfo, TlsTarget,
 };

@@ -242,7 +242,7 @@ impl Authority {
         let cert =
             CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| PkiError::Pem {
                 what: "CA certificate".into(),
-                detail: e.to_string(),
+                detail: crate::x509::pem_problem(&e),
             })?;
         Authority::from_parts(cert, key)
     }

@@ -60,9 +60,32 @@ pub struct PkiDir {
 }
 
 impl PkiDir {
-    /// Read `DIR/manifest.toml`; fails as [`Manifest::load`] does.
+    /// Read `DIR/manifest.toml`; fails as [`Manifest::load`] does, except
+    /// that a missing directory or manifest says how to make a PKI.
     pub fn open(dir: &Path) -> Result<PkiDir, PkiError> {
-        Ok(PkiDir::new(dir, Manifest::load(dir)?))
+        match Manifest::load(dir) {
+            Ok(m) => Ok(PkiDir::new(dir, m)),
+            Err(PkiError::Io { path, source }) if source.kind() == std::io::ErrorKind::NotFound => {
+                let detail = if dir.is_dir() {
+                    format!(
+                        "not found: {} is not a PKI written by `certshift pki init`; write one with `certshift pki init --out DIR` and pass that DIR",
+                        dir.display()
+                    )
+                } else {
+                    format!(
+                        "no such directory; write a test PKI there with `certshift pki init --out {}`",
+                        dir.display()
+                    )
+                };
+                let path = if dir.is_dir() {
+                    path
+                } else {
+                    dir.to_path_buf()
+                };
+                Err(PkiError::Manifest { path, detail })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// A PKI whose manifest is already in hand (e.g. just generated).
@@ -220,7 +243,19 @@ mod tests {
         assert_eq!(issuing.cert, pki.ca_cert());
         assert_eq!(issuing.key, tmp.path().join("ca/ca.key"));
         assert_eq!(pki.ca(), issuing);
-        let missing = PkiDir::open(&tmp.path().join("nope")).unwrap_err();
-        assert!(matches!(missing, PkiError::Io { .. }), "{missing}");
+        let nope = tmp.path().join("nope");
+        let missing = PkiDir::open(&nope).unwrap_err();
+        assert!(matches!(missing, PkiError::Manifest { .. }), "{missing}");
+        let text = missing.to_string();
+        let fix = format!("certshift pki init --out {}", nope.display());
+        assert!(text.contains(&fix), "{text}");
+        // A directory that is no PKI: the manifest is named, and the fix.
+        let text = PkiDir::open(&tmp.path().join("ca"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("manifest.toml") && text.contains("certshift pki init --out DIR"),
+            "{text}"
+        );
     }
 }

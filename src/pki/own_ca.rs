@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use super::issue::Authority;
 use super::PkiError;
-use crate::x509::{pem_labels, rfc3339, CertFacts};
+use crate::x509::{pem_labels, pem_problem, rfc3339, CertFacts};
 
 /// The files of the user's CA, as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,7 +178,7 @@ fn read_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
         .map_err(|e| {
             bad(
                 file,
-                format!("is not valid PEM ({e})"),
+                format!("is not valid PEM: {}", pem_problem(&e)),
                 "pass the CA certificate in PEM",
             )
         })?;

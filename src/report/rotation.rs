@@ -13,9 +13,12 @@ pub struct WindowReport {
     pub index: usize,
     pub kind: String,
     pub t_ms: u64,
-    /// Half an interval before the rotation.
+    /// Up to the rotation, from halfway since the previous one (or from
+    /// the start of the run).
     pub before: Window,
-    /// From the rotation to the next one (or the end).
+    /// From the rotation to halfway to the next one (or the end of the
+    /// run). The windows of all rotations tile the run: each operation is
+    /// in exactly one, so their attempted counts sum to the run's.
     pub after: Window,
     /// Lost in the two windows together.
     pub lost: u64,

@@ -130,10 +130,17 @@ pub async fn command(args: RotationTestArgs) -> anyhow::Result<bool> {
     if args.interval < Duration::from_millis(100) {
         anyhow::bail!("--interval: must be at least 100ms, so each rotation has a window");
     }
-    if !(args.rate.is_finite() && args.rate > 0.0) {
+    if let Err(problem) = crate::load::check_rate(args.rate) {
+        anyhow::bail!("--rate: {problem}");
+    }
+    if args.no_overlap && matches!(args.rotate, Rotate::Client | Rotate::Server) {
+        // Only a CA-bundle rotation has an overlap (the new root added to
+        // every bundle before issuance switches); accepting the flag here
+        // would run an ordinary rotation and report it as "no overlap".
         anyhow::bail!(
-            "--rate: {} must be a positive number of operations per second",
-            args.rate
+            "--no-overlap with --rotate {}: --no-overlap skips adding the new root to the trust bundles before issuance switches, so it applies only to --rotate ca-bundle (or all); a {} rotation has no overlap to skip. Drop --no-overlap, or use --rotate ca-bundle",
+            args.rotate.name(),
+            args.rotate.name()
         );
     }
     if args.target.is_some() && args.rotate != Rotate::Client {
@@ -169,6 +176,26 @@ pub async fn command(args: RotationTestArgs) -> anyhow::Result<bool> {
         println!("json written to {}", path.display());
     }
     Ok(summary.passed)
+}
+
+/// Each rotation's `(from, at, to)` in ms: the "before" window is
+/// `[from, at)`, the "after" window `[at, to)`. Consecutive rotations split
+/// the time between them at its midpoint, the first window starts with the
+/// run and the last one ends with it (`end_ms`, past the last operation's
+/// due time), so every operation belongs to exactly one window and the
+/// windows' attempted counts sum to the run's.
+fn window_bounds(starts: &[RotationMark], end_ms: u64) -> Vec<(u64, u64, u64)> {
+    let at: Vec<u64> = starts.iter().map(|m| m.t_ms).collect();
+    let mid = |a: u64, b: u64| a + b.saturating_sub(a) / 2;
+    (0..at.len())
+        .map(|i| {
+            let from = if i == 0 { 0 } else { mid(at[i - 1], at[i]) };
+            let to = at
+                .get(i + 1)
+                .map_or(end_ms.max(at[i] + 1), |&next| mid(at[i], next));
+            (from, at[i], to)
+        })
+        .collect()
 }
 
 /// Drive the load and the rotations; the run's report and its rotation summary.
@@ -236,17 +263,18 @@ pub async fn run(args: &RotationTestArgs, rig: &Rig) -> anyhow::Result<(LoadRepo
             })
         })
         .collect();
-    let windows: Vec<WindowReport> = starts
-        .iter()
+    // Rounded up: the last operation is due strictly before the schedule's
+    // end, so its whole millisecond is before this.
+    let windows_end = (report.duration_s * 1000.0).ceil() as u64;
+    let windows: Vec<WindowReport> = window_bounds(&starts, windows_end)
+        .into_iter()
         .enumerate()
-        .map(|(i, m)| {
-            let next = starts.get(i + 1).map_or(end_ms, |s| s.t_ms);
-            let before = ops.window(m.t_ms.saturating_sub(interval_ms / 2), m.t_ms);
-            let after = ops.window(m.t_ms, next.max(m.t_ms + 1));
+        .map(|(i, (from, at, to))| {
+            let (before, after) = (ops.window(from, at), ops.window(at, to));
             WindowReport {
                 index: i + 1,
                 kind: args.rotate.kind(i).name().into(),
-                t_ms: m.t_ms,
+                t_ms: at,
                 lost: before.failed + before.dropped + after.failed + after.dropped,
                 before,
                 after,
@@ -275,4 +303,28 @@ pub async fn run(args: &RotationTestArgs, rig: &Rig) -> anyhow::Result<(LoadRepo
         }
     }
     Ok((report, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(t_ms: u64) -> RotationMark {
+        RotationMark {
+            t_ms,
+            kind: "client".into(),
+            serial: None,
+        }
+    }
+
+    #[test]
+    fn windows_tile_the_run_without_overlap() {
+        let b = window_bounds(&[mark(600), mark(1200), mark(1810)], 2400);
+        assert_eq!(b, [(0, 600, 900), (900, 1200, 1505), (1505, 1810, 2400)]);
+        for pair in b.windows(2) {
+            assert_eq!(pair[0].2, pair[1].0, "{b:?}");
+        }
+        assert_eq!(window_bounds(&[mark(5)], 5), [(0, 5, 6)]);
+        assert!(window_bounds(&[], 100).is_empty());
+    }
 }

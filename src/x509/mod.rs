@@ -32,7 +32,7 @@ use crate::spiffe::SpiffeId;
 
 pub use crl::CrlFacts;
 pub use key::{KeyAlgorithm, KeyInfo};
-pub use pem::{looks_like_pem, pem_labels};
+pub use pem::{looks_like_pem, pem_labels, pem_problem};
 
 /// What one certificate says about itself.
 #[derive(Debug, Clone)]

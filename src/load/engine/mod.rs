@@ -209,11 +209,13 @@ pub async fn drive<O: Operation>(
                 results.push(tx);
                 tasks.spawn(workers::recorder(state.clone(), w, rx));
             }
-            let (sh, runtime) = (state.clone(), tokio::runtime::Handle::current());
-            clock.start(schedule, t0, stop, move |k| {
-                let tx = &results[(k % results.len() as u64) as usize];
-                workers::launch(&sh, &runtime, tx, k);
-            })
+            let mut dispatcher = workers::Dispatcher {
+                sh: state.clone(),
+                runtime: tokio::runtime::Handle::current(),
+                results,
+                dropped: None,
+            };
+            clock.start(schedule, t0, stop, move |k| dispatcher.due(k))
         }
     };
     let progress = pacing

@@ -16,10 +16,11 @@ use crate::load::op::{OpResult, Operation};
 use crate::load::record::Recorder;
 use crate::metrics::PhaseHist;
 
-/// A finished operation, or one dropped over `--max-in-flight`.
+/// A finished operation, or a run of consecutive operations dropped over
+/// `--max-in-flight` (`Dropped(k, n)`: operations `k..k + n`).
 pub(super) enum Msg {
     Done(u64, Instant, Instant, OpResult),
-    Dropped(u64),
+    Dropped(u64, u64),
 }
 
 /// `handshake` and `request` modes: each operation is its own task, started
@@ -33,24 +34,69 @@ pub(super) async fn recorder<O: Operation>(
     while let Some(msg) = rx.recv().await {
         match msg {
             Msg::Done(k, intended, actual, r) => rec.done(&sh, k, intended, actual, &r),
-            Msg::Dropped(k) => rec.dropped(&sh, k),
+            Msg::Dropped(k, n) => rec.dropped(&sh, k, n),
         }
     }
     rec.rec
 }
 
-/// Start operation `k` now (it is due), unless too many are in flight.
-pub(super) fn launch<O: Operation>(
+/// Hands due operations to [`launch`], and counts the ones dropped over
+/// `--max-in-flight` as runs: when the service stalls at a rate the cap
+/// cannot hold, nearly every operation is dropped, and a message (or a
+/// queued task) per dropped operation is what filled gigabytes. A run is
+/// sent when the next operation starts, and the last one when the clock
+/// is done with the dispatcher.
+pub(super) struct Dispatcher<O: Operation> {
+    pub(super) sh: Arc<RunState<O>>,
+    pub(super) runtime: tokio::runtime::Handle,
+    pub(super) results: Vec<mpsc::UnboundedSender<Msg>>,
+    /// Consecutive dropped operations not sent yet: `(first, count)`.
+    pub(super) dropped: Option<(u64, u64)>,
+}
+
+impl<O: Operation> Dispatcher<O> {
+    /// Operation `k` is due.
+    pub(super) fn due(&mut self, k: u64) {
+        if self.sh.in_flight.fetch_add(1, Ordering::Relaxed) >= self.sh.pacing.max_in_flight {
+            self.sh.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.dropped = match self.dropped {
+                Some((first, n)) if first + n == k => Some((first, n + 1)),
+                other => {
+                    self.flush(other);
+                    Some((k, 1))
+                }
+            };
+            return;
+        }
+        let run = self.dropped.take();
+        self.flush(run);
+        let tx = &self.results[(k % self.results.len() as u64) as usize];
+        launch(&self.sh, &self.runtime, tx, k);
+    }
+
+    fn flush(&self, run: Option<(u64, u64)>) {
+        if let Some((first, n)) = run {
+            let tx = &self.results[(first % self.results.len() as u64) as usize];
+            let _ = tx.send(Msg::Dropped(first, n));
+        }
+    }
+}
+
+impl<O: Operation> Drop for Dispatcher<O> {
+    fn drop(&mut self) {
+        let run = self.dropped.take();
+        self.flush(run);
+    }
+}
+
+/// Start operation `k` now (it is due); its slot under `--max-in-flight`
+/// is taken already.
+fn launch<O: Operation>(
     sh: &Arc<RunState<O>>,
     runtime: &tokio::runtime::Handle,
     tx: &mpsc::UnboundedSender<Msg>,
     k: u64,
 ) {
-    if sh.in_flight.fetch_add(1, Ordering::Relaxed) >= sh.pacing.max_in_flight {
-        sh.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let _ = tx.send(Msg::Dropped(k));
-        return;
-    }
     let intended = sh.due(k);
     let (sh, tx) = (sh.clone(), tx.clone());
     runtime.spawn(async move {
@@ -77,7 +123,7 @@ pub(super) async fn keepalive<O: Operation>(
         // After a stall more operations are due than the connection may
         // owe: the oldest are dropped, and counted.
         while due.len() >= cap {
-            rec.dropped(&sh, k);
+            rec.dropped(&sh, k, 1);
             match due.try_recv() {
                 Ok(next) => k = next,
                 Err(_) => break,
@@ -140,10 +186,17 @@ impl Tally {
         }
     }
 
-    fn dropped<O>(&mut self, sh: &RunState<O>, k: u64) {
-        if let Some(seq) = sh.pacing.schedule.measured(k) {
-            self.rec.record_dropped(seq);
-            sh.counters.dropped.fetch_add(1, Ordering::Relaxed);
+    /// Operations `k..k + n` were dropped; the warm-up's are not counted.
+    fn dropped<O>(&mut self, sh: &RunState<O>, k: u64, n: u64) {
+        let schedule = &sh.pacing.schedule;
+        let first = k.max(schedule.warmup_ops());
+        let Some(seq) = schedule.measured(first) else {
+            return;
+        };
+        let n = (k + n).saturating_sub(first);
+        if n > 0 {
+            self.rec.record_dropped_run(seq, n);
+            sh.counters.dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
 }

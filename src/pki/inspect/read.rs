@@ -1,11 +1,11 @@
 //! Finding the certificates in a file an operator points `pki inspect` at:
 //! a PEM bundle or one DER certificate; anything else is named, not guessed.
 
-use rustls_pki_types::pem::{self, PemObject, SectionKind};
+use rustls_pki_types::pem::{PemObject, SectionKind};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
-use crate::x509::{looks_like_pem, pem_labels};
+use crate::x509::{looks_like_pem, pem_labels, pem_problem};
 
 const USE_A_CERT: &str = "pass a certificate file such as tls.crt";
 
@@ -40,7 +40,7 @@ pub(super) fn extract_certificates(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String>
                     0 => String::new(),
                     n => format!(" after certificate {n}"),
                 };
-                return Err(format!("malformed PEM{place}: {}", describe_pem_error(&e)));
+                return Err(format!("malformed PEM{place}: {}", pem_problem(&e)));
             }
         }
     }
@@ -56,18 +56,4 @@ pub(super) fn extract_certificates(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String>
         ));
     }
     Ok(certs)
-}
-
-/// pki-types prints byte vectors with `{:?}`; show them as text instead.
-fn describe_pem_error(e: &pem::Error) -> String {
-    match e {
-        pem::Error::MissingSectionEnd { end_marker } => format!(
-            "no \"-----END {}-----\" line (truncated file?)",
-            String::from_utf8_lossy(end_marker).trim()
-        ),
-        pem::Error::IllegalSectionStart { line } => {
-            format!("bad BEGIN line {:?}", String::from_utf8_lossy(line).trim())
-        }
-        other => other.to_string(),
-    }
 }

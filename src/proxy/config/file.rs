@@ -64,6 +64,24 @@ use toml::{Spanned, Value};
 use super::error::{ConfigError, FileError};
 use super::flags::{ProxyArgs, PAIRS};
 
+/// toml's error without the quoted source line when the file holds a secret
+/// (`admin_token`, or anything named like a token): the quoted line may be
+/// the secret itself, and errors end up in CI logs. The line and column
+/// still point at the problem.
+fn parse_detail(e: &toml::de::Error, text: &str) -> String {
+    if !text.to_ascii_lowercase().contains("token") {
+        return e.to_string();
+    }
+    let at = e.span().map(|s| position(text, s.start));
+    let place = at.map_or(String::new(), |p| {
+        format!("line {}, column {}: ", p.line, p.column)
+    });
+    format!(
+        "TOML parse error at {place}{} (the line is not shown: this file holds a token)",
+        e.message().trim_end()
+    )
+}
+
 /// Where the applied settings came from: the keys the file set (and the
 /// command line did not override), for pointing errors at them.
 #[derive(Debug)]
@@ -86,7 +104,7 @@ pub(super) fn apply(mut args: ProxyArgs) -> Result<(ProxyArgs, Option<Origin>), 
     let entries = toml::from_str::<Entries>(&text)
         .map_err(|e| FileError::Parse {
             path: path.clone(),
-            detail: e.to_string(),
+            detail: parse_detail(&e, &text),
         })?
         .0;
     let file = File {
@@ -488,6 +506,24 @@ mod tests {
         assert_eq!(a.idle_timeout, std::time::Duration::from_secs(7));
         assert_eq!(a.upstream, "h:1");
         assert_eq!(a.config.path, None);
+    }
+
+    #[test]
+    fn a_parse_error_never_shows_a_token() {
+        let secret = "tok-4f9a1c2e7b3d5a60";
+        for text in [
+            format!("admin = \"127.0.0.1:0\"\nadmin_token = \"{secret}\nlisten = 1\n"),
+            format!("admin_token = {secret}\n"),
+            format!("admin_token = \"\"\"\n{secret}\n"),
+        ] {
+            let e = toml::from_str::<Entries>(&text).unwrap_err();
+            let shown = parse_detail(&e, &text);
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(shown.contains("line "), "{shown}");
+        }
+        // Without a token the line is quoted, as toml shows it.
+        let e = toml::from_str::<Entries>("listen = \"x\nupstream = 1\n").unwrap_err();
+        assert!(parse_detail(&e, "listen = \"x\nupstream = 1\n").contains("listen = \"x"));
     }
 
     #[test]

@@ -266,12 +266,8 @@ struct Upstream {
 
 /// `--upstream`, `--upstream-name`, `--upstream-ca`.
 fn upstream(args: &ProxyArgs, pki: Option<&PkiDir>) -> Result<Upstream, ConfigError> {
-    let (host, _) = crate::net::split_host_port(&args.upstream).ok_or_else(|| {
-        flag(
-            "--upstream",
-            format!("{:?} is not HOST:PORT", args.upstream),
-        )
-    })?;
+    let (host, _) = crate::net::parse_host_port(&args.upstream)
+        .map_err(|e| flag("--upstream", e.to_string()))?;
     let cas = match (args.upstream_ca.is_empty(), pki.map(PkiDir::ca_cert)) {
         (false, _) => args.upstream_ca.clone(),
         (true, Some(ca)) => vec![ca],
@@ -403,8 +399,19 @@ fn admin(args: &ProxyArgs) -> Result<Option<SocketAddr>, ConfigError> {
     if !a.ip().is_loopback() && args.admin_token.as_deref().is_none_or(str::is_empty) {
         return Err(flag("--admin", format!("{a} is not a loopback address: the admin API can rotate credentials, so a non-loopback bind requires --admin-token TOKEN")));
     }
+    if let Some(t) = args.admin_token.as_deref().filter(|t| !t.is_empty()) {
+        // Counted, never shown: the message must not echo the secret.
+        let strong = t.chars().filter(|c| !c.is_whitespace()).count();
+        if strong < MIN_ADMIN_TOKEN {
+            return Err(flag("--admin-token", format!("has {strong} non-whitespace characters; the admin API can rotate credentials, so give at least {MIN_ADMIN_TOKEN} (e.g. `openssl rand -hex 16`), or leave it unset to keep the admin API on loopback without one")));
+        }
+    }
     Ok(Some(a))
 }
+
+/// Non-whitespace characters an admin token needs: a one-character token
+/// is guessed as fast as it is typed.
+pub const MIN_ADMIN_TOKEN: usize = 16;
 
 /// `--max-connections` and the timeouts, within bounds.
 fn limits(args: &ProxyArgs) -> Result<(), ConfigError> {
