@@ -42,6 +42,20 @@ fn a_truncated_pem_names_the_file_and_says_truncated() {
     assert!(!err.contains("[67, 69"), "bytes instead of text: {err}");
     let (_, err) = usage_error(&["pki", "inspect", cut]);
     assert!(err.contains(cut) && err.contains("truncated"), "{err}");
+    // The credential loaders of serve, the proxy and load word it the same.
+    let (_, err) = usage_error(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--cert",
+        cut,
+        "--key",
+        pki.file("ca/ca.key").to_str().unwrap(),
+        "--client-ca",
+        pki.file("ca/ca.crt").to_str().unwrap(),
+    ]);
+    assert!(err.contains(cut) && err.contains("truncated"), "{err}");
+    assert!(!err.contains("[67, 69"), "bytes instead of text: {err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

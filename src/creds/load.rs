@@ -72,7 +72,7 @@ pub fn parse_chain(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'stat
             certs.push(item.map_err(|e| CredError::BadCertificate {
                 path: path.to_path_buf(),
                 index: index + 1,
-                detail: e.to_string(),
+                detail: crate::x509::pem_problem(&e),
             })?);
         }
         certs
@@ -110,7 +110,7 @@ pub fn parse_key(path: &Path, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, Cr
         },
         e => CredError::BadKey {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            detail: crate::x509::pem_problem(&e),
         },
     })
 }
