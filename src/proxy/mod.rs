@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -38,7 +38,7 @@ pub use live_plan::{ActivePlan, LivePlan, PlanChangeError};
 pub use relay::{http_status, relay, Relayed};
 pub use rotation::{MintError, ProxyCredentials};
 
-use crate::accept::{serve_connections, RunState};
+use crate::accept::{self, serve_connections, ConnCounts, ConnStats, RunState, Tracked};
 use crate::creds::{self, CredError, ReloaderHandle};
 use crate::metrics::{ConnReport, Metrics, Phase, Phases};
 use crate::net::{self, AbortOnDrop, AsyncIo, Timeouts, TlsTarget};
@@ -79,6 +79,8 @@ pub(crate) struct ProxyState {
     /// `--swap request`'s upstream connections, per presented credential.
     upstreams: pool::Upstreams,
     pub(crate) downstream_failures: AtomicU64,
+    /// The downstream listener's gauges and close counters.
+    connections: Arc<ConnStats>,
 }
 
 /// A bound proxy, not yet accepting.
@@ -128,9 +130,8 @@ impl Proxy {
             cfg.upstream_tls,
             metrics.clone(),
         ));
-        let listener = TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|source| ProxyError::Bind {
+        let listener =
+            accept::bind(cfg.listen, cfg.backlog).map_err(|source| ProxyError::Bind {
                 addr: cfg.listen,
                 source,
             })?;
@@ -148,7 +149,11 @@ impl Proxy {
         let plan_schedule = plan
             .spawn_schedule(cfg.plan_schedule.clone())
             .map(AbortOnDrop);
+        let connections = Arc::new(ConnStats::default());
+        // `/stats` and `/metrics` show the listener beside the experiments.
+        metrics.attach_listener(connections.clone());
         let shared = Arc::new(ProxyState {
+            connections,
             cfg,
             creds: held,
             metrics,
@@ -180,10 +185,11 @@ impl Proxy {
     /// `--drain-timeout` for open connections, and close the rest.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let shared = self.shared.clone();
-        let (max, drain) = (shared.cfg.max_connections, shared.cfg.drain_timeout);
+        let (limits, drain) = (shared.cfg.listen_limits(), shared.cfg.drain_timeout);
         serve_connections(
             self.listener,
-            max,
+            limits,
+            shared.connections.clone(),
             shutdown,
             drain,
             move |stream, peer, phase| connection(shared.clone(), stream, peer, phase),
@@ -210,9 +216,15 @@ impl ProxyHandle {
         &self.shared.plan
     }
 
-    /// Downstream handshakes that failed (not upstream experiments).
+    /// Downstream handshakes refused (not upstream experiments; handshake
+    /// timeouts are in [`ProxyHandle::connections`]).
     pub fn downstream_failures(&self) -> u64 {
         self.shared.downstream_failures.load(Ordering::Relaxed)
+    }
+
+    /// The downstream listener's connection gauges and close counters.
+    pub fn connections(&self) -> ConnCounts {
+        self.shared.connections.counts()
     }
 }
 
@@ -260,12 +272,13 @@ fn upstream_configs(
 /// connection`), or an HTTP server whose every request is one (`request`).
 async fn connection(
     shared: Arc<ProxyState>,
-    down: TcpStream,
+    down: Tracked<TcpStream>,
     peer: SocketAddr,
     closing: watch::Receiver<RunState>,
 ) {
     let at = Instant::now();
-    let _ = down.set_nodelay(true);
+    let slot = down.slot().clone();
+    let _ = down.get_ref().set_nodelay(true);
     let cfg = &shared.cfg;
     let mut phases = Phases::default();
     // Loaded once, before the handshake: the swap mode decides what ALPN
@@ -284,29 +297,34 @@ async fn connection(
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
             let started = Instant::now();
-            match tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(down)).await {
-                Ok(Ok(s)) => {
+            // No timeout here: the accept loop closes (and counts) a
+            // handshake that outlives --handshake-timeout.
+            match acceptor.accept(down).await {
+                Ok(s) => {
                     downstream_handshake = Some(started.elapsed());
                     Box::new(s)
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     shared.downstream_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, outcome = %tls::classify_io(&e), "downstream handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    shared.downstream_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, "downstream handshake timed out");
                     return;
                 }
             }
         }
         _ => Box::new(down),
     };
+    slot.handshake_done();
     if per_request {
-        request::serve(shared.clone(), down, downstream_handshake, closing).await;
+        request::serve(shared.clone(), down, downstream_handshake, closing, slot).await;
         return;
     }
+    // Nothing goes upstream before the client has said something: a silent
+    // or slow client costs no upstream connection and no plan slot, and the
+    // accept loop closes it at --header-timeout.
+    let Some(down) = first_bytes(down, peer).await else {
+        return;
+    };
+    slot.request_started();
     if let Some(hs) = downstream_handshake {
         phases.set(Phase::DownstreamHandshake, hs);
     }
@@ -353,6 +371,26 @@ impl ProxyState {
             .map_or_else(|| Arc::from("none"), |c| c.serial.clone())
     }
 }
+
+/// Waits for the client's first bytes and puts them back in front of the
+/// stream. A client that closes at once still makes its experiment (it
+/// reads EOF, as before); `None` on a read error.
+async fn first_bytes(mut down: Box<dyn AsyncIo>, peer: SocketAddr) -> Option<Box<dyn AsyncIo>> {
+    let mut first = vec![0u8; FIRST_READ];
+    match down.read(&mut first).await {
+        Ok(n) => {
+            first.truncate(n);
+            Some(Box::new(net::Prefixed::new(first, down)))
+        }
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "downstream failed before its first byte");
+            None
+        }
+    }
+}
+
+/// The most the first read takes; the rest stays in the socket.
+const FIRST_READ: usize = 16 * 1024;
 
 /// Connect upstream presenting `presented`, relay, and say how it ended.
 async fn experiment(
