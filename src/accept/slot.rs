@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 
 /// Counters of one listener: atomics, touched once or twice per connection
 /// and read by `/stats` and `/metrics` without stopping anything.
@@ -139,7 +140,8 @@ const SERVING: u8 = 2;
 /// Out of the gauges: ended, timed out or shed.
 const DONE: u8 = 3;
 
-/// Times as milliseconds since the listener's start: one atomic word each.
+/// Times as microseconds since the listener's start: one atomic word each,
+/// fine enough that connections accepted back to back still have an order.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Clock(Instant);
 
@@ -148,12 +150,12 @@ impl Clock {
         Clock(Instant::now())
     }
 
-    fn now_ms(self) -> u64 {
-        u64::try_from(self.0.elapsed().as_millis()).unwrap_or(u64::MAX)
+    fn now_us(self) -> u64 {
+        u64::try_from(self.0.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    fn at(self, ms: u64) -> tokio::time::Instant {
-        tokio::time::Instant::from_std(self.0 + Duration::from_millis(ms))
+    fn at(self, us: u64) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.0 + Duration::from_micros(us))
     }
 }
 
@@ -163,10 +165,13 @@ pub struct Slot {
     clock: Clock,
     stats: Arc<ConnStats>,
     phase: AtomicU8,
-    /// When the current phase began (ms on `clock`).
+    /// When the current phase began (µs on `clock`).
     phase_since: AtomicU64,
-    /// When bytes last moved either way (ms on `clock`).
+    /// When bytes last moved either way (µs on `clock`).
     last_active: AtomicU64,
+    /// Wakes the deadline watcher when the phase moves on, so a new
+    /// phase's (shorter) deadline is not slept past.
+    moved: Notify,
 }
 
 impl Slot {
@@ -175,13 +180,14 @@ impl Slot {
         stats.open.fetch_add(1, Ordering::Relaxed);
         stats.in_handshake.fetch_add(1, Ordering::Relaxed);
         stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let now = clock.now_ms();
+        let now = clock.now_us();
         Arc::new(Slot {
             clock,
             stats,
             phase: AtomicU8::new(HANDSHAKE),
             phase_since: AtomicU64::new(now),
             last_active: AtomicU64::new(now),
+            moved: Notify::new(),
         })
     }
 
@@ -221,7 +227,7 @@ impl Slot {
     fn advance(&self, to: u8) {
         // The stamp first: a watchdog that sees the new phase sees its start.
         self.phase_since
-            .store(self.clock.now_ms(), Ordering::Release);
+            .store(self.clock.now_us(), Ordering::Release);
         let mut from = self.phase.load(Ordering::Acquire);
         while from < to {
             match self
@@ -232,6 +238,7 @@ impl Slot {
                     if from == HANDSHAKE {
                         self.stats.in_handshake.fetch_sub(1, Ordering::Relaxed);
                     }
+                    self.moved.notify_one();
                     return;
                 }
                 Err(now) => from = now,
@@ -284,12 +291,16 @@ impl Slot {
                 HEADER => (header, Closed::HeaderTimeout),
                 _ => std::future::pending().await,
             };
-            let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-            let due = self.phase_since().saturating_add(limit_ms);
-            if self.clock.now_ms() >= due && self.phase.load(Ordering::Acquire) == phase {
+            let limit_us = u64::try_from(limit.as_micros()).unwrap_or(u64::MAX);
+            let due = self.phase_since().saturating_add(limit_us);
+            if self.clock.now_us() >= due && self.phase.load(Ordering::Acquire) == phase {
                 return why;
             }
-            tokio::time::sleep_until(self.clock.at(due)).await;
+            // A permit stored by a move before this wait wakes it at once.
+            tokio::select! {
+                () = tokio::time::sleep_until(self.clock.at(due)) => {}
+                () = self.moved.notified() => {}
+            }
         }
     }
 }
@@ -315,7 +326,7 @@ impl<S> Tracked<S> {
     fn touch(&self) {
         self.slot
             .last_active
-            .store(self.slot.clock.now_ms(), Ordering::Relaxed);
+            .store(self.slot.clock.now_us(), Ordering::Relaxed);
     }
 }
 
