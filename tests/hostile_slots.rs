@@ -308,7 +308,7 @@ async fn at_the_proxy_connection_cap_idle_sockets_are_shed_for_a_legitimate_clie
     let c = proxy.handle.connections();
     // The first legitimate client found the cap full; the later ones find
     // the slot the one before them left.
-    assert!(c.shed_at_cap >= 48 + 1, "{c:?}");
+    assert!(c.shed_at_cap > 48, "{c:?}");
     assert!(
         closed_within(&mut idle[0], Duration::from_secs(2)).await,
         "the longest idle went first"
