@@ -106,6 +106,40 @@ async fn a_slow_client_hello_is_closed_at_the_handshake_deadline_and_counted() {
     serve.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_client_hello_at_the_proxy_tls_listener_is_closed_and_counted() {
+    let pki = TestPki::default_flat();
+    let serve = start_serve(&pki, certshift::serve::Enforcement::Strict).await;
+    let mut args = proxy_args(&pki, serve.addr);
+    args.listen_tls = TlsMode::Tls;
+    args.handshake_timeout = Duration::from_millis(600);
+    let proxy = start_proxy(args).await;
+    let s = TcpStream::connect(proxy.addr).await.unwrap();
+    let peer = tokio::spawn(trickle(
+        s,
+        HELLO_START,
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+    ));
+    // While it trickles, it is open and in its handshake.
+    assert!(
+        wait_until(Duration::from_millis(400), || {
+            let c = proxy.handle.connections();
+            (c.open, c.in_handshake) == (1, 1)
+        })
+        .await,
+        "{:?}",
+        proxy.handle.connections()
+    );
+    assert!(peer.await.unwrap(), "closed at the handshake deadline");
+    let c = proxy.handle.connections();
+    assert_eq!(c.closed_handshake_timeout, 1, "{c:?}");
+    assert_eq!((c.open, c.in_handshake), (0, 0), "{c:?}");
+    let snap = proxy.stop().await;
+    assert_eq!(snap.totals().connections, 0, "no experiment for it");
+    serve.stop().await;
+}
+
 /// A TLS connection to `addr` presenting `cert`, handshake done.
 async fn tls_connect(
     pki: &TestPki,
@@ -268,12 +302,13 @@ async fn at_the_proxy_connection_cap_idle_sockets_are_shed_for_a_legitimate_clie
     for _ in 0..64 {
         idle.push(TcpStream::connect(proxy.addr).await.unwrap());
     }
+    // Each accept past the cap closes one: 48 closed once all 64 are in
+    // (`accepted` moves just before the shed, so wait for both).
     assert!(
-        wait_until(Duration::from_secs(3), || proxy
-            .handle
-            .connections()
-            .accepted
-            == 64)
+        wait_until(Duration::from_secs(3), || {
+            let c = proxy.handle.connections();
+            c.accepted == 64 && c.shed_at_cap == 48
+        })
         .await,
         "{:?}",
         proxy.handle.connections()
