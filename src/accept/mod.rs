@@ -175,10 +175,17 @@ pub async fn serve_connections<F, Fut>(
                 }
             }
             let _leave = Leave(watched.clone());
+            // Counted inside the branch: select! drops the handler (and
+            // closes its socket) before running the arm's body, and whoever
+            // sees the close must see the count.
+            let deadline = async {
+                let why = watched.deadline(hs, header).await;
+                (why, watched.close(Some(why)))
+            };
             tokio::select! {
                 () = task => {}
-                why = watched.deadline(hs, header) => {
-                    if watched.close(Some(why)) {
+                (why, counted) = deadline => {
+                    if counted {
                         tracing::debug!(%peer, reason = why.name(), "connection closed at its deadline");
                     }
                 }
