@@ -82,6 +82,7 @@ impl Admin {
             // Plaintext: no handshake; the header deadline is what counts.
             handshake_timeout: ADMIN_HEADER_TIMEOUT,
             header_timeout: ADMIN_HEADER_TIMEOUT,
+            tls: false,
         };
         serve_connections(
             self.listener,

@@ -67,6 +67,9 @@ pub struct Limits {
     /// From the end of the handshake to the first request's header (HTTP)
     /// or first byte (relayed bytes).
     pub header_timeout: Duration,
+    /// Connections start with a TLS handshake. Without, they wait for their
+    /// first request from accept on and never count toward the handshake cap.
+    pub tls: bool,
 }
 
 impl Limits {
@@ -152,7 +155,7 @@ pub async fn serve_connections<F, Fut>(
             }
         };
         fds.restore();
-        let slot = Slot::open(clock, stats.clone());
+        let slot = Slot::open(clock, stats.clone(), limits.tls);
         // Room for the newcomer: it is never refused; whoever has waited
         // longest goes instead.
         let cap = fds.cap(limits.max_connections as u64);
@@ -310,6 +313,7 @@ mod tests {
             max_handshakes: 4,
             handshake_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(60),
+            tls: false,
         };
         let server = tokio::spawn(serve_connections(
             listener,

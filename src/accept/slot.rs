@@ -175,16 +175,19 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// A new connection, in its handshake, counted in both gauges.
-    pub(super) fn open(clock: Clock, stats: Arc<ConnStats>) -> Arc<Slot> {
+    /// A new connection: in its handshake (counted in both gauges) on a
+    /// TLS listener, else waiting for its first request from the start.
+    pub(super) fn open(clock: Clock, stats: Arc<ConnStats>, tls: bool) -> Arc<Slot> {
         stats.open.fetch_add(1, Ordering::Relaxed);
-        stats.in_handshake.fetch_add(1, Ordering::Relaxed);
+        if tls {
+            stats.in_handshake.fetch_add(1, Ordering::Relaxed);
+        }
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         let now = clock.now_us();
         Arc::new(Slot {
             clock,
             stats,
-            phase: AtomicU8::new(HANDSHAKE),
+            phase: AtomicU8::new(if tls { HANDSHAKE } else { HEADER }),
             phase_since: AtomicU64::new(now),
             last_active: AtomicU64::new(now),
             moved: Notify::new(),
@@ -225,10 +228,13 @@ impl Slot {
     }
 
     fn advance(&self, to: u8) {
+        let mut from = self.phase.load(Ordering::Acquire);
+        if from >= to {
+            return;
+        }
         // The stamp first: a watchdog that sees the new phase sees its start.
         self.phase_since
             .store(self.clock.now_us(), Ordering::Release);
-        let mut from = self.phase.load(Ordering::Acquire);
         while from < to {
             match self
                 .phase
@@ -390,8 +396,8 @@ mod tests {
     #[test]
     fn a_slot_leaves_the_gauges_once_whatever_closes_it() {
         let stats = Arc::new(ConnStats::default());
-        let a = Slot::open(Clock::new(), stats.clone());
-        let b = Slot::open(Clock::new(), stats.clone());
+        let a = Slot::open(Clock::new(), stats.clone(), true);
+        let b = Slot::open(Clock::new(), stats.clone(), true);
         assert_eq!((stats.open(), stats.in_handshake()), (2, 2));
         a.handshake_done();
         a.request_started();
@@ -409,7 +415,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn deadlines_follow_the_phase() {
         let stats = Arc::new(ConnStats::default());
-        let s = Slot::open(Clock::new(), stats);
+        let s = Slot::open(Clock::new(), stats, true);
         let hs = Duration::from_secs(1);
         let hdr = Duration::from_secs(1);
         // Paused time: the clock is std's, so only the phase logic is under

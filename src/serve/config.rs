@@ -279,6 +279,8 @@ impl ServeArgs {
                 max_handshakes,
                 handshake_timeout: self.handshake_timeout,
                 header_timeout: self.header_timeout,
+                // Permissive mode too: its first byte is waited for as part of the handshake.
+                tls: true,
             },
             backlog: self.backlog,
             watch: !self.no_watch,

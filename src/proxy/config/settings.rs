@@ -90,6 +90,7 @@ impl ProxyConfig {
             max_handshakes: self.max_handshakes,
             handshake_timeout: self.handshake_timeout,
             header_timeout: self.header_timeout,
+            tls: self.listen_tls != TlsMode::Off,
         }
     }
 
