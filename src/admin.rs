@@ -28,7 +28,7 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::accept::{serve_connections, serve_http1, RunState};
+use crate::accept::{self, serve_connections, serve_http1, Limits, RunState, Tracked};
 use crate::metrics::PROMETHEUS_CONTENT_TYPE;
 use crate::plan::PlanSpec;
 use crate::proxy::{ActivePlan, ProxyHandle};
@@ -40,6 +40,12 @@ const PLAN_BODY_EXAMPLE: &str = r#"send JSON such as {"present": "valid=80,expir
 /// Admin clients are a scraper and an operator or two; a handful of slots
 /// keeps a misbehaving one from tying up the proxy's file descriptors.
 pub const ADMIN_MAX_CONNECTIONS: usize = 32;
+
+/// A few admin clients; the loop sheds the longest-idle one past the cap anyway.
+const ADMIN_BACKLOG: u32 = 64;
+
+/// How long an admin client has for a request header, and to send the next one.
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a request in flight at shutdown (a `POST /rotate` minting an RSA
 /// key takes about a second) may take before its connection is closed.
@@ -59,7 +65,7 @@ impl Admin {
         token: Option<String>,
     ) -> std::io::Result<Admin> {
         Ok(Admin {
-            listener: TcpListener::bind(addr).await?,
+            listener: accept::bind(addr, ADMIN_BACKLOG)?,
             proxy,
             token: token.map(Arc::from),
         })
@@ -75,9 +81,18 @@ impl Admin {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let access = Arc::new(Access::new(self.token, self.listener.local_addr().ok()));
         let proxy = self.proxy;
+        let limits = Limits {
+            max_connections: ADMIN_MAX_CONNECTIONS,
+            max_handshakes: ADMIN_MAX_CONNECTIONS,
+            // Plaintext: no handshake; the header deadline is what counts.
+            handshake_timeout: ADMIN_HEADER_TIMEOUT,
+            header_timeout: ADMIN_HEADER_TIMEOUT,
+            tls: false,
+        };
         serve_connections(
             self.listener,
-            ADMIN_MAX_CONNECTIONS,
+            limits,
+            Arc::default(),
             shutdown,
             ADMIN_GRACE,
             move |stream, _, phase| connection(proxy.clone(), access.clone(), stream, phase),
@@ -91,21 +106,25 @@ impl Admin {
 async fn connection(
     proxy: ProxyHandle,
     access: Arc<Access>,
-    stream: TcpStream,
+    stream: Tracked<TcpStream>,
     phase: watch::Receiver<RunState>,
 ) {
+    let slot = stream.slot().clone();
+    slot.handshake_done();
+    let svc_slot = slot.clone();
     let svc = hyper::service::service_fn(move |req| {
+        svc_slot.request_started();
         let (proxy, access) = (proxy.clone(), access.clone());
         async move { Ok::<_, Infallible>(route(&proxy, &access, req).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(ADMIN_HEADER_TIMEOUT)
         .max_buf_size(16 * 1024)
         .serve_connection(TokioIo::new(stream), svc);
     // A backstop for a client that trickles a body: no connection lives
     // longer than a minute even while the proxy keeps running.
-    let _ = tokio::time::timeout(Duration::from_secs(60), serve_http1(conn, phase)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(60), serve_http1(conn, phase, &slot)).await;
 }
 
 async fn route(

@@ -404,13 +404,15 @@ async fn an_idle_keep_alive_admin_connection_ends_at_shutdown() {
     serve.stop().await;
 }
 
-/// A client that connects and never speaks is closed by the proxy at its
-/// `--idle-timeout` without an answer, and counts as `idle_closed`: the
-/// service was never asked, so it is no availability failure and the proxy
-/// exits 0.
+/// Clients the proxy closes for its own deadlines are no availability
+/// failure: one that connects and never speaks is closed at
+/// `--header-timeout` without an answer and without an upstream connection;
+/// one that was served and then idles is closed at `--idle-timeout` and
+/// counts by the status it was served. Both are in the listener's close
+/// counters, and the proxy exits 0.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_idle_client_the_proxy_closes_is_idle_closed_not_an_availability_failure() {
-    use tokio::io::AsyncReadExt;
+async fn clients_closed_for_the_proxys_own_deadlines_are_no_availability_failure() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let pki = TestPki::default_flat();
     let serve = start_serve(&pki, Enforcement::Strict).await;
     let json = pki.file("idle.json");
@@ -425,6 +427,8 @@ async fn an_idle_client_the_proxy_closes_is_idle_closed_not_an_availability_fail
         "localhost",
         "--pki",
         &dir,
+        "--header-timeout",
+        "400ms",
         "--idle-timeout",
         "400ms",
         "--json",
@@ -437,14 +441,29 @@ async fn an_idle_client_the_proxy_closes_is_idle_closed_not_an_availability_fail
     let listen = p.line("listening on ").to_string();
     let (_, code) = curl(&[&format!("http://{listen}/served")]);
     assert_eq!(code, "200");
-    let mut idle = tokio::net::TcpStream::connect(&listen).await.unwrap();
-    let mut got = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut got)).await;
-    assert!(
-        matches!(read, Ok(Ok(0))),
-        "closed at the idle timeout: {read:?}"
-    );
-    assert!(got.is_empty(), "an idle client gets no answer: {got:?}");
+
+    let mut silent = tokio::net::TcpStream::connect(&listen).await.unwrap();
+    let mut served = tokio::net::TcpStream::connect(&listen).await.unwrap();
+    served
+        .write_all(b"GET /once HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    for (name, s) in [("silent", &mut silent), ("served", &mut served)] {
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+        assert!(
+            matches!(read, Ok(Ok(_))),
+            "{name}: closed by the proxy: {read:?}"
+        );
+        let text = String::from_utf8_lossy(&got);
+        match name {
+            "silent" => assert!(got.is_empty(), "a silent client gets no answer: {text}"),
+            _ => assert!(
+                text.starts_with("HTTP/1.1 200"),
+                "served, then closed: {text}"
+            ),
+        }
+    }
 
     let pid = p.child.id().to_string();
     assert!(Command::new("kill")
@@ -466,8 +485,10 @@ async fn an_idle_client_the_proxy_closes_is_idle_closed_not_an_availability_fail
     let stats = &summary["stats"];
     assert_eq!(
         stats["outcomes"]["valid"],
-        serde_json::json!({"http:200": 1, "idle_closed": 1})
+        serde_json::json!({"http:200": 2})
     );
     assert_eq!(stats["connections"]["unexpected_reject"], 0);
+    assert_eq!(stats["listener"]["closed_header_timeout"], 1);
+    assert_eq!(stats["listener"]["closed_idle"], 1);
     serve.stop().await;
 }

@@ -62,6 +62,9 @@ impl Snapshot {
             "rotation_failures": self.rotation_failures,
             "last_rotation": self.last_rotation.as_ref().map(|m| mark_json(m, "serial")),
             "last_rotation_error": self.last_rotation_error.as_ref().map(|m| mark_json(m, "error")),
+            // The downstream listener: open and in-handshake connections now,
+            // and how many it closed itself, by reason.
+            "listener": self.listener,
         })
     }
 

@@ -33,11 +33,12 @@ mod units;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_queue::SegQueue;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::accept::ConnStats;
 use crate::pki::Expect;
 use crate::tls::Outcome;
 
@@ -174,6 +175,9 @@ pub struct Metrics {
     /// Events refused because the queue was full. An atomic, not a lock, and
     /// touched only when something is already wrong.
     dropped: Arc<AtomicU64>,
+    /// The listener whose gauges snapshots carry: its own atomics, read
+    /// when a snapshot is taken, never sent through the aggregator.
+    listener: Arc<OnceLock<Arc<ConnStats>>>,
 }
 
 impl Metrics {
@@ -248,7 +252,16 @@ impl Metrics {
             .send(Event::Snapshot(reply))
             .await
             .map_err(|_| MetricsError::Stopped)?;
-        answer.await.map_err(|_| MetricsError::Stopped)
+        let mut snap = answer.await.map_err(|_| MetricsError::Stopped)?;
+        snap.listener = self.listener.get().map(|l| l.counts());
+        Ok(snap)
+    }
+
+    /// Show `stats` (a listener's gauges and close counters) in every
+    /// snapshot: `/stats`' `listener`, the `certshift_listener_*` families.
+    /// The first listener attached stays.
+    pub fn attach_listener(&self, stats: Arc<ConnStats>) {
+        let _ = self.listener.set(stats);
     }
 
     fn spawn(start: Instant, capacity: usize) -> Metrics {
@@ -270,6 +283,7 @@ impl Metrics {
             reports,
             tx,
             dropped,
+            listener: Arc::default(),
         }
     }
 

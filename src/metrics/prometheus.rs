@@ -15,12 +15,14 @@
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::hist::PhaseHist;
 use super::snapshot::{Snapshot, VariantStats};
 use super::Phase;
+use crate::accept::ConnCounts;
 
 /// The `Content-Type` of [`Snapshot::to_prometheus`]'s output.
 pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -64,6 +66,7 @@ struct Family {
 #[derive(Debug)]
 enum Values {
     Counters(Vec<(Labels, u64)>),
+    Gauges(Vec<(Labels, u64)>),
     Histograms(Vec<(Labels, Buckets)>),
 }
 
@@ -104,6 +107,13 @@ impl Families {
         // "downstream" sorts before "upstream": samples stay in label order.
         .map(|(side, p)| (vec![("side", side.to_string())], Buckets::of(s.phase(p))))
         .collect();
+        // Declared without samples when no listener is attached.
+        let listener = |f: fn(&ConnCounts) -> Vec<(Labels, u64)>| {
+            Values::Gauges(s.listener.as_ref().map(f).unwrap_or_default())
+        };
+        let listener_counters = |f: fn(&ConnCounts) -> Vec<(Labels, u64)>| {
+            Values::Counters(s.listener.as_ref().map(f).unwrap_or_default())
+        };
         let unlabelled = |p: Phase| Values::Histograms(vec![(Vec::new(), Buckets::of(s.phase(p)))]);
         Families(vec![
             Family::counter(
@@ -156,6 +166,47 @@ impl Families {
                 "Reports and events lost because the metrics queue was full; non-zero means every other count is incomplete.",
                 Values::Counters(vec![(Vec::new(), s.totals.dropped_events)]),
             ),
+            Family::gauge(
+                "certshift_listener_open_connections",
+                "Downstream connections open now.",
+                listener(|l| vec![(Vec::new(), l.open)]),
+            ),
+            Family::gauge(
+                "certshift_listener_handshaking_connections",
+                "Downstream connections still in their TLS handshake now.",
+                listener(|l| vec![(Vec::new(), l.in_handshake)]),
+            ),
+            Family::counter(
+                "certshift_listener_closed",
+                "Downstream connections the listener closed itself, by reason: a deadline (handshake_timeout, header_timeout, idle_timeout) or shed to make room (shed_at_cap: the longest idle; shed_at_handshake_cap: the oldest handshake; shed_fd_exhausted: out of file descriptors).",
+                listener_counters(|l| {
+                    // In label order.
+                    vec![
+                        ("handshake_timeout", l.closed_handshake_timeout),
+                        ("header_timeout", l.closed_header_timeout),
+                        ("idle_timeout", l.closed_idle),
+                        ("shed_at_cap", l.shed_at_cap),
+                        ("shed_at_handshake_cap", l.shed_at_handshake_cap),
+                        ("shed_fd_exhausted", l.shed_fd_exhausted),
+                    ]
+                    .into_iter()
+                    .map(|(reason, n)| (vec![("reason", reason.to_string())], n))
+                    .collect()
+                }),
+            ),
+            Family::counter(
+                "certshift_listener_accept_errors",
+                "accept() failures on the downstream listener; kind fd_exhausted: out of file descriptors (EMFILE, ENFILE).",
+                listener_counters(|l| {
+                    vec![
+                        (vec![("kind", "fd_exhausted".to_string())], l.fd_exhausted),
+                        (
+                            vec![("kind", "other".to_string())],
+                            l.accept_errors.saturating_sub(l.fd_exhausted),
+                        ),
+                    ]
+                }),
+            ),
         ])
     }
 }
@@ -165,6 +216,7 @@ impl Collector for Families {
         for f in &self.0 {
             let kind = match f.values {
                 Values::Counters(_) => MetricType::Counter,
+                Values::Gauges(_) => MetricType::Gauge,
                 Values::Histograms(_) => MetricType::Histogram,
             };
             let mut family = encoder.encode_descriptor(f.name, f.help, f.unit.as_ref(), kind)?;
@@ -172,6 +224,13 @@ impl Collector for Families {
                 Values::Counters(series) => {
                     for (labels, n) in series {
                         ConstCounter::new(*n).encode(family.encode_family(labels)?)?;
+                    }
+                }
+                Values::Gauges(series) => {
+                    for (labels, n) in series {
+                        // Gauges of counts: far below 2^63.
+                        let v = i64::try_from(*n).unwrap_or(i64::MAX);
+                        ConstGauge::new(v).encode(family.encode_family(labels)?)?;
                     }
                 }
                 Values::Histograms(series) => {
@@ -189,6 +248,15 @@ impl Collector for Families {
 
 impl Family {
     fn counter(name: &'static str, help: &'static str, values: Values) -> Family {
+        Family {
+            name,
+            help,
+            unit: None,
+            values,
+        }
+    }
+
+    fn gauge(name: &'static str, help: &'static str, values: Values) -> Family {
         Family {
             name,
             help,

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::accept::ConnCounts;
 use crate::pki::Expect;
 use crate::tls::Verdict;
 
@@ -33,6 +34,9 @@ pub struct Snapshot {
     pub(super) last_rotation: Option<RotationMark>,
     pub(super) last_rotation_error: Option<RotationMark>,
     pub(super) timeline: Timeline,
+    /// The downstream listener's gauges and close counters when the
+    /// snapshot was taken, if a listener is attached (the proxy's).
+    pub(super) listener: Option<ConnCounts>,
 }
 
 /// Run-wide counters.
@@ -140,6 +144,7 @@ impl Snapshot {
             last_rotation: None,
             last_rotation_error: None,
             timeline: Timeline::default(),
+            listener: None,
         }
     }
 

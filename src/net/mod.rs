@@ -14,6 +14,7 @@
 mod addr;
 pub mod dial;
 pub mod http;
+mod prefixed;
 mod signal;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -23,6 +24,7 @@ pub use dial::{
     connect, handshake, open, OpenFailed, Opened, Stream, Timeouts, TlsInfo, TlsTarget,
 };
 pub use http::{classify_hyper, HttpClient};
+pub use prefixed::Prefixed;
 pub use signal::shutdown_signal;
 
 /// A byte stream a connection can run over: TCP, TLS over TCP, a boxed mix.

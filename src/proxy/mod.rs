@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -41,7 +41,7 @@ pub use live_plan::{ActivePlan, LivePlan, PlanChangeError};
 pub use relay::{relay, Relayed};
 pub use rotation::{MintError, ProxyCredentials};
 
-use crate::accept::{serve_connections, RunState};
+use crate::accept::{self, serve_connections, ConnCounts, ConnStats, RunState, Slot, Tracked};
 use crate::creds::{self, CredError, ReloaderHandle};
 use crate::metrics::{ConnReport, Metrics, Phase, Phases, Statuses};
 use crate::net::{self, AbortOnDrop, AsyncIo, Timeouts, TlsTarget};
@@ -82,6 +82,8 @@ pub(crate) struct ProxyState {
     /// `--swap request`'s upstream connections, per presented credential.
     upstreams: pool::Upstreams,
     pub(crate) downstream_failures: AtomicU64,
+    /// The downstream listener's gauges and close counters.
+    connections: Arc<ConnStats>,
 }
 
 /// A bound proxy, not yet accepting.
@@ -131,9 +133,8 @@ impl Proxy {
             cfg.upstream_tls,
             metrics.clone(),
         ));
-        let listener = TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|source| ProxyError::Bind {
+        let listener =
+            accept::bind(cfg.listen, cfg.backlog).map_err(|source| ProxyError::Bind {
                 addr: cfg.listen,
                 source,
             })?;
@@ -151,7 +152,11 @@ impl Proxy {
         let plan_schedule = plan
             .spawn_schedule(cfg.plan_schedule.clone())
             .map(AbortOnDrop);
+        let connections = Arc::new(ConnStats::default());
+        // `/stats` and `/metrics` show the listener beside the experiments.
+        metrics.attach_listener(connections.clone());
         let shared = Arc::new(ProxyState {
+            connections,
             cfg,
             creds: held,
             metrics,
@@ -183,10 +188,11 @@ impl Proxy {
     /// `--drain-timeout` for open connections, and close the rest.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let shared = self.shared.clone();
-        let (max, drain) = (shared.cfg.max_connections, shared.cfg.drain_timeout);
+        let (limits, drain) = (shared.cfg.listen_limits(), shared.cfg.drain_timeout);
         serve_connections(
             self.listener,
-            max,
+            limits,
+            shared.connections.clone(),
             shutdown,
             drain,
             move |stream, peer, phase| connection(shared.clone(), stream, peer, phase),
@@ -213,9 +219,15 @@ impl ProxyHandle {
         &self.shared.plan
     }
 
-    /// Downstream handshakes that failed (not upstream experiments).
+    /// Downstream handshakes refused (not upstream experiments; handshake
+    /// timeouts are in [`ProxyHandle::connections`]).
     pub fn downstream_failures(&self) -> u64 {
         self.shared.downstream_failures.load(Ordering::Relaxed)
+    }
+
+    /// The downstream listener's connection gauges and close counters.
+    pub fn connections(&self) -> ConnCounts {
+        self.shared.connections.counts()
     }
 }
 
@@ -263,12 +275,13 @@ fn upstream_configs(
 /// connection`), or an HTTP server whose every request is one (`request`).
 async fn connection(
     shared: Arc<ProxyState>,
-    down: TcpStream,
+    down: Tracked<TcpStream>,
     peer: SocketAddr,
     closing: watch::Receiver<RunState>,
 ) {
     let at = Instant::now();
-    let _ = down.set_nodelay(true);
+    let slot = down.slot().clone();
+    let _ = down.get_ref().set_nodelay(true);
     let cfg = &shared.cfg;
     let mut phases = Phases::default();
     // Loaded once, before the handshake: the swap mode decides what ALPN
@@ -287,29 +300,34 @@ async fn connection(
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
             let started = Instant::now();
-            match tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(down)).await {
-                Ok(Ok(s)) => {
+            // No timeout here: the accept loop closes (and counts) a
+            // handshake that outlives --handshake-timeout.
+            match acceptor.accept(down).await {
+                Ok(s) => {
                     downstream_handshake = Some(started.elapsed());
                     Box::new(s)
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     shared.downstream_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, outcome = %tls::classify_io(&e), "downstream handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    shared.downstream_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, "downstream handshake timed out");
                     return;
                 }
             }
         }
         _ => Box::new(down),
     };
+    slot.handshake_done();
     if per_request {
-        request::serve(shared.clone(), down, downstream_handshake, closing).await;
+        request::serve(shared.clone(), down, downstream_handshake, closing, slot).await;
         return;
     }
+    // Nothing goes upstream before the client has said something: a silent
+    // or slow client costs no upstream connection and no plan slot, and the
+    // accept loop closes it at --header-timeout.
+    let Some(down) = first_bytes(down, peer).await else {
+        return;
+    };
+    slot.request_started();
     if let Some(hs) = downstream_handshake {
         phases.set(Phase::DownstreamHandshake, hs);
     }
@@ -317,16 +335,9 @@ async fn connection(
     // Picked only now, so refused downstream clients use up no plan slot.
     let presented = active.pick_next();
     let client_gen = shared.creds.client.as_ref().map(|p| p.subscribe());
-    let (outcome, responses) = experiment(
-        &shared,
-        presented,
-        &mut phases,
-        down,
-        closing,
-        client_gen,
-        server_gen,
-    )
-    .await;
+    let cancel = cancel_on(&shared.cfg, presented, closing, client_gen, server_gen);
+    let (outcome, responses) =
+        experiment(&shared, &slot, presented, &mut phases, down, cancel).await;
     phases.set(Phase::Lifetime, at.elapsed());
     tracing::debug!(%peer, variant = presented.name(), %outcome, "connection done");
     shared.metrics.record(ConnReport {
@@ -357,15 +368,34 @@ impl ProxyState {
     }
 }
 
+/// Waits for the client's first bytes and puts them back in front of the
+/// stream. A client that closes at once still makes its experiment (it
+/// reads EOF, as before); `None` on a read error.
+async fn first_bytes(mut down: Box<dyn AsyncIo>, peer: SocketAddr) -> Option<Box<dyn AsyncIo>> {
+    let mut first = vec![0u8; FIRST_READ];
+    match down.read(&mut first).await {
+        Ok(n) => {
+            first.truncate(n);
+            Some(Box::new(net::Prefixed::new(first, down)))
+        }
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "downstream failed before its first byte");
+            None
+        }
+    }
+}
+
+/// The most the first read takes; the rest stays in the socket.
+const FIRST_READ: usize = 16 * 1024;
+
 /// Connect upstream presenting `presented`, relay, and say how it ended.
 async fn experiment(
     shared: &ProxyState,
+    slot: &Slot,
     presented: Presented,
     phases: &mut Phases,
     mut down: Box<dyn AsyncIo>,
-    closing: watch::Receiver<RunState>,
-    client_gen: Option<watch::Receiver<u64>>,
-    server_gen: Option<watch::Receiver<u64>>,
+    cancel: impl Future<Output = ()>,
 ) -> (Outcome, Statuses) {
     let cfg = &shared.cfg;
     let key = shared.upstream_key(presented);
@@ -398,17 +428,15 @@ async fn experiment(
     }
     let relay_start = opened.started.elapsed();
     let up = opened.stream;
-    let cancel = cancel_on(cfg, presented, closing, client_gen, server_gen);
     let (r, mut down) = relay(down, up, cfg.idle_timeout, cancel).await;
+    if r.idle {
+        // Closed for --idle-timeout: the listener's idle count.
+        slot.timed_out();
+    }
     if let Some(fb) = r.first_byte {
         phases.set(Phase::FirstByte, relay_start + fb);
     }
     match (r.first_byte, r.cancelled) {
-        // The client never spoke: close it, nothing to answer.
-        (None, false) if r.outcome == Outcome::IdleClosed => {
-            let _ = tokio::time::timeout(HEAD_WAIT, down.shutdown()).await;
-            (r.outcome, r.responses)
-        }
         // Refused before any answer (a TLS 1.3 client-certificate alert
         // arrives after the handshake, often before the client's request):
         // tell an HTTP client why, instead of an empty reply.

@@ -40,6 +40,8 @@ pub struct Relayed {
     pub downstream_http: bool,
     /// The relay ended because `cancel` fired (rotation policy, shutdown).
     pub cancelled: bool,
+    /// The relay ended because nothing moved either way for `idle`.
+    pub idle: bool,
 }
 
 /// Relay until the upstream is done, `idle` passes with no traffic either
@@ -74,6 +76,7 @@ where
         bytes_down: 0,
         downstream_http: false,
         cancelled: false,
+        idle: false,
     };
     // What came back; kept outside the pump so that a relay ended by
     // `cancel` still knows what the client was served.
@@ -118,8 +121,9 @@ where
         // Idle for the whole timeout: a client that never spoke asked the
         // service nothing; one that was served counts by what it was served;
         // one whose request went unanswered met a service that timed out.
+        r.idle = true;
         match (d.first_byte, upward.bytes.load(Ordering::Relaxed)) {
-            (None, 0) => Outcome::IdleClosed,
+            (None, 0) => Outcome::ClientClosed,
             (None, _) => Outcome::Timeout,
             (Some(_), _) => d.responses.first().map_or(Outcome::Ok, Outcome::Http),
         }
@@ -401,7 +405,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn silence_is_idle_closed_an_unanswered_request_a_timeout_and_a_cancel_no_refusal() {
+    async fn silence_asks_nothing_an_unanswered_request_is_a_timeout_and_a_cancel_no_refusal() {
         let (client, _c) = tokio::io::duplex(64);
         let (upstream, _u) = tokio::io::duplex(64);
         let (r, _) = relay(
@@ -411,8 +415,8 @@ mod tests {
             std::future::pending(),
         )
         .await;
-        assert_eq!(r.outcome, Outcome::IdleClosed);
-        assert!(r.outcome.not_judged());
+        assert_eq!(r.outcome, Outcome::ClientClosed);
+        assert!(r.outcome.not_judged() && r.idle);
         let (client, mut c) = tokio::io::duplex(64);
         let (upstream, _u) = tokio::io::duplex(64);
         c.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use super::inline::inline_wakes;
 use super::pool::{Opening, Upstream};
 use super::ProxyState;
-use crate::accept::RunState;
+use crate::accept::{RunState, Slot};
 use crate::metrics::{ConnReport, Phase, Phases, Statuses};
 use crate::net::AsyncIo;
 use crate::plan::Presented;
@@ -62,6 +62,7 @@ pub(super) async fn serve(
     down: Box<dyn AsyncIo>,
     handshake: Option<Duration>,
     mut closing: watch::Receiver<RunState>,
+    slot: Arc<Slot>,
 ) {
     let idle = shared.cfg.idle_timeout;
     let conn = Arc::new(Downstream {
@@ -70,7 +71,10 @@ pub(super) async fn serve(
         held: Mutex::new(None),
         handshake: Mutex::new(handshake),
     });
+    let svc_slot = slot.clone();
     let service = hyper::service::service_fn(move |req| {
+        // The first request's header ends the accept loop's header deadline.
+        svc_slot.request_started();
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(conn.exchange(req).await) }
     });
@@ -88,7 +92,14 @@ pub(super) async fn serve(
     // while it runs, which must not send it to another worker thread.
     let mut served = inline_wakes(builder.serve_connection(TokioIo::new(down), service));
     tokio::select! {
-        _ = &mut served => return,
+        r = &mut served => {
+            // hyper's wait for a request header (HTTP/1) ran out: idle after
+            // a request, else the header deadline; counted by the listener.
+            if r.is_err_and(|e| e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout)) {
+                slot.timed_out();
+            }
+            return;
+        }
         _ = closing.wait_for(|s| *s >= RunState::Draining) => {}
     }
     // Draining: finish the request in flight, take no other; Closing cuts.

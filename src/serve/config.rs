@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, FromArgMatches};
 
 use super::policy::{Policy, PolicyError};
+use crate::accept::Limits;
 use crate::creds::{CredError, ServerFiles};
 use crate::pki::PkiDir;
 use crate::tls::{ClientAuth, TlsVersions};
@@ -15,6 +16,8 @@ use crate::tls::{ClientAuth, TlsVersions};
 /// Upper bounds that keep arithmetic on user-given values from overflowing.
 const MAX_CONNECTIONS: usize = 1 << 20;
 const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// Linux silently caps a larger backlog at net.core.somaxconn anyway.
+const MAX_BACKLOG: u32 = 1 << 16;
 
 /// How the service enforces client certificates (`--mode`; the flag keeps
 /// its name, the type says what it selects). Every mode refuses a request
@@ -90,15 +93,26 @@ pub struct ServeArgs {
     /// default: the PKI's, else cluster.local).
     #[arg(long = "trust-domain", value_name = "DOMAIN")]
     pub trust_domain: Vec<String>,
-    /// Time allowed for a TLS handshake (and for the first byte in permissive mode).
+    /// Time allowed for a TLS handshake, from accept (and for the first byte in permissive mode).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
+    /// Time allowed from the end of the handshake to the end of the first request's header.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
     /// Close a keep-alive connection that sends no request for this long.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections open at once; at the cap a new connection closes the longest-idle one.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    /// Connections still in their TLS handshake at once; at the cap a new
+    /// connection closes the oldest handshake [default: a quarter of --max-connections].
+    #[arg(long, value_name = "N")]
+    pub max_handshakes: Option<usize>,
+    /// Listen backlog: connections the kernel queues before they are accepted
+    /// (capped by net.core.somaxconn).
+    #[arg(long, default_value_t = crate::accept::DEFAULT_BACKLOG, value_name = "N")]
+    pub backlog: u32,
     /// Do not watch the credential files for changes (SIGHUP still
     /// reloads; so does --reload-poll when given).
     #[arg(long)]
@@ -157,9 +171,10 @@ pub struct ServeConfig {
     pub policy: Option<Policy>,
     pub policy_path: Option<PathBuf>,
     pub trust_domains: Vec<String>,
-    pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
-    pub max_connections: usize,
+    /// Connection and handshake caps, handshake and header deadlines.
+    pub limits: Limits,
+    pub backlog: u32,
     pub watch: bool,
     /// The fingerprint poll's period, `None` when off.
     pub reload_poll: Option<Duration>,
@@ -244,8 +259,27 @@ impl ServeArgs {
                 ),
             });
         }
+        let max_handshakes = self
+            .max_handshakes
+            .unwrap_or(Limits::default_max_handshakes(self.max_connections));
+        if !(1..=self.max_connections).contains(&max_handshakes) {
+            return Err(ServeError::Config {
+                flag: "--max-handshakes",
+                problem: format!(
+                    "{max_handshakes} is out of range; give 1 to --max-connections ({})",
+                    self.max_connections
+                ),
+            });
+        }
+        if !(1..=MAX_BACKLOG).contains(&self.backlog) {
+            return Err(ServeError::Config {
+                flag: "--backlog",
+                problem: format!("{} is out of range; give 1 to {MAX_BACKLOG}", self.backlog),
+            });
+        }
         for (flag, d) in [
             ("--handshake-timeout", self.handshake_timeout),
+            ("--header-timeout", self.header_timeout),
             ("--idle-timeout", self.idle_timeout),
         ] {
             if d.is_zero() || d > MAX_TIMEOUT {
@@ -280,9 +314,16 @@ impl ServeArgs {
             policy,
             policy_path: self.policy.clone(),
             trust_domains,
-            handshake_timeout: self.handshake_timeout,
             idle_timeout: self.idle_timeout,
-            max_connections: self.max_connections,
+            limits: Limits {
+                max_connections: self.max_connections,
+                max_handshakes,
+                handshake_timeout: self.handshake_timeout,
+                header_timeout: self.header_timeout,
+                // Permissive mode too: its first byte is waited for as part of the handshake.
+                tls: true,
+            },
+            backlog: self.backlog,
             watch: !self.no_watch,
             reload_poll: crate::creds::poll_period(!self.no_watch, self.reload_poll),
             allow_empty_policy: self.allow_empty_policy,

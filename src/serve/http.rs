@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::{RunState, ServiceState};
+use crate::accept::Slot;
 use crate::spiffe::SpiffeId;
 use crate::tls::TlsVersion;
 use crate::x509::{rfc3339, CertFacts};
@@ -115,25 +116,30 @@ pub(crate) async fn serve<S>(
     io: S,
     peer: Peer,
     phase: watch::Receiver<RunState>,
+    slot: Arc<Slot>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = Arc::new(peer);
     let svc_shared = shared.clone();
+    let svc_slot = slot.clone();
     let service = hyper::service::service_fn(move |req| {
+        svc_slot.request_started();
         let (shared, peer) = (svc_shared.clone(), peer.clone());
         async move { Ok::<_, Infallible>(respond(&shared, &peer, &req)) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        // Also bounds the wait for the next request on a kept-alive connection.
+        // Bounds the wait for each next request on a kept-alive connection
+        // (the idle timeout); the first request's header has its own,
+        // usually shorter, deadline in the accept loop.
         .header_read_timeout(shared.cfg.idle_timeout)
         // Bounded per connection: a peer cannot make us buffer megabytes of headers.
         .max_buf_size(64 * 1024)
         .max_headers(100)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service);
-    crate::accept::serve_http1(conn, phase).await;
+    crate::accept::serve_http1(conn, phase, &slot).await;
 }
 
 fn respond(shared: &ServiceState, peer: &Peer, req: &Request<Incoming>) -> Response<Full<Bytes>> {

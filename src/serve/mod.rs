@@ -28,7 +28,7 @@ pub use crate::creds::ServerFiles;
 pub use config::{Enforcement, ServeArgs, ServeConfig, ServeError};
 pub use policy::{Policy, PolicyError};
 
-use crate::accept::{serve_connections, RunState};
+use crate::accept::{self, serve_connections, ConnCounts, ConnStats, RunState, Tracked};
 use crate::creds::{
     self, CredError, Loaded, Publisher, ReloadStatus, ReloaderHandle, RotationKind, RotationLog,
     Sources,
@@ -39,8 +39,8 @@ use crate::tls::{self, ClientAuth, TlsVersions};
 #[derive(Debug, Default)]
 pub struct Counters {
     pub connections: AtomicU64,
+    /// Handshakes refused (timeouts are the listener's `closed_handshake_timeout`).
     pub handshake_failures: AtomicU64,
-    pub handshake_timeouts: AtomicU64,
     pub plaintext_connections: AtomicU64,
     pub requests: AtomicU64,
     /// Requests refused: by the policy (403) or for an expired client
@@ -58,6 +58,8 @@ pub(crate) struct ServiceState {
     tls: Publisher<ServerConfig>,
     policy: Publisher<Option<Policy>, PolicyError>,
     counters: Counters,
+    /// The listener's gauges and close counters.
+    connections: Arc<ConnStats>,
 }
 
 /// A bound service, not yet accepting.
@@ -111,9 +113,8 @@ impl Service {
             // A policy given in code, with no file to reload it from.
             None => Publisher::fixed(RotationKind::Policy, cfg.policy.clone(), log),
         };
-        let listener = TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|source| ServeError::Bind {
+        let listener =
+            accept::bind(cfg.listen, cfg.backlog).map_err(|source| ServeError::Bind {
                 addr: cfg.listen,
                 source,
             })?;
@@ -122,6 +123,7 @@ impl Service {
             policy,
             cfg,
             counters: Counters::default(),
+            connections: Arc::default(),
         });
         let handle = ServiceHandle {
             shared: shared.clone(),
@@ -161,10 +163,10 @@ impl Service {
     /// connections `grace` to finish their request, and close the rest.
     pub async fn run(self, shutdown: impl Future<Output = ()>, grace: Duration) {
         let shared = self.shared.clone();
-        let max = shared.cfg.max_connections;
         serve_connections(
             self.listener,
-            max,
+            shared.cfg.limits,
+            shared.connections.clone(),
             shutdown,
             grace,
             move |stream, peer, phase| connection(shared.clone(), stream, peer, phase),
@@ -196,6 +198,11 @@ impl ServiceHandle {
 
     pub fn counters(&self) -> &Counters {
         &self.shared.counters
+    }
+
+    /// The listener's connection gauges and close counters.
+    pub fn connections(&self) -> ConnCounts {
+        self.shared.connections.counts()
     }
 }
 
@@ -234,48 +241,45 @@ fn load_policy(path: &Path, allow_empty: bool) -> Result<Loaded<Option<Policy>>,
 
 async fn connection(
     shared: Arc<ServiceState>,
-    stream: TcpStream,
+    stream: Tracked<TcpStream>,
     peer: SocketAddr,
     phase: watch::Receiver<RunState>,
 ) {
     let c = &shared.counters;
     c.connections.fetch_add(1, Ordering::Relaxed);
-    let _ = stream.set_nodelay(true);
-    let hs_timeout = shared.cfg.handshake_timeout;
+    let slot = stream.slot().clone();
+    let _ = stream.get_ref().set_nodelay(true);
     let write_limit = shared.cfg.idle_timeout;
+    // No timeouts here: the accept loop closes a connection whose handshake
+    // (or, in permissive mode, first byte) or first request header is late,
+    // and counts it.
     if shared.cfg.mode == Enforcement::Permissive {
         // TLS records start with 0x16 (handshake); anything else is plaintext.
         let mut first = [0u8; 1];
-        match tokio::time::timeout(hs_timeout, stream.peek(&mut first)).await {
-            Ok(Ok(1)) if first[0] != 0x16 => {
+        match stream.get_ref().peek(&mut first).await {
+            Ok(1) if first[0] != 0x16 => {
                 c.plaintext_connections.fetch_add(1, Ordering::Relaxed);
+                slot.handshake_done();
                 let io = write_deadline::WriteDeadline::new(stream, write_limit);
-                http::serve(shared.clone(), io, http::Peer::plaintext(peer), phase).await;
+                http::serve(shared.clone(), io, http::Peer::plaintext(peer), phase, slot).await;
                 return;
             }
-            Ok(Ok(1)) => {}
+            Ok(1) => {}
             _ => return,
         }
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.current());
     let io = write_deadline::WriteDeadline::new(stream, write_limit);
-    // Held here, not inside the timeout: a timed-out peer's socket closes
-    // only after it has been counted, so whoever sees the close sees the count.
-    let accept = acceptor.accept(io);
-    tokio::pin!(accept);
-    match tokio::time::timeout(hs_timeout, &mut accept).await {
-        Ok(Ok(tls_stream)) => {
+    match acceptor.accept(io).await {
+        Ok(tls_stream) => {
+            slot.handshake_done();
             let (_, conn) = tls_stream.get_ref();
             let info = http::Peer::tls(peer, conn);
-            http::serve(shared.clone(), tls_stream, info, phase).await;
+            http::serve(shared.clone(), tls_stream, info, phase, slot).await;
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             c.handshake_failures.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, outcome = %tls::classify_io(&e), error = %e, "TLS handshake refused");
-        }
-        Err(_) => {
-            c.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%peer, "TLS handshake timed out");
         }
     }
 }

@@ -16,7 +16,7 @@ pub use client::{
     client_config, client_config_verified_by, offered_schemes, presented_by, presenting,
     webpki_server_verifier, AnyServerCert, ClientCert, SessionRecorder, UpstreamVerifier,
 };
-pub use outcome::{alert_name, classify_io, classify_rustls, Outcome, Verdict};
+pub use outcome::{alert_name, classify_io, classify_rustls, fd_exhausted, Outcome, Verdict};
 pub use server::{server_config, ClientAuth};
 pub(crate) use verify::handshake_signatures;
 pub use verify::{

@@ -36,11 +36,11 @@ pub enum Outcome {
     /// The downstream client left before anything came back; the service
     /// was never asked to decide.
     ClientClosed,
-    /// The downstream client sent nothing for the whole idle timeout and we
-    /// closed it: like `ClientClosed`, the service was never asked.
-    IdleClosed,
     /// We ended the connection ourselves (rotation policy, shutdown).
     Cancelled,
+    /// Our own side could not try: e.g. `fd_exhausted`, this process (or
+    /// the system) out of file descriptors. Says nothing about the service.
+    Local(String),
 }
 
 /// What an outcome says about the service's decision.
@@ -68,10 +68,7 @@ impl Outcome {
     /// Outcomes that say nothing about the service: not counted as a wrong
     /// verdict either way.
     pub fn not_judged(&self) -> bool {
-        matches!(
-            self,
-            Outcome::ClientClosed | Outcome::IdleClosed | Outcome::Cancelled
-        )
+        matches!(self, Outcome::ClientClosed | Outcome::Cancelled)
     }
 
     pub fn verdict(&self) -> Verdict {
@@ -88,8 +85,8 @@ impl Outcome {
             | Outcome::Tls(_)
             | Outcome::Io(_)
             | Outcome::ClientClosed
-            | Outcome::IdleClosed
-            | Outcome::Cancelled => Verdict::Inconclusive,
+            | Outcome::Cancelled
+            | Outcome::Local(_) => Verdict::Inconclusive,
         }
     }
 }
@@ -110,8 +107,8 @@ impl fmt::Display for Outcome {
             Outcome::Tls(e) => write!(f, "tls:{e}"),
             Outcome::Io(e) => write!(f, "io:{e}"),
             Outcome::ClientClosed => f.write_str("client_closed"),
-            Outcome::IdleClosed => f.write_str("idle_closed"),
             Outcome::Cancelled => f.write_str("cancelled"),
+            Outcome::Local(why) => write!(f, "local:{why}"),
         }
     }
 }
@@ -130,6 +127,9 @@ pub fn classify_io(e: &io::Error) -> Outcome {
     {
         return classify_rustls(tls);
     }
+    if fd_exhausted(e) {
+        return Outcome::Local("fd_exhausted".into());
+    }
     match e.kind() {
         io::ErrorKind::ConnectionRefused => Outcome::ConnectRefused,
         io::ErrorKind::ConnectionReset
@@ -139,6 +139,14 @@ pub fn classify_io(e: &io::Error) -> Outcome {
         io::ErrorKind::TimedOut => Outcome::Timeout,
         _ => Outcome::Io(snake(&e.kind().to_string())),
     }
+}
+
+/// Is this error the process (EMFILE) or the system (ENFILE) out of file
+/// descriptors? Then nothing was asked of the peer.
+pub fn fd_exhausted(e: &io::Error) -> bool {
+    let code = e.raw_os_error();
+    code == Some(rustix::io::Errno::MFILE.raw_os_error())
+        || code == Some(rustix::io::Errno::NFILE.raw_os_error())
 }
 
 pub fn classify_rustls(e: &rustls::Error) -> Outcome {

@@ -216,12 +216,24 @@ pub struct ProxyArgs {
     )]
     pub admin_token: Option<String>,
 
-    /// Connections served at once; more wait in the listen backlog.
+    /// Downstream connections open at once; at the cap a new connection closes the longest-idle one.
     #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,
-    /// Time allowed for each TLS handshake (downstream and upstream).
+    /// Downstream connections still in their TLS handshake at once; at the cap a new
+    /// connection closes the oldest handshake [default: a quarter of --max-connections].
+    #[arg(long, value_name = "N")]
+    pub max_handshakes: Option<usize>,
+    /// Listen backlog: connections the kernel queues before they are accepted
+    /// (capped by net.core.somaxconn).
+    #[arg(long, default_value_t = crate::accept::DEFAULT_BACKLOG, value_name = "N")]
+    pub backlog: u32,
+    /// Time allowed for each TLS handshake (downstream, from accept, and upstream).
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub handshake_timeout: Duration,
+    /// Time allowed from the end of the downstream handshake (from accept without
+    /// TLS) to the client's first byte (with --swap request: its first request header).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub header_timeout: Duration,
     /// Time allowed to connect to the service.
     #[arg(long, default_value = "5s", value_parser = duration)]
     pub connect_timeout: Duration,

@@ -73,7 +73,11 @@ pub struct ProxyConfig {
     pub admin: Option<SocketAddr>,
     pub admin_token: Option<String>,
     pub max_connections: usize,
+    /// `--max-handshakes`, resolved (a quarter of `max_connections` by default).
+    pub max_handshakes: usize,
+    pub backlog: u32,
     pub handshake_timeout: Duration,
+    pub header_timeout: Duration,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub drain_timeout: Duration,
@@ -84,6 +88,17 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
+    /// What the downstream listener allows.
+    pub fn listen_limits(&self) -> crate::accept::Limits {
+        crate::accept::Limits {
+            max_connections: self.max_connections,
+            max_handshakes: self.max_handshakes,
+            handshake_timeout: self.handshake_timeout,
+            header_timeout: self.header_timeout,
+            tls: self.listen_tls != TlsMode::Off,
+        }
+    }
+
     /// Downstream client authentication.
     pub fn listen_auth(&self) -> ClientAuth {
         match self.listen_tls {

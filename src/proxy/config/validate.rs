@@ -22,6 +22,8 @@ use crate::plan::{MutationId, Plan, PlanError, Presented, Swap};
 /// Upper bounds that keep arithmetic on user-given values from overflowing.
 const MAX_CONNECTIONS: usize = 1 << 20;
 const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// Linux silently caps a larger backlog at net.core.somaxconn anyway.
+const MAX_BACKLOG: u32 = 1 << 16;
 
 /// Checks `args` step by step; the first error wins, in the order below.
 pub(super) fn validate(args: ProxyArgs) -> Result<ProxyConfig, ConfigError> {
@@ -86,7 +88,10 @@ pub(super) fn validate(args: ProxyArgs) -> Result<ProxyConfig, ConfigError> {
         admin,
         admin_token: args.admin_token.filter(|t| !t.is_empty()),
         max_connections: args.max_connections,
+        max_handshakes: max_handshakes(args.max_handshakes, args.max_connections),
+        backlog: args.backlog,
         handshake_timeout: args.handshake_timeout,
+        header_timeout: args.header_timeout,
         connect_timeout: args.connect_timeout,
         idle_timeout: args.idle_timeout,
         drain_timeout: args.drain_timeout,
@@ -413,7 +418,13 @@ fn admin(args: &ProxyArgs) -> Result<Option<SocketAddr>, ConfigError> {
 /// is guessed as fast as it is typed.
 pub const MIN_ADMIN_TOKEN: usize = 16;
 
-/// `--max-connections` and the timeouts, within bounds.
+fn max_handshakes(max_handshakes: Option<usize>, max_connections: usize) -> usize {
+    max_handshakes.unwrap_or(crate::accept::Limits::default_max_handshakes(
+        max_connections,
+    ))
+}
+
+/// `--max-connections`, `--max-handshakes`, `--backlog` and the timeouts, within bounds.
 fn limits(args: &ProxyArgs) -> Result<(), ConfigError> {
     if !(1..=MAX_CONNECTIONS).contains(&args.max_connections) {
         return Err(flag(
@@ -421,8 +432,25 @@ fn limits(args: &ProxyArgs) -> Result<(), ConfigError> {
             format!("give 1 to {MAX_CONNECTIONS}"),
         ));
     }
+    let hs = max_handshakes(args.max_handshakes, args.max_connections);
+    if !(1..=args.max_connections).contains(&hs) {
+        return Err(flag(
+            "--max-handshakes",
+            format!(
+                "{hs} is out of range; give 1 to --max-connections ({})",
+                args.max_connections
+            ),
+        ));
+    }
+    if !(1..=MAX_BACKLOG).contains(&args.backlog) {
+        return Err(flag(
+            "--backlog",
+            format!("{} is out of range; give 1 to {MAX_BACKLOG}", args.backlog),
+        ));
+    }
     for (f, d) in [
         ("--handshake-timeout", args.handshake_timeout),
+        ("--header-timeout", args.header_timeout),
         ("--connect-timeout", args.connect_timeout),
         ("--idle-timeout", args.idle_timeout),
         ("--drain-timeout", args.drain_timeout),

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Issue 11's goals at full scale, against `serve` and against the proxy:
+legitimate traffic (`certshift load`, request mode: a new connection, a
+full handshake and one request per operation) measured alone, then under
+20,000 garbage ClientHellos and 1,000 slowloris connections (500 sending one
+ClientHello byte every 3 s, 500 with a finished handshake sending one header
+byte every 3 s, each reconnecting when closed), then with 10,000 idle
+connections held. Prints baseline p99, p99 under attack and their ratio.
+
+Usage: benches/hostile_slots.py [path/to/certshift]   (needs ulimit -n >= 20000)
+"""
+import asyncio
+import json
+import os
+import random
+import resource
+import ssl
+import subprocess
+import sys
+import tempfile
+
+BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/certshift"
+RATE, SECONDS = 200, 10
+
+
+def start(args):
+    p = subprocess.Popen([BIN] + args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = p.stdout.readline().strip()
+    assert line.startswith("listening on "), line
+    host, port = line.removeprefix("listening on ").rsplit(":", 1)
+    return p, (host, int(port))
+
+
+def load(target, pki, tls, out):
+    subprocess.run(
+        [BIN, "load", "--target", f"{target[0]}:{target[1]}", "--pki", pki, "--tls", tls,
+         "--server-name", "localhost", "--rate", str(RATE), "--duration", f"{SECONDS}s",
+         "--no-progress", "--json", out],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    d = json.load(open(out))
+    return d["attempted"], d["succeeded"], d["latency_us"]["request"]["p99"], d["outcomes"]
+
+
+async def trickle(connect, payload, stop):
+    """One slow peer: `payload` one byte every 3 s; reconnects when closed."""
+    while not stop.is_set():
+        try:
+            r, w = await asyncio.wait_for(connect(), 15)
+            for b in payload:
+                w.write(bytes([b]))
+                await w.drain()
+                try:
+                    if await asyncio.wait_for(r.read(1), 3) == b"":
+                        break
+                except asyncio.TimeoutError:
+                    pass
+                if stop.is_set():
+                    break
+            w.close()
+        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+            await asyncio.sleep(0.5)
+
+
+def slow_hello(addr, stop):
+    hello = bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC, 0x03, 0x03]) + os.urandom(200)
+    return trickle(lambda: asyncio.open_connection(*addr), hello, stop)
+
+
+def slow_header(addr, ctx, stop):
+    header = b"GET / HTTP/1.1\r\nHost: localhost\r\n" + b"X-Slow: " + b"a" * 200
+    return trickle(lambda: asyncio.open_connection(*addr, ssl=ctx, server_hostname="localhost"), header, stop)
+
+
+async def garbage(addr, total, per_second, sent):
+    sem = asyncio.Semaphore(500)
+
+    async def one():
+        async with sem:
+            try:
+                r, w = await asyncio.open_connection(*addr)
+                w.write(bytes([0x16, 0x03, 0x01, 0x00, 0xC8]) + os.urandom(200))
+                await w.drain()
+                await asyncio.wait_for(r.read(1024), 5)
+                w.close()
+            except (OSError, asyncio.TimeoutError):
+                pass
+            sent[0] += 1
+
+    tasks = []
+    for i in range(total):
+        tasks.append(asyncio.create_task(one()))
+        if i % (per_second // 10) == 0:
+            await asyncio.sleep(0.1)
+    await asyncio.gather(*tasks)
+
+
+async def attack_and_load(addr, target, pki, tls, out):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.load_cert_chain(f"{pki}/clients/order-service/tls.crt", f"{pki}/clients/order-service/tls.key")
+    stop = asyncio.Event()
+    sent = [0]
+    slow = [asyncio.create_task(slow_hello(addr, stop)) for _ in range(500)]
+    slow += [asyncio.create_task(slow_header(addr, ctx, stop)) for _ in range(500)]
+    flood = asyncio.create_task(garbage(addr, 20_000, 1_500, sent))
+    await asyncio.sleep(3)
+    result = await asyncio.to_thread(load, target, pki, tls, out)
+    stop.set()
+    await flood
+    for t in slow:
+        t.cancel()
+    await asyncio.gather(*slow, return_exceptions=True)
+    return result, sent[0]
+
+
+async def idle_and_load(addr, target, pki, tls, out, n=10_000):
+    held = []
+    for _ in range(n):
+        try:
+            held.append(await asyncio.open_connection(*addr))
+        except OSError:
+            break
+    result = await asyncio.to_thread(load, target, pki, tls, out)
+    for _, w in held:
+        w.close()
+    return result, len(held)
+
+
+def main():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (20_000, 20_000))
+    tmp = tempfile.mkdtemp()
+    pki = f"{tmp}/pki"
+    subprocess.run([BIN, "pki", "init", "--out", pki], stdout=subprocess.DEVNULL, check=True)
+    serve, serve_addr = start(["serve", "--pki", pki, "--listen", "127.0.0.1:0"])
+    proxy, proxy_addr = start(["proxy", "--upstream", f"{serve_addr[0]}:{serve_addr[1]}", "--upstream-name",
+                               "localhost", "--pki", pki, "--listen", "127.0.0.1:0", "--listen-tls", "tls",
+                               "--admin", "off"])
+    try:
+        for name, addr, tls in [("serve", serve_addr, "mtls"), ("proxy", proxy_addr, "tls")]:
+            base = load(addr, pki, tls, f"{tmp}/{name}-base.json")
+            (att, sent) = asyncio.run(attack_and_load(addr, addr, pki, tls, f"{tmp}/{name}-attack.json"))
+            (idle, held) = asyncio.run(idle_and_load(addr, addr, pki, tls, f"{tmp}/{name}-idle.json"))
+            print(f"{name}: baseline {base[1]}/{base[0]} ok, p99 {base[2]} us")
+            print(f"{name}: under attack ({sent} garbage ClientHellos, 1000 slowloris) {att[1]}/{att[0]} ok, "
+                  f"p99 {att[2]} us, ratio {att[2] / max(base[2], 1):.2f}; outcomes {att[3]}")
+            print(f"{name}: with {held} idle connections held {idle[1]}/{idle[0]} ok, p99 {idle[2]} us; outcomes {idle[3]}")
+            sys.stdout.flush()
+    finally:
+        proxy.terminate()
+        serve.terminate()
+
+
+if __name__ == "__main__":
+    main()
