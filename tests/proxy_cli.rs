@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use certshift::serve::Enforcement;
 use common::*;
@@ -206,20 +205,7 @@ async fn admin_api_metrics_stats_timeline_rotate_and_the_summary_on_sigterm() {
     assert_eq!(code, "200", "the first connection after the change: {seen}");
 
     // SIGTERM: drain, print the summary, write the JSON, exit 0 (no wrong verdicts).
-    let pid = p.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = p.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "proxy must exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = p.terminate();
     assert_eq!(status.code(), Some(0));
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -465,20 +451,7 @@ async fn clients_closed_for_the_proxys_own_deadlines_are_no_availability_failure
         }
     }
 
-    let pid = p.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = p.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "proxy must exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = p.terminate();
     assert_eq!(status.code(), Some(0), "no wrong verdict: exit 0");
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();

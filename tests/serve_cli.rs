@@ -172,19 +172,7 @@ async fn sighup_reloads_and_sigterm_stops_the_process() {
         "SIGHUP must publish the new server certificate"
     );
 
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = serve.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "serve must exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = serve.terminate();
     assert!(status.success(), "graceful stop exits 0: {status:?}");
 }
 

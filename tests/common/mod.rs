@@ -298,6 +298,28 @@ impl Drop for Running {
 }
 
 impl Running {
+    /// Send SIGTERM, as a service manager would, and wait (at most 15 s)
+    /// for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "certshift must exit after SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// The rest of the first stdout line that starts with `prefix`.
     pub fn line(&self, prefix: &str) -> &str {
         self.lines
