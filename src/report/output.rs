@@ -133,6 +133,18 @@ pub(super) fn plot_bucket_ms(duration_s: f64) -> u64 {
 }
 
 fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
+    // `--json /dev/null` or a named pipe: write into it. Renaming a file
+    // over it would replace the device (as root, /dev/null itself).
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, bytes))
+            .map_err(|source| OutputError::Write {
+                path: path.to_path_buf(),
+                source,
+            });
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -158,6 +170,27 @@ fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
 
 #[cfg(test)]
 mod tests {
+    /// A device or pipe given as the output is written into, never
+    /// replaced by a regular file.
+    #[test]
+    fn an_output_that_is_a_pipe_is_written_into_not_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out.json");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        atomic_write(&fifo, b"{}\n").unwrap();
+        assert_eq!(reader.join().unwrap(), b"{}\n");
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    }
+
     use super::*;
 
     #[test]
