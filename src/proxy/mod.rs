@@ -1,9 +1,9 @@
 //! The intercepting proxy: terminates the client's connection (plaintext,
 //! TLS or mTLS), originates TLS to the service presenting the credential the
 //! plan picks for this connection (`--swap connection`: bytes relayed,
-//! responses counted by `framing`) or
-//! for each request (`--swap request`: `request` and `pool`), and records
-//! what every handshake cost and how every experiment ended.
+//! responses counted by `framing`) or for each request (`--swap request`:
+//! `request` and `pool`, the connection kept on its thread by `inline`),
+//! and records what every handshake cost and how every experiment ended.
 //!
 //! Owns: the accept loop (connection cap, timeouts, drain), the per-connection
 //! experiment (plan pick, upstream connect and handshake, relay, outcome),
