@@ -182,12 +182,18 @@ mod tests {
             .status()
             .unwrap()
             .success());
-        let reader = {
+        // The reader reports through a channel: were the pipe replaced, it
+        // would wait for a writer forever, and the test must fail, not hang.
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
             let fifo = fifo.clone();
-            std::thread::spawn(move || std::fs::read(fifo).unwrap())
-        };
+            std::thread::spawn(move || tx.send(std::fs::read(fifo).unwrap()));
+        }
         atomic_write(&fifo, b"{}\n").unwrap();
-        assert_eq!(reader.join().unwrap(), b"{}\n");
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the pipe's reader got the output");
+        assert_eq!(got, b"{}\n");
         assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
     }
 
