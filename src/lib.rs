@@ -49,7 +49,7 @@
 //! ## Layers
 //!
 //! A module uses only modules of a strictly lower layer (a larger number):
-//! never sideways, never up. `tests/layers.rs` reads this table and every
+//! never sideways, never up. `tests/it/layers.rs` reads this table and every
 //! `crate::` path in `src/`, and fails on an edge against it.
 //!
 //! | layer | module | owns |

@@ -419,7 +419,7 @@ mod tests {
         let hs = Duration::from_secs(1);
         let hdr = Duration::from_secs(1);
         // Paused time: the clock is std's, so only the phase logic is under
-        // test here; the real deadlines are exercised in tests/hostile_slots.rs.
+        // test here; the real deadlines are exercised in tests/it/hostile_slots.rs.
         s.handshake_done();
         s.request_started();
         let never = tokio::time::timeout(Duration::from_secs(5), s.deadline(hs, hdr)).await;
