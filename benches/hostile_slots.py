@@ -7,6 +7,14 @@ ClientHello byte every 3 s, 500 with a finished handshake sending one header
 byte every 3 s, each reconnecting when closed), then with 10,000 idle
 connections held. Prints baseline p99, p99 under attack and their ratio.
 
+The attacker runs in this process on the same machine as the service and
+the load, where in the field it is on other machines: its own CPU (Python
+sending 1,500 connections a second) would otherwise be what the legitimate
+traffic waits for. So, when it may (as root), this process runs at nice 19
+after starting serve and the proxy, and starts each `certshift load` back at
+nice 0: the attack still reaches the service in full (the count sent and its
+rate are printed), it just cannot take the CPU from the pair being measured.
+
 Usage: benches/hostile_slots.py [path/to/certshift]   (needs ulimit -n >= 20000)
 """
 import asyncio
@@ -20,6 +28,7 @@ import sys
 import tempfile
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/certshift"
+NICED = False
 RATE, SECONDS = 200, 10
 
 
@@ -31,12 +40,17 @@ def start(args):
     return p, (host, int(port))
 
 
+def normal_priority():
+    if NICED:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+
+
 def load(target, pki, tls, out):
     subprocess.run(
         [BIN, "load", "--target", f"{target[0]}:{target[1]}", "--pki", pki, "--tls", tls,
          "--server-name", "localhost", "--rate", str(RATE), "--duration", f"{SECONDS}s",
          "--no-progress", "--json", out],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, preexec_fn=normal_priority)
     d = json.load(open(out))
     return d["attempted"], d["succeeded"], d["latency_us"]["request"]["p99"], d["outcomes"]
 
@@ -103,15 +117,17 @@ async def attack_and_load(addr, target, pki, tls, out):
     sent = [0]
     slow = [asyncio.create_task(slow_hello(addr, stop)) for _ in range(500)]
     slow += [asyncio.create_task(slow_header(addr, ctx, stop)) for _ in range(500)]
+    began = asyncio.get_running_loop().time()
     flood = asyncio.create_task(garbage(addr, 20_000, 1_500, sent))
     await asyncio.sleep(3)
     result = await asyncio.to_thread(load, target, pki, tls, out)
     stop.set()
     await flood
+    rate = sent[0] / (asyncio.get_running_loop().time() - began)
     for t in slow:
         t.cancel()
     await asyncio.gather(*slow, return_exceptions=True)
-    return result, sent[0]
+    return result, sent[0], rate
 
 
 async def idle_and_load(addr, target, pki, tls, out, n=10_000):
@@ -136,13 +152,18 @@ def main():
     proxy, proxy_addr = start(["proxy", "--upstream", f"{serve_addr[0]}:{serve_addr[1]}", "--upstream-name",
                                "localhost", "--pki", pki, "--listen", "127.0.0.1:0", "--listen-tls", "tls",
                                "--admin", "off"])
+    global NICED
+    if os.geteuid() == 0:
+        os.setpriority(os.PRIO_PROCESS, 0, 19)
+        NICED = True
+    print(f"attacker at nice {19 if NICED else 0}; serve, proxy and load at nice 0")
     try:
         for name, addr, tls in [("serve", serve_addr, "mtls"), ("proxy", proxy_addr, "tls")]:
             base = load(addr, pki, tls, f"{tmp}/{name}-base.json")
-            (att, sent) = asyncio.run(attack_and_load(addr, addr, pki, tls, f"{tmp}/{name}-attack.json"))
+            (att, sent, rate) = asyncio.run(attack_and_load(addr, addr, pki, tls, f"{tmp}/{name}-attack.json"))
             (idle, held) = asyncio.run(idle_and_load(addr, addr, pki, tls, f"{tmp}/{name}-idle.json"))
             print(f"{name}: baseline {base[1]}/{base[0]} ok, p99 {base[2]} us")
-            print(f"{name}: under attack ({sent} garbage ClientHellos, 1000 slowloris) {att[1]}/{att[0]} ok, "
+            print(f"{name}: under attack ({sent} garbage ClientHellos at {rate:.0f}/s, 1000 slowloris) {att[1]}/{att[0]} ok, "
                   f"p99 {att[2]} us, ratio {att[2] / max(base[2], 1):.2f}; outcomes {att[3]}")
             print(f"{name}: with {held} idle connections held {idle[1]}/{idle[0]} ok, p99 {idle[2]} us; outcomes {idle[3]}")
             sys.stdout.flush()

@@ -254,6 +254,14 @@ impl Framer {
     }
 }
 
+/// Whether `buf` is the start of an HTTP/1 request head that is not
+/// complete yet: what the connection mode waits out before it goes upstream.
+/// Anything else (a complete head, bytes that are not HTTP/1, a head past
+/// [`MAX_HEAD`]) is not worth waiting for.
+pub fn request_head_pending(buf: &[u8]) -> bool {
+    buf.len() < MAX_HEAD && matches!(parse(Side::Request, buf), Ok(httparse::Status::Partial))
+}
+
 type Parsed = httparse::Result<(usize, Message, Framing)>;
 
 fn parse(side: Side, buf: &[u8]) -> Parsed {

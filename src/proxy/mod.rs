@@ -369,23 +369,34 @@ impl ProxyState {
 }
 
 /// Waits for the client's first bytes and puts them back in front of the
-/// stream. A client that closes at once still makes its experiment (it
+/// stream. When they begin an HTTP/1 request, waits for its whole head
+/// too: a client that trickles its header (slowloris) then costs no
+/// upstream handshake either, and the accept loop closes it at
+/// --header-timeout, as `serve` would. Bytes that are not HTTP/1 (another
+/// protocol, HTTP/2's preface) go upstream as they come. A client that
+/// closes early still makes its experiment with what it sent (the service
 /// reads EOF, as before); `None` on a read error.
 async fn first_bytes(mut down: Box<dyn AsyncIo>, peer: SocketAddr) -> Option<Box<dyn AsyncIo>> {
-    let mut first = vec![0u8; FIRST_READ];
-    match down.read(&mut first).await {
-        Ok(n) => {
-            first.truncate(n);
-            Some(Box::new(net::Prefixed::new(first, down)))
-        }
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "downstream failed before its first byte");
-            None
+    let mut first = Vec::with_capacity(FIRST_READ);
+    loop {
+        match down.read_buf(&mut first).await {
+            Ok(0) => break,
+            Ok(_) if !framing::request_head_pending(&first) => break,
+            Ok(_) => {
+                if first.len() == first.capacity() {
+                    first.reserve(FIRST_READ);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "downstream failed before its request went upstream");
+                return None;
+            }
         }
     }
+    Some(Box::new(net::Prefixed::new(first, down)))
 }
 
-/// The most the first read takes; the rest stays in the socket.
+/// The first read's buffer; a longer head grows it (up to framing's bound).
 const FIRST_READ: usize = 16 * 1024;
 
 /// Connect upstream presenting `presented`, relay, and say how it ended.

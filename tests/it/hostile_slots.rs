@@ -378,6 +378,61 @@ async fn a_silent_proxy_client_is_closed_at_the_first_byte_deadline_and_costs_no
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_client_trickling_its_request_header_is_closed_and_costs_no_upstream() {
+    let pki = TestPki::default_flat();
+    let serve = start_serve(&pki, certshift::serve::Enforcement::Strict).await;
+    let mut args = proxy_args(&pki, serve.addr);
+    args.listen_tls = TlsMode::Off;
+    args.header_timeout = Duration::from_millis(600);
+    let proxy = start_proxy(args).await;
+    // Two slowloris peers: a header byte every 100 ms, never the blank line.
+    let head = b"GET /api/orders HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa";
+    let slow = (0..2).map(|_| async {
+        let s = TcpStream::connect(proxy.addr).await.unwrap();
+        trickle(s, head, Duration::from_millis(100), Duration::from_secs(5)).await
+    });
+    let closed = futures_util::future::join_all(slow).await;
+    assert_eq!(
+        closed,
+        [true, true],
+        "the proxy closes a header that never ends"
+    );
+    assert_eq!(proxy.handle.connections().closed_header_timeout, 2);
+    // Their bytes never went upstream: the service saw no connection.
+    let upstream = || {
+        serve
+            .handle
+            .counters()
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!(upstream(), 0);
+    // A client whose head arrives in pieces inside the deadline is served.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET /api/orders HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b"st: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply))
+        .await
+        .expect("the proxy answers within 5 s")
+        .unwrap();
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert_eq!(upstream(), 1);
+    let snap = proxy.stop().await;
+    assert_eq!(snap.totals().connections, 1);
+    serve.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_backlog_flag_is_applied_to_the_listener() {
     if !have("ss") {
         eprintln!("skipping: ss (iproute2) not installed");
