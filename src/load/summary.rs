@@ -84,6 +84,7 @@ impl LoadRun {
                 .collect(),
             interrupted: run.interrupted,
             ops_not_logged: rec.ops_not_logged,
+            cpu: run.cpu.and_then(|c| crate::report::LoadCpu::new(c, issued)),
             merged_from: Vec::new(),
         }
     }

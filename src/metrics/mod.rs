@@ -21,6 +21,7 @@
 //! Times in exports are milliseconds since the `Metrics` start (`t_ms`);
 //! `started_unix_ms` in the JSON anchors them to wall-clock time.
 
+pub mod cpu;
 pub mod hdrlog;
 mod hist;
 mod json;

@@ -9,13 +9,13 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
 use super::output::{write_json, write_plot};
 use super::plot::Point;
-use super::{Bucket, Downtime, LoadPhase, LoadReport, RotationMark, RunInfo};
+use super::{Bucket, Downtime, LoadCpu, LoadPhase, LoadReport, RotationMark, RunInfo};
 use crate::metrics::hdrlog::{self, ParsedLog};
 use crate::metrics::{add_counts, PhaseHist};
 
@@ -218,6 +218,7 @@ impl Aligned {
             rotations: Vec::new(),
             interrupted: false,
             ops_not_logged: 0,
+            cpu: None,
             merged_from: names,
         }
     }
@@ -302,6 +303,16 @@ fn sum_counts(report: &mut LoadReport, metas: &[LoadReport], logs: &[ParsedLog],
         };
     }
     report.rotations.sort_by_key(|r| r.t_ms);
+    // The generators' cost, when every one of them said what it spent.
+    let cpu: Option<Vec<(f64, u64)>> = metas
+        .iter()
+        .map(|m| Some((m.cpu?.total_ms, m.attempted - m.dropped)))
+        .collect();
+    report.cpu = cpu.and_then(|all| {
+        let ms: f64 = all.iter().map(|(ms, _)| ms).sum();
+        let issued = all.iter().map(|(_, n)| n).sum();
+        LoadCpu::new(Duration::from_secs_f64(ms / 1e3), issued)
+    });
 }
 
 /// Logs from other writers: every operation reached `request`, the

@@ -47,6 +47,25 @@ pub struct Resumption {
     pub share: f64,
 }
 
+/// What the load generator itself cost: CPU time of its whole process while
+/// the load ran, per operation it issued (dropped ones excluded). A
+/// generator that spends more than the service per operation measures
+/// itself; compare `per_op_us` with the service's own figure.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoadCpu {
+    pub total_ms: f64,
+    pub per_op_us: f64,
+}
+
+impl LoadCpu {
+    pub fn new(cpu: std::time::Duration, issued: u64) -> Option<Self> {
+        Some(LoadCpu {
+            total_ms: cpu.as_secs_f64() * 1e3,
+            per_op_us: crate::metrics::cpu::per_op_us(cpu, issued)?,
+        })
+    }
+}
+
 /// Losses and the longest outage.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Downtime {
@@ -179,6 +198,10 @@ pub struct LoadReport {
     /// timeline, the downtime or the HdrHistogram log.
     #[serde(default)]
     pub ops_not_logged: u64,
+    /// The generator's own CPU (absent in reports merged from logs of
+    /// other writers, and in reports from before it was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<LoadCpu>,
     /// The logs a merged report was made from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<String>,
@@ -226,6 +249,13 @@ impl LoadReport {
             self.achieved_rate,
             self.throughput,
         );
+        if let Some(c) = &self.cpu {
+            let _ = writeln!(
+                s,
+                "load generator cost: {:.1} µs CPU per operation ({:.0} ms CPU in all)",
+                c.per_op_us, c.total_ms
+            );
+        }
         self.latency_tables(&mut s);
         let _ = writeln!(s, "\noutcomes");
         for (o, n) in &self.outcomes {

@@ -222,6 +222,19 @@ async fn a_rate_limited_run_attempts_what_was_asked_and_writes_every_file() {
     let ok: u64 = timeline.iter().map(|b| b["ok"].as_u64().unwrap()).sum();
     assert_eq!(ok, attempted);
     assert_eq!(timeline[3]["t_ms"].as_u64(), Some(300));
+    // What the generator itself cost: 400 handshakes and requests cannot be
+    // free, and the total is the per-operation figure times the operations.
+    let (total_ms, per_op) = (
+        j["cpu"]["total_ms"].as_f64().unwrap(),
+        j["cpu"]["per_op_us"].as_f64().unwrap(),
+    );
+    assert!(per_op > 0.0, "{}", j["cpu"]);
+    assert!(
+        (per_op * attempted as f64 / 1e3 - total_ms).abs() < 0.01 * total_ms,
+        "{}",
+        j["cpu"]
+    );
+    assert!(stdout.contains("µs CPU per operation"), "{stdout}");
 
     // The SVG is a well-formed document.
     let svg = std::fs::read_to_string(dir.path().join("run.svg")).unwrap();
@@ -330,6 +343,17 @@ async fn report_merge_of_two_logs_is_the_sum_and_show_prints_it_again() {
     }
     let count = |j: &serde_json::Value| j["latency_us"]["request"]["count"].as_u64().unwrap();
     assert_eq!(count(&m), count(&ja) + count(&jb));
+    // The generators' CPU adds up; per operation over all of them.
+    let ms = |j: &serde_json::Value| j["cpu"]["total_ms"].as_f64().unwrap();
+    assert!(
+        (ms(&m) - (ms(&ja) + ms(&jb))).abs() < 0.01,
+        "{} {} {}",
+        m["cpu"],
+        ja["cpu"],
+        jb["cpu"]
+    );
+    let per_op = ms(&m) * 1e3 / sum("attempted") as f64;
+    assert!((m["cpu"]["per_op_us"].as_f64().unwrap() - per_op).abs() < 0.01 * per_op);
     assert_eq!(
         m["outcomes"]["alert:unknown_ca"],
         jb["outcomes"]["alert:unknown_ca"]

@@ -130,6 +130,10 @@ pub struct LoadRun {
     pub marks: Vec<Mark>,
     /// Stopped early by the shutdown future.
     pub interrupted: bool,
+    /// CPU time the whole process used while the load ran (the clock
+    /// thread, every worker, TLS): what the generator itself cost. `None`
+    /// when the operations were simulated.
+    pub cpu: Option<Duration>,
 }
 
 impl LoadRun {
@@ -143,14 +147,17 @@ impl LoadRun {
 /// Run the load until the schedule is done or `shutdown` resolves: real
 /// sockets, on the precise clock.
 pub async fn run(cfg: &LoadConfig, marks: &Marks, shutdown: impl Future<Output = ()>) -> LoadRun {
-    drive(
+    let cpu = crate::metrics::cpu::process();
+    let mut run = drive(
         &cfg.pacing(),
         Clock::Thread,
         cfg.operation(),
         marks,
         shutdown,
     )
-    .await
+    .await;
+    run.cpu = Some(crate::metrics::cpu::process().saturating_sub(cpu));
+    run
 }
 
 /// Run `op` as `pacing` says, timed by `clock`, until the schedule is done
@@ -257,6 +264,7 @@ pub async fn drive<O: Operation>(
         started_wall,
         marks: marks.all(),
         interrupted,
+        cpu: None,
     }
 }
 
