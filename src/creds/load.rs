@@ -288,16 +288,35 @@ pub fn parse_crls(
     Ok(crls)
 }
 
-/// The process-wide crypto provider (aws-lc-rs), installed on first use.
+/// The process-wide crypto provider (aws-lc-rs), installed and warmed on
+/// first use.
 pub fn provider() -> Arc<CryptoProvider> {
     if let Some(p) = CryptoProvider::get_default() {
         return p.clone();
     }
     // Racing installers all install the same provider; losing the race is fine.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .is_ok()
+    {
+        if let Some(p) = CryptoProvider::get_default() {
+            warm(p);
+        }
+    }
     CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+}
+
+/// One key generation in every key-exchange group: aws-lc initialises each
+/// algorithm on its first use, which took 40-50 ms for the first handshake
+/// of a process here (X25519MLKEM768 above all). Done while the process
+/// sets up, that is not in the first operation a load times, nor in the
+/// first client a service answers.
+fn warm(p: &CryptoProvider) {
+    for group in &p.kx_groups {
+        let _ = group.start();
+    }
 }
 
 /// "; it holds: PRIVATE KEY" — the tail of a wrong-file error.
