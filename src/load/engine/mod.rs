@@ -3,17 +3,19 @@
 //! (coordinated omission corrected, as wrk2 does).
 //!
 //! ```text
-//!  Schedule (op k due at k/rate) ──▶ Clock hands out op k when due:
-//!     handshake/request: op k runs as its own task ─▶ result ─▶ recorder k mod W
-//!     keepalive: op k queues on connection k mod N; ops run in order, so a
-//!                late response delays the next send, and that delay is in
-//!                the next operation's corrected latency
+//!  Schedule (op k due at k/rate)
+//!     handshake/request: the Clock hands out op k when due; it runs as its
+//!                own task ─▶ result ─▶ recorder k mod W
+//!     keepalive: connection k mod N paces itself (pace.rs) and runs its ops
+//!                in order, so a late response delays the next send, and
+//!                that delay is in the next operation's corrected latency
 //!  recorders ──at the end──▶ Recorder::merge ──▶ LoadRun
 //!  workers ──atomics──▶ progress line (counts, last-second p99)
 //! ```
 //!
 //! The clock ([`Clock`]) and the operation ([`Operation`]) are parameters:
-//! [`run`] uses the precise clock thread and real sockets; the tests at the
+//! [`run`] uses the precise clock (a thread of its own, or each keep-alive
+//! connection's timerfd) and real sockets; the tests at the
 //! bottom ([`drive`] with [`Clock::Runtime`] under paused time and a
 //! simulated service) check the schedule, drops, corrections, warm-up and
 //! stop on virtual time.
@@ -23,11 +25,12 @@
 //! or shares a histogram between workers.
 
 mod clock;
+mod pace;
 mod workers;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
@@ -193,21 +196,15 @@ pub async fn drive<O: Operation>(
         },
         op_cap: MAX_OP_LOG / workers,
         stop: watch::channel(false).0,
+        stopped_at: OnceLock::new(),
         abort: watch::channel(false).0,
     });
     let mut tasks = JoinSet::new();
     let stop = state.stop.subscribe();
     let ticking = match pacing.mode {
         Mode::Keepalive => {
-            let mut queues = Vec::with_capacity(workers);
-            for c in 0..workers {
-                let (tx, rx) = mpsc::unbounded_channel();
-                queues.push(tx);
-                tasks.spawn(workers::keepalive(state.clone(), c, rx));
-            }
-            clock.start(schedule, t0, stop, move |k| {
-                let _ = queues[(k % queues.len() as u64) as usize].send(k);
-            })
+            keepalive(&state, clock, workers, &mut tasks);
+            None
         }
         _ => {
             let mut results = Vec::with_capacity(workers);
@@ -222,7 +219,7 @@ pub async fn drive<O: Operation>(
                 results,
                 dropped: None,
             };
-            clock.start(schedule, t0, stop, move |k| dispatcher.due(k))
+            Some(clock.start(schedule, t0, stop, move |k| dispatcher.due(k)))
         }
     };
     let progress = pacing
@@ -242,6 +239,7 @@ pub async fn drive<O: Operation>(
             },
             () = &mut shutdown, if !interrupted => {
                 interrupted = true;
+                let _ = state.stopped_at.set(Instant::now());
                 state.stop.send_replace(true);
                 grace.as_mut().reset(Instant::now() + STOP_GRACE);
             }
@@ -253,7 +251,9 @@ pub async fn drive<O: Operation>(
         }
     }
     merged.sort_ops();
-    ticking.finish().await;
+    if let Some(t) = ticking {
+        t.finish().await;
+    }
     if let Some(p) = progress {
         p.finish().await;
     }
@@ -265,6 +265,74 @@ pub async fn drive<O: Operation>(
         marks: marks.all(),
         interrupted,
         cpu: None,
+    }
+}
+
+/// Start the keep-alive connections, each pacing itself ([`pace`]). On the
+/// real clock they run on threads of their own, each with a single-threaded
+/// runtime and an equal share of the connections: an operation's wait, send,
+/// response and record then happen on one thread, never handed between
+/// threads (the multi-threaded runtime would move a woken connection to an
+/// idle worker, waking it, for every operation). On the runtime's clock
+/// (virtual time in tests) they are tasks of the caller's runtime.
+fn keepalive<O: Operation>(
+    state: &Arc<RunState<O>>,
+    clock: Clock,
+    connections: usize,
+    tasks: &mut JoinSet<Recorder>,
+) {
+    let connection = |c: usize| {
+        let sh = state.clone();
+        async move {
+            match pace::Pacer::new(clock) {
+                Ok(p) => workers::keepalive(sh, c, p).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "load connection {c}: no timer");
+                    Recorder::new(0)
+                }
+            }
+        }
+    };
+    if clock == Clock::Runtime {
+        for c in 0..connections {
+            tasks.spawn(connection(c));
+        }
+        return;
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(connections);
+    for t in 0..threads {
+        let mine: Vec<_> = (t..connections).step_by(threads).map(connection).collect();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name(format!("certshift-load-{t}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let mut merged = Recorder::new(MAX_OP_LOG);
+                match rt {
+                    // A task per connection, so a wake polls the one
+                    // connection it is for, not every connection of the thread.
+                    Ok(rt) => rt.block_on(async {
+                        let spawned: Vec<_> = mine.into_iter().map(tokio::spawn).collect();
+                        for s in spawned {
+                            match s.await {
+                                Ok(r) => merged.merge(r),
+                                Err(e) => tracing::error!(error = %e, "load connection failed"),
+                            }
+                        }
+                    }),
+                    Err(e) => tracing::error!(error = %e, "load thread {t}: no runtime"),
+                }
+                let _ = tx.send(merged);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start load thread {t}");
+            continue;
+        }
+        tasks.spawn(async move { rx.await.unwrap_or_else(|_| Recorder::new(0)) });
     }
 }
 
@@ -294,6 +362,8 @@ struct RunState<O> {
     op_cap: usize,
     /// Set on shutdown: the clock hands out no more operations.
     stop: watch::Sender<bool>,
+    /// When the stop was asked for: operations due after it never start.
+    stopped_at: OnceLock<Instant>,
     /// Set after the stop grace: operations still running are cancelled.
     abort: watch::Sender<bool>,
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::pace::Pacer;
 use super::RunState;
 use crate::load::op::{OpResult, Operation};
 use crate::load::record::Recorder;
@@ -107,32 +108,55 @@ fn launch<O: Operation>(
     });
 }
 
-/// `keepalive` mode: one persistent connection, its operations in order. A
-/// response that comes late delays the next send; the next operation's
-/// latency still runs from its own intended start.
+/// `keepalive` mode: one persistent connection, its operations (`k` with
+/// `k mod connections == c`) in order, each started at its due time by the
+/// connection's own [`Pacer`]. A response that comes late delays the next
+/// send; the next operation's latency still runs from its own intended
+/// start. When more of its operations are due than its share of
+/// `--max-in-flight`, the oldest are dropped, and counted. After a stop,
+/// operations due before it still run (and are cancelled after the grace);
+/// later ones never start.
 pub(super) async fn keepalive<O: Operation>(
     sh: Arc<RunState<O>>,
     c: usize,
-    mut due: mpsc::UnboundedReceiver<u64>,
+    mut pacer: Pacer,
 ) -> Recorder {
     let mut rec = Tally::new(&sh, c);
     let mut conn = O::Connection::default();
+    let n = sh.pacing.connections.max(1) as u64;
     // Operations this connection may owe at once: its share of the cap.
-    let cap = (sh.pacing.max_in_flight / sh.pacing.connections.max(1)).max(1);
-    while let Some(mut k) = due.recv().await {
-        // After a stall more operations are due than the connection may
-        // owe: the oldest are dropped, and counted.
-        while due.len() >= cap {
-            rec.dropped(&sh, k, 1);
-            match due.try_recv() {
-                Ok(next) => k = next,
-                Err(_) => break,
+    let cap = (sh.pacing.max_in_flight as u64 / n).max(1);
+    let total = sh.pacing.schedule.total_ops();
+    let mut stop = sh.stop.subscribe();
+    let mut k = c as u64;
+    while k < total {
+        let intended = sh.due(k);
+        if intended > Instant::now() {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => {}
+                r = pacer.until(intended) => if let Err(e) = r {
+                    // No timer, no schedule: say so rather than run it badly.
+                    tracing::error!(error = %e, "load connection {c}: timer failed");
+                    break;
+                }
             }
+        }
+        if sh.stopped_at.get().is_some_and(|at| intended > *at) {
+            break;
+        }
+        // Behind: if the operation `cap` places later is due too, this
+        // connection owes more than `cap`; drop the oldest.
+        let now = Instant::now();
+        while k + cap * n < total && sh.due(k + cap * n) <= now {
+            rec.dropped(&sh, k, 1);
+            k += n;
         }
         let intended = sh.due(k);
         let actual = Instant::now();
         let r = sh.op_or_abort(Some(&mut conn)).await;
         rec.done(&sh, k, intended, actual, &r);
+        k += n;
     }
     rec.rec
 }
