@@ -126,17 +126,19 @@ async fn request(p: &Probe, io: Stream) -> (Outcome, Option<Bytes>) {
         Err(o) => return (o, None),
     };
     let until = Instant::now() + p.response_timeout;
-    let resp = match HttpClient::handshake(io, until).await {
-        Ok(mut client) => client.send(req, until).await,
-        Err(o) => Err(o),
+    let mut client = match HttpClient::handshake(io, until).await {
+        Ok(c) => c,
+        Err(o) => return (o, None),
     };
-    let resp = match resp {
+    let resp = match client.send(req, until).await {
         Ok(r) => r,
         Err(o) => return (o, None),
     };
     // The status line is the evidence; a body that stalls afterwards does not
     // turn an accepted request into a timeout.
     let status = resp.status().as_u16();
-    let body = http::collect(resp, BODY_LIMIT, Instant::now() + p.response_timeout).await;
+    let body = client
+        .collect(resp, BODY_LIMIT, Instant::now() + p.response_timeout)
+        .await;
     (Outcome::Http(status), body)
 }

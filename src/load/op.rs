@@ -339,7 +339,7 @@ async fn exchange(
     let keep = !close && http::keeps_alive(&resp);
     // Drain the body without keeping it: the operation is done when the
     // whole response has arrived.
-    match http::drain(resp, deadline).await {
+    match client.drain(resp, deadline).await {
         Ok(()) => (Outcome::Http(status), keep),
         Err(o) => (o, false),
     }

@@ -4,6 +4,9 @@
 //! read after the handshake surfaces in hyper's connection task, not in the
 //! request's error.
 
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
@@ -13,18 +16,64 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::time::{timeout_at, Instant};
 
-use super::{AbortOnDrop, AsyncIo};
+use super::AsyncIo;
 use crate::tls::{classify_io, classify_rustls, Outcome};
 
 /// How long a failed request waits for the connection task to say why.
 const CAUSE_WAIT: Duration = Duration::from_secs(1);
 
-/// An HTTP/1.1 client connection and the task driving it (stopped when the
-/// client is dropped). `B` is the request body: empty for the probes and the
-/// load generator, the client's own body when the proxy relays a request.
+/// An HTTP/1.1 client connection (closed when the client is dropped). `B`
+/// is the request body: empty for the probes and the load generator.
+///
+/// hyper's connection future is polled inline, by whichever call of this
+/// client is waiting (ready, send, drain, collect), not by a task of its
+/// own: with a task, every request and every response crossed between two
+/// tasks through channels, a wake-up each way per request, which was most
+/// of what a keep-alive request cost the load generator.
 pub struct HttpClient<B = Empty<Bytes>> {
     sender: SendRequest<B>,
-    driver: AbortOnDrop<Result<(), hyper::Error>>,
+    conn: Conn,
+}
+
+type Driver = Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>>;
+
+/// hyper's connection future until it ends, then how it ended.
+struct Conn {
+    driver: Option<Driver>,
+    ended: Option<Result<(), hyper::Error>>,
+}
+
+impl Conn {
+    /// `f`, with the connection driven while it waits. A connection that
+    /// ends first is dropped, which makes whatever `f` waits on for it
+    /// (a response, a body) end with hyper's error.
+    async fn drive<F: Future>(&mut self, f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        poll_fn(|cx| {
+            if let Some(d) = self.driver.as_mut() {
+                if let Poll::Ready(r) = d.as_mut().poll(cx) {
+                    self.ended = Some(r);
+                    self.driver = None;
+                }
+            }
+            f.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Why the connection ended, waiting up to [`CAUSE_WAIT`] for it to.
+    async fn cause(&mut self) -> Option<hyper::Error> {
+        if let Some(d) = self.driver.as_mut() {
+            if let Ok(r) = tokio::time::timeout(CAUSE_WAIT, d).await {
+                self.ended = Some(r);
+                self.driver = None;
+            }
+        }
+        match self.ended.take() {
+            Some(Err(e)) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 impl<B> HttpClient<B>
@@ -43,7 +92,10 @@ where
         {
             Ok(Ok((sender, conn))) => Ok(HttpClient {
                 sender,
-                driver: AbortOnDrop::spawn(conn),
+                conn: Conn {
+                    driver: Some(Box::pin(conn)),
+                    ended: None,
+                },
             }),
             Ok(Err(e)) => Err(classify_hyper(&e)),
             Err(_) => Err(Outcome::Timeout),
@@ -61,7 +113,7 @@ where
         if self.sender.is_closed() {
             return Ok(false);
         }
-        match timeout_at(until, self.sender.ready()).await {
+        match timeout_at(until, self.conn.drive(self.sender.ready())).await {
             Ok(Ok(())) => Ok(true),
             Ok(Err(_)) => Ok(false),
             Err(_) => Err(Outcome::Timeout),
@@ -75,14 +127,11 @@ where
         until: Instant,
     ) -> Result<Response<Incoming>, Outcome> {
         let sent = async {
-            match self.sender.send_request(req).await {
+            match self.conn.drive(self.sender.send_request(req)).await {
                 Ok(resp) => Ok(resp),
                 // The request side only learns that the connection closed;
-                // the cause is the connection task's error.
-                Err(e) => match tokio::time::timeout(CAUSE_WAIT, &mut self.driver.0).await {
-                    Ok(Ok(Err(cause))) => Err(cause),
-                    _ => Err(e),
-                },
+                // the cause is the connection's own error.
+                Err(e) => Err(self.conn.cause().await.unwrap_or(e)),
             }
         };
         match timeout_at(until, sent).await {
@@ -119,29 +168,38 @@ pub fn keeps_alive(resp: &Response<Incoming>) -> bool {
         .is_none_or(|v| !v.as_bytes().eq_ignore_ascii_case(b"close"))
 }
 
-/// Read the whole body without keeping it.
-pub async fn drain(resp: Response<Incoming>, until: Instant) -> Result<(), Outcome> {
-    let mut body = resp.into_body();
-    let drained = timeout_at(until, async {
-        while let Some(frame) = body.frame().await {
-            frame?;
+impl<B> HttpClient<B> {
+    /// Read the whole body of `resp` (this client's) without keeping it.
+    pub async fn drain(&mut self, resp: Response<Incoming>, until: Instant) -> Result<(), Outcome> {
+        let mut body = resp.into_body();
+        let drained = self.conn.drive(async {
+            while let Some(frame) = body.frame().await {
+                frame?;
+            }
+            Ok::<(), hyper::Error>(())
+        });
+        match timeout_at(until, drained).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(classify_hyper(&e)),
+            Err(_) => Err(Outcome::Timeout),
         }
-        Ok::<(), hyper::Error>(())
-    });
-    match drained.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(classify_hyper(&e)),
-        Err(_) => Err(Outcome::Timeout),
     }
-}
 
-/// Keep up to `limit` bytes of the body; `None` when it did not arrive
-/// whole in time or was larger.
-pub async fn collect(resp: Response<Incoming>, limit: usize, until: Instant) -> Option<Bytes> {
-    let body = Limited::new(resp.into_body(), limit).collect();
-    match timeout_at(until, body).await {
-        Ok(Ok(b)) => Some(b.to_bytes()),
-        _ => None,
+    /// Keep up to `limit` bytes of the body of `resp` (this client's);
+    /// `None` when it did not arrive whole in time or was larger.
+    pub async fn collect(
+        &mut self,
+        resp: Response<Incoming>,
+        limit: usize,
+        until: Instant,
+    ) -> Option<Bytes> {
+        let body = self
+            .conn
+            .drive(Limited::new(resp.into_body(), limit).collect());
+        match timeout_at(until, body).await {
+            Ok(Ok(b)) => Some(b.to_bytes()),
+            _ => None,
+        }
     }
 }
 

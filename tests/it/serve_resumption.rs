@@ -46,14 +46,20 @@ async fn request(addr: SocketAddr, target: &TlsTarget) -> Seen {
     let until = Instant::now() + limit;
     let req = http::request(&hyper::Method::GET, "/api/orders", &addr.to_string(), true)
         .expect("request");
-    let resp = match HttpClient::handshake(opened.stream, until).await {
-        Ok(mut client) => client.send(req, until).await,
-        Err(o) => Err(o),
+    let mut client = match HttpClient::handshake(opened.stream, until).await {
+        Ok(c) => c,
+        Err(outcome) => {
+            return Seen {
+                outcome,
+                resumed,
+                body: String::new(),
+            }
+        }
     };
-    match resp {
+    match client.send(req, until).await {
         Ok(resp) => {
             let outcome = Outcome::Http(resp.status().as_u16());
-            let body = http::collect(resp, 64 * 1024, until).await;
+            let body = client.collect(resp, 64 * 1024, until).await;
             Seen {
                 outcome,
                 resumed,
