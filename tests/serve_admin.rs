@@ -133,6 +133,15 @@ async fn slow_client_hellos_closed_at_the_deadline_show_in_stats_and_metrics() {
     );
     let (status, body) = admin_get(admin_addr, "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
+    // The proxy's guard: a DNS-rebound name or a foreign page is refused.
+    let url = format!("http://{admin_addr}/stats");
+    let guard = tokio::task::spawn_blocking(move || {
+        (
+            curl(&["-H", "Host: evil.example", &url]).1,
+            curl(&["-H", "Origin: http://evil.example", &url]).1,
+        )
+    });
+    assert_eq!(guard.await.unwrap(), ("421".into(), "403".into()));
     let (status, _) = admin_text(admin_addr, "POST", "/rotate", None, None).await;
     assert_eq!(status, 404, "serve has no rotate endpoint");
     serve.stop().await;
@@ -175,11 +184,14 @@ async fn the_revocation_source_shows_in_stats_crls_or_none() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_refused_reload_is_counted_in_stats_with_its_reason_and_the_old_cert_serves() {
+async fn refused_reloads_are_counted_in_stats_with_their_reason_and_the_old_values_serve() {
     let pki = TestPki::default_flat();
+    let policy = pki.file("policy.toml");
+    std::fs::write(&policy, "[[rules]]\npaths = [\"/\"]\n").unwrap();
     let serve = start_serve_with(ServeArgs {
         pki: Some(pki.path().to_path_buf()),
-        no_watch: true, // one reload, triggered here
+        policy: Some(policy.clone()),
+        no_watch: true, // one reload each, triggered here
         ..serve_args()
     })
     .await;
@@ -224,6 +236,23 @@ async fn a_refused_reload_is_counted_in_stats_with_its_reason_and_the_old_cert_s
         ),
         1.0
     );
+    assert_eq!(served_cert().await, before);
+
+    // An emptied policy (it would deny everything): refused, and shown.
+    std::fs::write(&policy, "# all rules removed\n").unwrap();
+    let handle = serve.handle.clone();
+    let refused = tokio::task::spawn_blocking(move || handle.reload_policy())
+        .await
+        .unwrap();
+    assert!(refused.is_err(), "a policy with no rules is refused");
+    let v = stats(admin_addr).await;
+    let p = &v["reload"]["policy"];
+    assert_eq!(p["failures"], 1, "{v}");
+    let why = p["last_error"].as_str().unwrap_or_default();
+    assert!(why.contains("policy.toml") && why.contains("rules"), "{v}");
+    assert_eq!(v["rotation_failures"]["policy"], 1, "{v}");
+    assert_eq!(v["rotation_failures"]["server"], 1, "{v}");
+    // The old certificate and the old policy serve: still a 200.
     assert_eq!(served_cert().await, before);
     serve.stop().await;
 }
