@@ -97,6 +97,11 @@ pub struct RevocationStatus {
     pub warning: Option<&'static str>,
 }
 
+/// What running without a revocation source means, and the fix: logged at
+/// startup, shown in `/stats`.
+const NO_CRL: &str =
+    "no CRL: revoked client certificates are accepted (pass --crl FILE, or --pki DIR)";
+
 /// A bound service, not yet accepting.
 pub struct Service {
     listener: TcpListener,
@@ -117,10 +122,7 @@ impl Service {
         // but never silent: logged here, and shown in `/stats`.
         let revocation = cfg.files.revocation();
         match &revocation {
-            creds::Revocation::None => tracing::warn!(
-                revocation = "none",
-                "no CRL: revoked client certificates are accepted (pass --crl FILE, or --pki DIR)"
-            ),
+            creds::Revocation::None => tracing::warn!(revocation = "none", "{NO_CRL}"),
             creds::Revocation::Crls(files) => {
                 tracing::info!(crls = ?files, "revocation checked against these CRLs")
             }
@@ -251,9 +253,7 @@ impl ServiceHandle {
             source: if none { "none" } else { "crl" },
             files: files.iter().map(|f| f.display().to_string()).collect(),
             crls: self.shared.tls.current().crls.clone(),
-            warning: none.then_some(
-                "no CRL: revoked client certificates are accepted (pass --crl FILE, or --pki DIR)",
-            ),
+            warning: none.then_some(NO_CRL),
         }
     }
 
