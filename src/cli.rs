@@ -223,18 +223,36 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let cfg = args.into_config()?;
+    use anyhow::Context;
+    let mut cfg = args.into_config()?;
     let (mode, trust_domains, policy) = (cfg.mode, cfg.trust_domains.clone(), cfg.policy.is_some());
+    let admin_bind = cfg.admin.take();
     // Signal handlers (SIGHUP inside bind, SIGINT/SIGTERM here) exist before
     // the first line announces us, so a script's immediate signal is handled.
     let service = Service::bind(cfg).await?;
+    let admin = match admin_bind {
+        Some(b) => Some(
+            Admin::bind(b.addr, service.handle(), b.token)
+                .await
+                .with_context(|| format!("cannot bind the admin API on {}", b.addr))?,
+        ),
+        None => None,
+    };
     let stop = shutdown_signal()?;
     // The first stdout line is a contract: scripts read the port from it.
     println!("listening on {}", service.local_addr());
+    if let Some(a) = &admin {
+        println!("admin on {}", a.local_addr()?);
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
     tracing::info!(?mode, ?trust_domains, policy, "serving");
+    // The admin API answers until the service has drained, then goes.
+    let admin_task = admin.map(|a| tokio::spawn(a.run(std::future::pending())));
     service.run(stop, Duration::from_secs(10)).await;
+    if let Some(t) = admin_task {
+        t.abort();
+    }
     Ok(())
 }
 

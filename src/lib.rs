@@ -33,7 +33,8 @@
 //!  tls ──rustls configs from checked material; the Outcome and Verdict of every attempt
 //!  net ──connect + handshake under per-phase deadlines, the HTTP/1.1 exchange; accept helpers
 //!  probe ──one client experiment: connect, handshake with a chosen cert, request
-//!  serve ──the reference mTLS service (modes, policy) experiments are judged against
+//!  serve ──the reference mTLS service (modes, policy) experiments are judged against;
+//!         `--admin`: the same admin server as the proxy's (/stats, /metrics, /healthz)
 //!  load  ──open-loop operations (handshake/request/keepalive) at intended times;
 //!          per-recorder histograms, an operation log, merged at the end ──▶ report
 //!  report ──the shape users keep: JSON contract, tables, HdrHistogram logs, SVG; `report merge|show`
@@ -58,9 +59,9 @@
 //! | 2 runs | [`audit`] | does an endpoint enforce mTLS: the check registry, experiments, verdicts; table, JSON, JUnit; `--fuzz`, `--differential` |
 //! | 2 runs | [`demo`] | the README's main job |
 //! | 2 runs | [`rotation_test`] | rotations under load on the embedded default or a target; windows and downtime |
-//! | 3 control | [`admin`] | the proxy's admin HTTP API (stats, Prometheus metrics, timeline, rotate, the plan) |
+//! | 3 control | [`admin`] | the admin HTTP API of the proxy (stats, Prometheus metrics, timeline, rotate, the plan) and of `serve` (stats, metrics): one server, access guard, listener and reload sections for both |
 //! | 4 engines | [`proxy`] | the intercepting proxy: listener, connector, relay and its HTTP/1 response counting (`--swap connection`), per-request HTTP and upstream pools (`--swap request`), rotation sources, `--on-rotate`, the live plan (`PUT /plan`, `--plan-schedule`) |
-//! | 4 engines | [`serve`] | the reference mTLS HTTP/1.1 service with an Istio-style policy |
+//! | 4 engines | [`serve`] | the reference mTLS HTTP/1.1 service with an Istio-style policy; its counters, reload and revocation status for `serve --admin` |
 //! | 4 engines | [`load`] | the open-loop load generator: schedule, operations, recorders, the run's report |
 //! | 5 outputs | [`report`] | load and rotation reports: JSON contract, tables, output files, SVG plots, merge/show |
 //! | 6 measurements | [`metrics`] | per-connection reports aggregated off the hot path: HdrHistograms, counters, timeline, exporters |

@@ -20,12 +20,17 @@
 //! Histograms are HdrHistograms in microseconds with 3 significant digits.
 //! Times in exports are milliseconds since the `Metrics` start (`t_ms`);
 //! `started_unix_ms` in the JSON anchors them to wall-clock time.
+//!
+//! `serve` keeps no aggregator: its atomics, read at scrape time into a
+//! [`ServiceMetrics`] (`service.rs`), are exposed in the same listener and
+//! rotation families.
 
 pub mod cpu;
 pub mod hdrlog;
 mod hist;
 mod json;
 mod prometheus;
+mod service;
 mod snapshot;
 mod summary;
 mod timeline;
@@ -45,6 +50,7 @@ use crate::tls::Outcome;
 
 pub use hist::{Percentiles, PhaseHist, HIGHEST_TRACKABLE_US};
 pub use prometheus::PROMETHEUS_CONTENT_TYPE;
+pub use service::ServiceMetrics;
 pub use snapshot::{add_counts, Snapshot, Totals, VariantStats};
 pub use timeline::{BUCKET_MS, MAX_BUCKETS, MAX_ROTATION_EVENTS};
 pub use units::{fmt_ms, fmt_us};

@@ -38,23 +38,17 @@ const BUCKETS_US: [u64; 14] = [
 impl Snapshot {
     /// Prometheus text format 0.0.4 (see [`PROMETHEUS_CONTENT_TYPE`]).
     pub fn to_prometheus(&self) -> String {
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(Families::of(self)));
-        let mut out = String::new();
-        // The encoder fails only when its writer does, and a String never
-        // does; the fmt::Result is always Ok.
-        let _ = prometheus_text::encode(&mut out, &registry);
-        out
+        Families::of(self).encode()
     }
 }
 
 /// Every `certshift_*` family of one snapshot, in exposition order: a
 /// constant copy, so encoding needs no access to the aggregator.
 #[derive(Debug)]
-struct Families(Vec<Family>);
+pub(super) struct Families(pub(super) Vec<Family>);
 
 #[derive(Debug)]
-struct Family {
+pub(super) struct Family {
     /// Without the `_total` (counters) and `_seconds` (unit) suffixes,
     /// which the encoder appends.
     name: &'static str,
@@ -64,25 +58,36 @@ struct Family {
 }
 
 #[derive(Debug)]
-enum Values {
+pub(super) enum Values {
     Counters(Vec<(Labels, u64)>),
     Gauges(Vec<(Labels, u64)>),
     Histograms(Vec<(Labels, Buckets)>),
 }
 
-type Labels = Vec<(&'static str, String)>;
+pub(super) type Labels = Vec<(&'static str, String)>;
 
 /// A [`PhaseHist`] in Prometheus form: per-bucket (not cumulative) counts
 /// by upper bound in seconds, the exact sum in seconds and the count. The
 /// encoder accumulates the buckets and adds `+Inf` = count.
 #[derive(Debug)]
-struct Buckets {
+pub(super) struct Buckets {
     sum: f64,
     count: u64,
     buckets: Vec<(f64, u64)>,
 }
 
 impl Families {
+    /// Text format 0.0.4, one scrape's worth.
+    pub(super) fn encode(self) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self));
+        let mut out = String::new();
+        // The encoder fails only when its writer does, and a String never
+        // does; the fmt::Result is always Ok.
+        let _ = prometheus_text::encode(&mut out, &registry);
+        out
+    }
+
     fn of(s: &Snapshot) -> Families {
         let mut conns: Vec<(Labels, u64)> = s
             .variants
@@ -97,7 +102,10 @@ impl Families {
         // Sorted in label order (outcome, then variant), not storage order.
         conns.sort_unstable();
         let per_variant = |f: fn(&VariantStats) -> u64| -> Values {
-            by_label("variant", s.variants.iter().map(|(k, v)| (k, f(v))))
+            by_label(
+                "variant",
+                s.variants.iter().map(|(k, v)| (k.as_str(), f(v))),
+            )
         };
         let handshake = [
             ("downstream", Phase::DownstreamHandshake),
@@ -107,15 +115,8 @@ impl Families {
         // "downstream" sorts before "upstream": samples stay in label order.
         .map(|(side, p)| (vec![("side", side.to_string())], Buckets::of(s.phase(p))))
         .collect();
-        // Declared without samples when no listener is attached.
-        let listener = |f: fn(&ConnCounts) -> Vec<(Labels, u64)>| {
-            Values::Gauges(s.listener.as_ref().map(f).unwrap_or_default())
-        };
-        let listener_counters = |f: fn(&ConnCounts) -> Vec<(Labels, u64)>| {
-            Values::Counters(s.listener.as_ref().map(f).unwrap_or_default())
-        };
         let unlabelled = |p: Phase| Values::Histograms(vec![(Vec::new(), Buckets::of(s.phase(p)))]);
-        Families(vec![
+        let mut families = vec![
             Family::counter(
                 "certshift_connections",
                 "Upstream connections by observed outcome and presented credential variant.",
@@ -131,16 +132,8 @@ impl Families {
                 "Connections with a variant that must be accepted that were not (availability failures).",
                 per_variant(|v| v.unexpected_reject),
             ),
-            Family::counter(
-                "certshift_rotations",
-                "Credentials published by rotation, by kind.",
-                by_label("kind", s.rotations.iter().map(|(k, n)| (k, *n))),
-            ),
-            Family::counter(
-                "certshift_rotation_failures",
-                "Rotations refused (the previous credential stayed in service), by kind.",
-                by_label("kind", s.rotation_failures.iter().map(|(k, n)| (k, *n))),
-            ),
+            rotations_family(s.rotations.iter().map(|(k, n)| (k.as_str(), *n))),
+            rotation_failures_family(s.rotation_failures.iter().map(|(k, n)| (k.as_str(), *n))),
             Family::seconds(
                 "certshift_handshake_duration",
                 "TLS handshake duration, by side.",
@@ -166,48 +159,9 @@ impl Families {
                 "Reports and events lost because the metrics queue was full; non-zero means every other count is incomplete.",
                 Values::Counters(vec![(Vec::new(), s.totals.dropped_events)]),
             ),
-            Family::gauge(
-                "certshift_listener_open_connections",
-                "Downstream connections open now.",
-                listener(|l| vec![(Vec::new(), l.open)]),
-            ),
-            Family::gauge(
-                "certshift_listener_handshaking_connections",
-                "Downstream connections still in their TLS handshake now.",
-                listener(|l| vec![(Vec::new(), l.in_handshake)]),
-            ),
-            Family::counter(
-                "certshift_listener_closed",
-                "Downstream connections the listener closed itself, by reason: a deadline (handshake_timeout, header_timeout, idle_timeout) or shed to make room (shed_at_cap: the longest idle; shed_at_handshake_cap: the oldest handshake; shed_fd_exhausted: out of file descriptors).",
-                listener_counters(|l| {
-                    // In label order.
-                    vec![
-                        ("handshake_timeout", l.closed_handshake_timeout),
-                        ("header_timeout", l.closed_header_timeout),
-                        ("idle_timeout", l.closed_idle),
-                        ("shed_at_cap", l.shed_at_cap),
-                        ("shed_at_handshake_cap", l.shed_at_handshake_cap),
-                        ("shed_fd_exhausted", l.shed_fd_exhausted),
-                    ]
-                    .into_iter()
-                    .map(|(reason, n)| (vec![("reason", reason.to_string())], n))
-                    .collect()
-                }),
-            ),
-            Family::counter(
-                "certshift_listener_accept_errors",
-                "accept() failures on the downstream listener; kind fd_exhausted: out of file descriptors (EMFILE, ENFILE).",
-                listener_counters(|l| {
-                    vec![
-                        (vec![("kind", "fd_exhausted".to_string())], l.fd_exhausted),
-                        (
-                            vec![("kind", "other".to_string())],
-                            l.accept_errors.saturating_sub(l.fd_exhausted),
-                        ),
-                    ]
-                }),
-            ),
-        ])
+        ];
+        families.extend(listener_families(s.listener.as_ref()));
+        Families(families)
     }
 }
 
@@ -247,7 +201,7 @@ impl Collector for Families {
 }
 
 impl Family {
-    fn counter(name: &'static str, help: &'static str, values: Values) -> Family {
+    pub(super) fn counter(name: &'static str, help: &'static str, values: Values) -> Family {
         Family {
             name,
             help,
@@ -297,11 +251,84 @@ impl Buckets {
     }
 }
 
+/// `certshift_rotations_total{kind}`: publications by kind, in the order given.
+pub(super) fn rotations_family<'a>(by_kind: impl Iterator<Item = (&'a str, u64)>) -> Family {
+    Family::counter(
+        "certshift_rotations",
+        "Credentials published by rotation, by kind.",
+        by_label("kind", by_kind),
+    )
+}
+
+/// `certshift_rotation_failures_total{kind}`: refusals by kind, in the order given.
+pub(super) fn rotation_failures_family<'a>(
+    by_kind: impl Iterator<Item = (&'a str, u64)>,
+) -> Family {
+    Family::counter(
+        "certshift_rotation_failures",
+        "Rotations refused (the previous credential stayed in service), by kind.",
+        by_label("kind", by_kind),
+    )
+}
+
+/// The `certshift_listener_*` families of one listener (the proxy's
+/// downstream one, `serve`'s): declared without samples when there is none.
+pub(super) fn listener_families(l: Option<&ConnCounts>) -> [Family; 4] {
+    let gauge = |f: fn(&ConnCounts) -> u64| {
+        Values::Gauges(l.map(|l| vec![(Vec::new(), f(l))]).unwrap_or_default())
+    };
+    let closed = l.map(|l| {
+        // In label order.
+        [
+            ("handshake_timeout", l.closed_handshake_timeout),
+            ("header_timeout", l.closed_header_timeout),
+            ("idle_timeout", l.closed_idle),
+            ("shed_at_cap", l.shed_at_cap),
+            ("shed_at_handshake_cap", l.shed_at_handshake_cap),
+            ("shed_fd_exhausted", l.shed_fd_exhausted),
+        ]
+        .into_iter()
+        .map(|(reason, n)| (vec![("reason", reason.to_string())], n))
+        .collect()
+    });
+    let accept_errors = l.map(|l| {
+        vec![
+            (vec![("kind", "fd_exhausted".to_string())], l.fd_exhausted),
+            (
+                vec![("kind", "other".to_string())],
+                l.accept_errors.saturating_sub(l.fd_exhausted),
+            ),
+        ]
+    });
+    [
+        Family::gauge(
+            "certshift_listener_open_connections",
+            "Downstream connections open now.",
+            gauge(|l| l.open),
+        ),
+        Family::gauge(
+            "certshift_listener_handshaking_connections",
+            "Downstream connections still in their TLS handshake now.",
+            gauge(|l| l.in_handshake),
+        ),
+        Family::counter(
+            "certshift_listener_closed",
+            "Downstream connections the listener closed itself, by reason: a deadline (handshake_timeout, header_timeout, idle_timeout) or shed to make room (shed_at_cap: the longest idle; shed_at_handshake_cap: the oldest handshake; shed_fd_exhausted: out of file descriptors).",
+            Values::Counters(closed.unwrap_or_default()),
+        ),
+        Family::counter(
+            "certshift_listener_accept_errors",
+            "accept() failures on the downstream listener; kind fd_exhausted: out of file descriptors (EMFILE, ENFILE).",
+            Values::Counters(accept_errors.unwrap_or_default()),
+        ),
+    ]
+}
+
 /// A counter family with one label, in the order given (BTreeMap order).
-fn by_label<'a>(label: &'static str, values: impl Iterator<Item = (&'a String, u64)>) -> Values {
+fn by_label<'a>(label: &'static str, values: impl Iterator<Item = (&'a str, u64)>) -> Values {
     Values::Counters(
         values
-            .map(|(value, n)| (vec![(label, value.clone())], n))
+            .map(|(value, n)| (vec![(label, value.to_string())], n))
             .collect(),
     )
 }

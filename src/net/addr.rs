@@ -1,4 +1,6 @@
-//! Addresses as users write them.
+//! Addresses as users write them, and where an admin API may listen.
+
+use std::net::SocketAddr;
 
 /// Why `HOST:PORT` could not be read; each message shows the input and how
 /// to write it.
@@ -14,6 +16,48 @@ pub enum HostPortError {
     UnclosedBracket(String),
     #[error("{0:?}: brackets belong around a whole IPv6 address, before the port; write [ADDRESS]:PORT (e.g. [::1]:8443)")]
     StrayBracket(String),
+}
+
+/// Non-whitespace characters an admin token needs: a one-character token
+/// is guessed as fast as it is typed.
+pub const MIN_ADMIN_TOKEN: usize = 16;
+
+/// An admin address and token that may not be used together: the flag to
+/// fix and how. Never holds the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{flag}: {problem}")]
+pub struct AdminBindError {
+    pub flag: &'static str,
+    pub problem: String,
+}
+
+/// The one rule for every admin API (`proxy --admin`, `serve --admin`): on
+/// loopback it may run without a token; anywhere else (0.0.0.0 included)
+/// only with one, and a token must have at least [`MIN_ADMIN_TOKEN`]
+/// non-whitespace characters. Returns the token to require (an empty one
+/// means none).
+pub fn check_admin_bind(
+    addr: SocketAddr,
+    token: Option<&str>,
+) -> Result<Option<String>, AdminBindError> {
+    let token = token.filter(|t| !t.is_empty());
+    if !addr.ip().is_loopback() && token.is_none() {
+        return Err(AdminBindError {
+            flag: "--admin",
+            problem: format!("{addr} is not a loopback address: the admin API shows (and on the proxy changes) this process's state, so a non-loopback bind requires --admin-token TOKEN"),
+        });
+    }
+    if let Some(t) = token {
+        // Counted, never shown: the message must not echo the secret.
+        let strong = t.chars().filter(|c| !c.is_whitespace()).count();
+        if strong < MIN_ADMIN_TOKEN {
+            return Err(AdminBindError {
+                flag: "--admin-token",
+                problem: format!("has {strong} non-whitespace characters; give at least {MIN_ADMIN_TOKEN} (e.g. `openssl rand -hex 16`), or leave it unset to keep the admin API on loopback without one"),
+            });
+        }
+    }
+    Ok(token.map(str::to_string))
 }
 
 /// `host:port` or `[v6]:port` → the host (brackets removed) and the port.

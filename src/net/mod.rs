@@ -19,7 +19,10 @@ mod signal;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use addr::{parse_host_port, split_host_port, HostPortError};
+pub use addr::{
+    check_admin_bind, parse_host_port, split_host_port, AdminBindError, HostPortError,
+    MIN_ADMIN_TOKEN,
+};
 pub use dial::{
     connect, handshake, open, OpenFailed, Opened, Stream, Timeouts, TlsInfo, TlsTarget,
 };

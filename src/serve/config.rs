@@ -10,6 +10,7 @@ use clap::{Args, FromArgMatches};
 use super::policy::{Policy, PolicyError};
 use crate::accept::Limits;
 use crate::creds::{CredError, ServerFiles};
+use crate::net::check_admin_bind;
 use crate::pki::PkiDir;
 use crate::tls::{ClientAuth, TlsVersions};
 
@@ -126,6 +127,20 @@ pub struct ServeArgs {
     /// it such a file is refused at startup and on reload.
     #[arg(long)]
     pub allow_empty_policy: bool,
+    /// Admin API address (GET /healthz, /stats, /metrics), printed as
+    /// `admin on ADDR` after the `listening on` line [default: none]. Off
+    /// loopback (0.0.0.0 included) only with --admin-token.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// Bearer token required on every admin request (required for a
+    /// non-loopback --admin; at least 16 non-whitespace characters).
+    #[arg(
+        long,
+        env = "CERTSHIFT_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServeArgs {
@@ -179,6 +194,25 @@ pub struct ServeConfig {
     /// The fingerprint poll's period, `None` when off.
     pub reload_poll: Option<Duration>,
     pub allow_empty_policy: bool,
+    /// The admin API's address, if any, and the token it requires.
+    pub admin: Option<AdminBind>,
+}
+
+/// Where `serve`'s admin API listens and the token it requires. Its Debug
+/// never shows the token.
+#[derive(Clone)]
+pub struct AdminBind {
+    pub addr: SocketAddr,
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminBind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminBind")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 impl ServeArgs {
@@ -295,6 +329,19 @@ impl ServeArgs {
                 problem: "give a duration of at most 1d (e.g. 5s), or 0 to disable".into(),
             });
         }
+        // The proxy's rule, from the same function: loopback, or a token.
+        let admin = match self.admin {
+            Some(addr) => Some(AdminBind {
+                addr,
+                token: check_admin_bind(addr, self.admin_token.as_deref()).map_err(|e| {
+                    ServeError::Config {
+                        flag: e.flag,
+                        problem: e.problem,
+                    }
+                })?,
+            }),
+            None => None,
+        };
         // Loaded now so that a bad policy is a startup error (exit 2).
         let policy = self
             .policy
@@ -327,6 +374,7 @@ impl ServeArgs {
             watch: !self.no_watch,
             reload_poll: crate::creds::poll_period(!self.no_watch, self.reload_poll),
             allow_empty_policy: self.allow_empty_policy,
+            admin,
         })
     }
 }

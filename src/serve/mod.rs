@@ -5,8 +5,10 @@
 //! Owns: the accept loop (connection cap, handshake, idle and write
 //! timeouts, graceful then forced shutdown), permissive plaintext detection,
 //! hot reload of its TLS material and policy, and the HTTP handler with the
-//! authorization policy. Never: verifies certificates itself (that is `tls`)
-//! or parses HTTP by hand (that is hyper).
+//! authorization policy; its counters, reload statuses and revocation source
+//! (what the CRLs in service say), which `serve --admin` shows through the
+//! shared admin server (`crate::admin`, a layer above). Never: verifies
+//! certificates itself (that is `tls`) or parses HTTP by hand (that is hyper).
 
 mod config;
 mod http;
@@ -25,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 pub use crate::creds::ServerFiles;
-pub use config::{Enforcement, ServeArgs, ServeConfig, ServeError};
+pub use config::{AdminBind, Enforcement, ServeArgs, ServeConfig, ServeError};
 pub use policy::{Policy, PolicyError};
 
 use crate::accept::{self, serve_connections, ConnCounts, ConnStats, RunState, Tracked};
@@ -34,6 +36,7 @@ use crate::creds::{
     Sources,
 };
 use crate::tls::{self, ClientAuth, TlsVersions};
+use crate::x509::{rfc3339, CrlFacts};
 
 /// Counters of a running service (atomics: touched on every connection).
 #[derive(Debug, Default)]
@@ -55,12 +58,49 @@ pub struct Counters {
 /// config and policy (swapped on reload), and its counters.
 pub(crate) struct ServiceState {
     cfg: ServeConfig,
-    tls: Publisher<ServerConfig>,
+    tls: Publisher<ServedTls>,
     policy: Publisher<Option<Policy>, PolicyError>,
     counters: Counters,
     /// The listener's gauges and close counters.
     connections: Arc<ConnStats>,
 }
+
+/// The TLS material in service: the config every handshake takes, and
+/// what its CRLs said when they were loaded (shown in `/stats`).
+pub(crate) struct ServedTls {
+    config: Arc<ServerConfig>,
+    crls: Vec<CrlStatus>,
+}
+
+/// One CRL clients are checked against, as loaded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CrlStatus {
+    pub issuer: String,
+    /// Serials it revokes.
+    pub revoked: usize,
+    /// RFC 3339; past it the list is stale (the issuer promised a newer one).
+    pub next_update: Option<String>,
+}
+
+/// Where the service learns of revoked client certificates: `/stats`'
+/// `revocation`, so running without any source is never silent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RevocationStatus {
+    /// `"crl"`, or `"none"`: revoked client certificates are accepted.
+    pub source: &'static str,
+    /// The CRL files read on every reload.
+    pub files: Vec<String>,
+    /// The CRLs in service, from those files.
+    pub crls: Vec<CrlStatus>,
+    /// With no source, what that means and how to add one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<&'static str>,
+}
+
+/// What running without a revocation source means, and the fix: logged at
+/// startup, shown in `/stats`.
+const NO_CRL: &str =
+    "no CRL: revoked client certificates are accepted (pass --crl FILE, or --pki DIR)";
 
 /// A bound service, not yet accepting.
 pub struct Service {
@@ -79,12 +119,10 @@ impl Service {
     /// Load the TLS material (refusing bad files), bind, start watching.
     pub async fn bind(cfg: ServeConfig) -> Result<Service, ServeError> {
         // Running without revocation is allowed (a CA may publish no CRL)
-        // but never silent.
-        match cfg.files.revocation() {
-            creds::Revocation::None => tracing::warn!(
-                revocation = "none",
-                "no CRL: revoked client certificates are accepted (pass --crl FILE, or --pki DIR)"
-            ),
+        // but never silent: logged here, and shown in `/stats`.
+        let revocation = cfg.files.revocation();
+        match &revocation {
+            creds::Revocation::None => tracing::warn!(revocation = "none", "{NO_CRL}"),
             creds::Revocation::Crls(files) => {
                 tracing::info!(crls = ?files, "revocation checked against these CRLs")
             }
@@ -100,6 +138,7 @@ impl Service {
                 log.clone(),
             )?
         };
+        tls.live().set_revocation(revocation);
         let policy = match cfg.policy_path.clone() {
             Some(path) => {
                 let allow_empty = cfg.allow_empty_policy;
@@ -200,6 +239,24 @@ impl ServiceHandle {
         &self.shared.counters
     }
 
+    /// The policy file reloads read, if the policy came from one.
+    pub fn policy_file(&self) -> Option<&Path> {
+        self.shared.cfg.policy_path.as_deref()
+    }
+
+    /// Where revoked client certificates are learnt of, and what the CRLs
+    /// in service say.
+    pub fn revocation(&self) -> RevocationStatus {
+        let files = &self.shared.cfg.files.crls;
+        let none = files.is_empty();
+        RevocationStatus {
+            source: if none { "none" } else { "crl" },
+            files: files.iter().map(|f| f.display().to_string()).collect(),
+            crls: self.shared.tls.current().crls.clone(),
+            warning: none.then_some(NO_CRL),
+        }
+    }
+
     /// The listener's connection gauges and close counters.
     pub fn connections(&self) -> ConnCounts {
         self.shared.connections.counts()
@@ -212,12 +269,33 @@ fn load_tls(
     trust_domains: &[String],
     auth: ClientAuth,
     versions: &TlsVersions,
-) -> Result<Loaded<ServerConfig>, CredError> {
+) -> Result<Loaded<ServedTls>, CredError> {
     let mut src = Sources::default();
     let material = files.read(&mut src, trust_domains)?;
     let serial = material.identity.cert.first().map(creds::serial_of);
+    // The verifier has parsed each CRL already; one that does not parse
+    // here is shown without its facts rather than failing the load.
+    let crls = material
+        .crls
+        .iter()
+        .map(|der| match CrlFacts::from_der(der) {
+            Ok(f) => CrlStatus {
+                issuer: f.issuer,
+                revoked: f.revoked.len(),
+                next_update: f.next_update.map(rfc3339),
+            },
+            Err(e) => CrlStatus {
+                issuer: format!("(unreadable: {e})"),
+                revoked: 0,
+                next_update: None,
+            },
+        })
+        .collect();
     Ok(Loaded {
-        value: tls::server_config(material, auth, versions)?,
+        value: ServedTls {
+            config: Arc::new(tls::server_config(material, auth, versions)?),
+            crls,
+        },
         fingerprint: src.fingerprint(),
         serial,
     })
@@ -268,7 +346,7 @@ async fn connection(
             _ => return,
         }
     }
-    let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.current());
+    let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.current().config.clone());
     let io = write_deadline::WriteDeadline::new(stream, write_limit);
     match acceptor.accept(io).await {
         Ok(tls_stream) => {

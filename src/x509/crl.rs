@@ -18,6 +18,8 @@ pub struct CrlFacts {
     pub issuer_der: Vec<u8>,
     /// Revoked serials, see [`serial_hex`].
     pub revoked: Vec<String>,
+    /// When the issuer promises a newer list; past it, this one is stale.
+    pub next_update: Option<time::OffsetDateTime>,
 }
 
 impl CrlFacts {
@@ -35,6 +37,7 @@ impl CrlFacts {
                 .iter_revoked_certificates()
                 .map(|r| serial_hex(r.raw_serial()))
                 .collect(),
+            next_update: crl.next_update().map(|t| t.to_datetime()),
         })
     }
 
@@ -71,6 +74,11 @@ mod tests {
         let der = CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).unwrap();
         let crl = CrlFacts::from_der(&der).unwrap();
         assert_eq!(crl.issuer, "O=certshift test PKI, CN=crl CA");
+        let next = crl.next_update.expect("the PKI's CRLs carry nextUpdate");
+        assert!(
+            (next - (now + day)).abs() < time::Duration::seconds(2),
+            "{next}"
+        );
 
         let facts = |der: &[u8]| CertFacts::from_der(der).unwrap();
         let (r, k) = (facts(&revoked.cert), facts(&kept.cert));

@@ -19,33 +19,6 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The first bytes of a TLS ClientHello record; a slow peer sends them one
-/// at a time and never finishes.
-const HELLO_START: &[u8] = &[
-    0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
-];
-
-/// A peer that sends `bytes` one every `every`, then waits; ends when the
-/// server closes. Returns whether the server closed it within `limit`.
-async fn trickle(mut s: TcpStream, bytes: &[u8], every: Duration, limit: Duration) -> bool {
-    let bytes = bytes.to_vec();
-    tokio::time::timeout(limit, async move {
-        let mut buf = [0u8; 256];
-        for b in bytes.iter().cycle() {
-            if s.write_all(&[*b]).await.is_err() {
-                return;
-            }
-            // Reading between bytes notices the close without a write failing.
-            match tokio::time::timeout(every, s.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return,
-                _ => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
-}
-
 /// Whether the server closes `s` within `limit` (EOF or an error).
 async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
     let mut buf = [0u8; 1024];
@@ -259,24 +232,6 @@ async fn with_the_handshake_cap_filled_by_slow_peers_a_legitimate_client_is_serv
     // The oldest slow peer was among those closed.
     assert!(closed_within(&mut slow[0], Duration::from_secs(2)).await);
     serve.stop().await;
-}
-
-/// A request to the admin API naming it by its own address (as a browser
-/// or curl would): (status, body).
-async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut conn = TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-    conn.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut raw)).await;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_string())
 }
 
 /// The value of an unlabelled sample `name` in a Prometheus text body.

@@ -6,31 +6,14 @@
 use crate::common;
 
 use std::path::Path;
-use std::time::Duration;
 
 use certshift::creds::CredError;
-use certshift::pki::{key_pem, pem_cert, LeafSpec, Usage};
 use certshift::serve::{Enforcement, PolicyError, ServeArgs};
 use certshift::tls::{Outcome, TlsVersion};
 use common::*;
 
 fn copy(from: &Path, to: &Path) {
     std::fs::write(to, std::fs::read(from).unwrap()).unwrap();
-}
-
-/// A server certificate of the PKI's CA that expired yesterday, as PEM.
-fn expired_server(pki: &TestPki) -> (String, String) {
-    let ca = authority(pki);
-    let now = time::OffsetDateTime::now_utc();
-    let mut spec = LeafSpec::new(
-        "certshift-serve",
-        Usage::Server,
-        now - time::Duration::days(2),
-        Duration::from_secs(86_400),
-    );
-    spec.names = pki.manifest.server_names.clone();
-    let issued = ca.issue(&spec, pki.manifest.key_type).unwrap();
-    (pem_cert(&issued.cert), key_pem(&issued.key))
 }
 
 #[tokio::test(flavor = "multi_thread")]

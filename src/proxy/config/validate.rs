@@ -401,22 +401,10 @@ fn admin(args: &ProxyArgs) -> Result<Option<SocketAddr>, ConfigError> {
             .parse::<SocketAddr>()
             .map_err(|e| flag("--admin", format!("{a:?}: {e}; give IP:PORT or off")))?,
     };
-    if !a.ip().is_loopback() && args.admin_token.as_deref().is_none_or(str::is_empty) {
-        return Err(flag("--admin", format!("{a} is not a loopback address: the admin API can rotate credentials, so a non-loopback bind requires --admin-token TOKEN")));
-    }
-    if let Some(t) = args.admin_token.as_deref().filter(|t| !t.is_empty()) {
-        // Counted, never shown: the message must not echo the secret.
-        let strong = t.chars().filter(|c| !c.is_whitespace()).count();
-        if strong < MIN_ADMIN_TOKEN {
-            return Err(flag("--admin-token", format!("has {strong} non-whitespace characters; the admin API can rotate credentials, so give at least {MIN_ADMIN_TOKEN} (e.g. `openssl rand -hex 16`), or leave it unset to keep the admin API on loopback without one")));
-        }
-    }
+    crate::net::check_admin_bind(a, args.admin_token.as_deref())
+        .map_err(|e| flag(e.flag, e.problem))?;
     Ok(Some(a))
 }
-
-/// Non-whitespace characters an admin token needs: a one-character token
-/// is guessed as fast as it is typed.
-pub const MIN_ADMIN_TOKEN: usize = 16;
 
 fn max_handshakes(max_handshakes: Option<usize>, max_connections: usize) -> usize {
     max_handshakes.unwrap_or(crate::accept::Limits::default_max_handshakes(

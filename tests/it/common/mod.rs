@@ -217,6 +217,56 @@ pub fn mint_server(pki: &TestPki) -> (String, String) {
     (pem_cert(&issued.cert), certshift::pki::key_pem(&issued.key))
 }
 
+/// A server certificate of the PKI's CA that expired yesterday, as PEM
+/// (chain, key).
+pub fn expired_server(pki: &TestPki) -> (String, String) {
+    use certshift::pki::{key_pem, pem_cert, LeafSpec, Usage};
+    let ca = authority(pki);
+    let now = time::OffsetDateTime::now_utc();
+    let mut spec = LeafSpec::new(
+        "certshift-serve",
+        Usage::Server,
+        now - time::Duration::days(2),
+        Duration::from_secs(86_400),
+    );
+    spec.names = pki.manifest.server_names.clone();
+    let issued = ca.issue(&spec, pki.manifest.key_type).unwrap();
+    (pem_cert(&issued.cert), key_pem(&issued.key))
+}
+
+/// The first bytes of a TLS ClientHello record; a slow peer sends them one
+/// at a time and never finishes.
+pub const HELLO_START: &[u8] = &[
+    0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+];
+
+/// A peer that sends `bytes` one every `every`, then waits; ends when the
+/// server closes. Returns whether the server closed it within `limit`.
+pub async fn trickle(
+    mut s: tokio::net::TcpStream,
+    bytes: &[u8],
+    every: Duration,
+    limit: Duration,
+) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bytes = bytes.to_vec();
+    tokio::time::timeout(limit, async move {
+        let mut buf = [0u8; 256];
+        for b in bytes.iter().cycle() {
+            if s.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            // Reading between bytes notices the close without a write failing.
+            match tokio::time::timeout(every, s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
 /// Poll `cond` every 20 ms for at most `limit`.
 pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
@@ -390,7 +440,8 @@ pub fn junit_failures(suite: &quick_junit::TestSuite) -> Vec<String> {
         .collect()
 }
 
-/// One admin API request over a fresh connection: (status, JSON body or Null).
+/// One admin API request over a fresh connection, naming the API by its
+/// own address (as a browser or curl would): (status, JSON body or Null).
 pub async fn admin(
     addr: SocketAddr,
     method: &str,
@@ -398,6 +449,21 @@ pub async fn admin(
     body: Option<&str>,
     token: Option<&str>,
 ) -> (u16, serde_json::Value) {
+    let (status, body) = admin_text(addr, method, path, body, token).await;
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// [`admin`] with the body as text (`/metrics`), read for at most 5 s.
+pub async fn admin_text(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     let body = body.unwrap_or("");
@@ -410,7 +476,7 @@ pub async fn admin(
     );
     conn.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
-    conn.read_to_end(&mut raw).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut raw)).await;
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
@@ -418,10 +484,26 @@ pub async fn admin(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (
-        status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    (status, body.to_string())
+}
+
+/// `GET path` on an admin API without a token: (status, body text).
+pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    admin_text(addr, "GET", path, None, None).await
+}
+
+/// `serve`'s admin API on 127.0.0.1:0, in-process; `token` if given.
+pub async fn start_serve_admin(serve: &RunningServe, token: Option<&str>) -> SocketAddr {
+    let a = certshift::admin::Admin::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        serve.handle.clone(),
+        token.map(str::to_string),
     )
+    .await
+    .unwrap();
+    let addr = a.local_addr().unwrap();
+    tokio::spawn(a.run(std::future::pending()));
+    addr
 }
 
 /// The proxy's admin API on 127.0.0.1:0, in-process; `token` if given.
