@@ -34,6 +34,7 @@ mod proxy_swap;
 mod proxy_verdicts;
 mod reload_guard;
 mod rotation_test;
+mod serve_admin;
 mod serve_cli;
 mod serve_enforcement;
 mod serve_limits;

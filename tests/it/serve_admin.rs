@@ -6,7 +6,7 @@
 //! loopback only with a token, and a configured token is required. Real
 //! sockets on 127.0.0.1, a PKI made per test.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
