@@ -50,29 +50,11 @@ async fn a_slow_client_hello_is_closed_at_the_handshake_deadline_and_counted() {
         a.handshake_timeout = Duration::from_millis(600);
     }))
     .await;
-    let peers: Vec<_> = (0..3)
-        .map(|_| {
-            let addr = serve.addr;
-            tokio::spawn(async move {
-                let s = TcpStream::connect(addr).await.unwrap();
-                // Active every 100 ms, yet never finishing: only an overall
-                // deadline closes it.
-                trickle(
-                    s,
-                    HELLO_START,
-                    Duration::from_millis(100),
-                    Duration::from_secs(5),
-                )
-                .await
-            })
-        })
-        .collect();
-    for p in peers {
-        assert!(
-            p.await.unwrap(),
-            "a slow ClientHello must be closed at the handshake deadline"
-        );
-    }
+    assert_eq!(
+        slow_hellos(serve.addr, 3).await,
+        [true; 3],
+        "a slow ClientHello must be closed at the handshake deadline"
+    );
     let c = serve.handle.connections();
     assert_eq!(c.closed_handshake_timeout, 3, "{c:?}");
     assert_eq!((c.open, c.in_handshake), (0, 0), "{c:?}");
@@ -234,12 +216,6 @@ async fn with_the_handshake_cap_filled_by_slow_peers_a_legitimate_client_is_serv
     serve.stop().await;
 }
 
-/// The value of an unlabelled sample `name` in a Prometheus text body.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn at_the_proxy_connection_cap_idle_sockets_are_shed_for_a_legitimate_client() {
     let pki = TestPki::default_flat();
@@ -272,8 +248,8 @@ async fn at_the_proxy_connection_cap_idle_sockets_are_shed_for_a_legitimate_clie
     let (status, metrics) = admin_get(admin, "/metrics").await;
     assert_eq!(status, 200, "{metrics}");
     assert_eq!(
-        sample(&metrics, "certshift_listener_open_connections"),
-        Some(16.0),
+        metric(&metrics, "certshift_listener_open_connections", None),
+        16.0,
         "{metrics}"
     );
     assert!(

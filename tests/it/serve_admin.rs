@@ -14,34 +14,6 @@ use std::time::Duration;
 use certshift::serve::ServeArgs;
 use certshift::tls::{Outcome, TlsVersion};
 use common::*;
-use openmetrics_parser::prometheus::parse_prometheus;
-use openmetrics_parser::PrometheusValue;
-use tokio::net::TcpStream;
-
-/// The value of the sample of `family` carrying `label` (or the only one),
-/// read with a real exposition parser.
-fn sample(text: &str, family: &str, label: Option<(&str, &str)>) -> f64 {
-    let parsed = parse_prometheus(text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
-    let f = parsed
-        .families
-        .get(family)
-        .unwrap_or_else(|| panic!("no {family} in\n{text}"));
-    let names = f.get_label_names().to_vec();
-    let s = f
-        .iter_samples()
-        .find(|s| {
-            label.is_none_or(|(k, v)| {
-                names.iter().any(|n| n == k)
-                    && s.get_labelset().unwrap().get_label_value(k) == Some(v)
-            })
-        })
-        .unwrap_or_else(|| panic!("no {family} {label:?} in\n{text}"));
-    match &s.value {
-        PrometheusValue::Counter(c) => c.value.as_f64(),
-        PrometheusValue::Gauge(g) => g.as_f64(),
-        v => panic!("{family}: {v:?}"),
-    }
-}
 
 async fn stats(admin_addr: SocketAddr) -> serde_json::Value {
     let (status, v) = admin(admin_addr, "GET", "/stats", None, None).await;
@@ -74,25 +46,11 @@ async fn slow_client_hellos_closed_at_the_deadline_show_in_stats_and_metrics() {
         before["listener"]["closed_handshake_timeout"], 0,
         "{before}"
     );
-    let peers: Vec<_> = (0..2)
-        .map(|_| {
-            let addr = serve.addr;
-            tokio::spawn(async move {
-                let s = TcpStream::connect(addr).await.unwrap();
-                // Active every 100 ms, never finishing: only the deadline ends it.
-                trickle(
-                    s,
-                    HELLO_START,
-                    Duration::from_millis(100),
-                    Duration::from_secs(5),
-                )
-                .await
-            })
-        })
-        .collect();
-    for p in peers {
-        assert!(p.await.unwrap(), "closed at the handshake deadline");
-    }
+    assert_eq!(
+        slow_hellos(serve.addr, 2).await,
+        [true; 2],
+        "closed at the handshake deadline"
+    );
     // A legitimate client is served meanwhile and counted by status.
     let r = probe_tls(
         &pki,
@@ -115,16 +73,16 @@ async fn slow_client_hellos_closed_at_the_deadline_show_in_stats_and_metrics() {
     let text = metrics(admin_addr).await;
     let closed = "certshift_listener_closed_total";
     assert_eq!(
-        sample(&text, closed, Some(("reason", "handshake_timeout"))),
+        metric(&text, closed, Some(("reason", "handshake_timeout"))),
         2.0
     );
     assert_eq!(
-        sample(&text, closed, Some(("reason", "header_timeout"))),
+        metric(&text, closed, Some(("reason", "header_timeout"))),
         0.0
     );
-    assert!(sample(&text, "certshift_listener_open_connections", None) >= 0.0);
+    assert!(metric(&text, "certshift_listener_open_connections", None) >= 0.0);
     assert_eq!(
-        sample(
+        metric(
             &text,
             "certshift_serve_requests_total",
             Some(("status", "200"))
@@ -229,7 +187,7 @@ async fn refused_reloads_are_counted_in_stats_with_their_reason_and_the_old_valu
     assert_eq!(v["rotation_failures"]["server"], 1, "{v}");
     let text = metrics(admin_addr).await;
     assert_eq!(
-        sample(
+        metric(
             &text,
             "certshift_rotation_failures_total",
             Some(("kind", "server"))

@@ -240,6 +240,58 @@ pub const HELLO_START: &[u8] = &[
     0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
 ];
 
+/// `n` peers trickling a ClientHello to `addr`, a byte every 100 ms, never
+/// finishing: only an overall handshake deadline closes them. Whether each
+/// was closed within 5 s.
+pub async fn slow_hellos(addr: std::net::SocketAddr, n: usize) -> Vec<bool> {
+    let peers: Vec<_> = (0..n)
+        .map(|_| {
+            tokio::spawn(async move {
+                let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                trickle(
+                    s,
+                    HELLO_START,
+                    Duration::from_millis(100),
+                    Duration::from_secs(5),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut closed = Vec::with_capacity(n);
+    for p in peers {
+        closed.push(p.await.unwrap());
+    }
+    closed
+}
+
+/// The value of the sample of `family` carrying `label` (or the first one)
+/// in a Prometheus text exposition, read with a real exposition parser.
+pub fn metric(text: &str, family: &str, label: Option<(&str, &str)>) -> f64 {
+    use openmetrics_parser::prometheus::parse_prometheus;
+    use openmetrics_parser::PrometheusValue;
+    let parsed = parse_prometheus(text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    let f = parsed
+        .families
+        .get(family)
+        .unwrap_or_else(|| panic!("no {family} in\n{text}"));
+    let names = f.get_label_names().to_vec();
+    let s = f
+        .iter_samples()
+        .find(|s| {
+            label.is_none_or(|(k, v)| {
+                names.iter().any(|n| n == k)
+                    && s.get_labelset().unwrap().get_label_value(k) == Some(v)
+            })
+        })
+        .unwrap_or_else(|| panic!("no {family} {label:?} in\n{text}"));
+    match &s.value {
+        PrometheusValue::Counter(c) => c.value.as_f64(),
+        PrometheusValue::Gauge(g) => g.as_f64(),
+        v => panic!("{family}: {v:?}"),
+    }
+}
+
 /// A peer that sends `bytes` one every `every`, then waits; ends when the
 /// server closes. Returns whether the server closed it within `limit`.
 pub async fn trickle(
