@@ -249,11 +249,28 @@ impl Limits {
             .ok_or_else(|| BenchError::Limit(format!("{key} cannot sign {scheme:?}")))
     }
 
+    /// Measure `key`'s operations with this key pair (a cell's own leaf
+    /// key) instead of generating one: RSA-4096 key generation takes seconds.
+    pub fn seed(&mut self, key: KeyType, pair: &rcgen::KeyPair) -> Result<(), BenchError> {
+        if !self.keys.contains_key(&key) {
+            self.load(key, pair)?;
+        }
+        Ok(())
+    }
+
     fn key(&mut self, key: KeyType) -> Result<Arc<dyn SigningKey>, BenchError> {
         if let Some(k) = self.keys.get(&key) {
             return Ok(k.clone());
         }
         let pair = key.generate()?;
+        self.load(key, &pair)
+    }
+
+    fn load(
+        &mut self,
+        key: KeyType,
+        pair: &rcgen::KeyPair,
+    ) -> Result<Arc<dyn SigningKey>, BenchError> {
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pair.serialize_der()));
         let k = self
             .provider

@@ -26,6 +26,8 @@ pub struct Material {
     pub server: ServerFiles,
     pub roots: RootCertStore,
     pub client: Arc<CertifiedKey>,
+    /// The server leaf's key pair: the limit measures its operations.
+    pub server_key: rcgen::KeyPair,
 }
 
 impl Material {
@@ -83,6 +85,7 @@ impl Material {
             },
             roots,
             client,
+            server_key: server.key,
             _dir: dir,
         })
     }

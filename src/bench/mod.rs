@@ -186,6 +186,7 @@ fn run_embedded(
                 e.insert(Material::generate(spec.key, spec.intermediate)?)
             }
         };
+        limits.seed(spec.key, &m.server_key)?;
         let server = Server::start(serve_config(m, spec.auth))?;
         let cert = match spec.auth {
             true => ClientCert::Always(m.client.clone()),
