@@ -23,7 +23,7 @@ use crate::tls::TlsVersion;
 /// Enough repetitions that one preemption or cache miss does not decide
 /// the figure, bounded so an RSA-4096 signature costs well under a second.
 const MIN_ITERS: u32 = 30;
-const MIN_CPU: Duration = Duration::from_millis(20);
+const MIN_CPU: Duration = Duration::from_millis(30);
 const MAX_ITERS: u32 = 5_000;
 
 /// What one side must compute, at least, in one handshake (µs).
@@ -311,19 +311,24 @@ fn certificate_scheme(key: KeyType) -> SignatureScheme {
     }
 }
 
-/// Mean thread-CPU µs of `f`, repeated until the figure is stable enough.
+/// Median thread-CPU µs of one call of `f`, over enough calls to be
+/// stable. The median, not the mean: on a shared machine a few calls pay
+/// for a neighbour's cache traffic, and the limit is the math's own cost.
 fn per_op(mut f: impl FnMut()) -> f64 {
     f(); // warm: first use pays for lazy tables and page faults
-    let start = thread_cpu();
-    let mut n = 0u32;
-    loop {
+    let mut samples = Vec::with_capacity(MIN_ITERS as usize);
+    let mut total = Duration::ZERO;
+    while (samples.len() < MIN_ITERS as usize || total < MIN_CPU)
+        && samples.len() < MAX_ITERS as usize
+    {
+        let t0 = thread_cpu();
         f();
-        n += 1;
-        let spent = thread_cpu().saturating_sub(start);
-        if (n >= MIN_ITERS && spent >= MIN_CPU) || n >= MAX_ITERS {
-            return spent.as_secs_f64() * 1e6 / f64::from(n);
-        }
+        let d = thread_cpu().saturating_sub(t0);
+        total += d;
+        samples.push(d);
     }
+    samples.sort_unstable();
+    samples[samples.len() / 2].as_secs_f64() * 1e6
 }
 
 #[cfg(test)]
