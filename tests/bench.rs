@@ -217,6 +217,36 @@ fn every_axis_value_takes_effect_and_the_json_contract_holds() {
     );
 }
 
+/// `--request`: each connection also carries a `GET /` that `serve` must
+/// answer 2xx (anything else is counted as a failed connection).
+#[test]
+fn request_cells_are_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, r) = bench(
+        dir.path(),
+        &[
+            "--request",
+            "--filter",
+            "key=ecdsa-p256",
+            "tls=1.3",
+            "resume=full",
+            "kx=x25519",
+            "chain=2",
+            "--duration",
+            "40ms",
+            "--connections",
+            "1",
+        ],
+    );
+    assert_eq!(r["request"], true);
+    let cells = r["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 2, "auth on and off");
+    for c in cells {
+        assert!(c["handshakes"].as_u64().unwrap() > 0);
+        assert_eq!(c["errors"].as_u64(), Some(0), "{}", c["first_error"]);
+    }
+}
+
 #[test]
 fn combinations_rustls_refuses_are_skipped_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
