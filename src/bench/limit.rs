@@ -65,8 +65,8 @@ impl Limits {
         }
     }
 
-    /// The cell's limit on each side; `server_certs` is the number of
-    /// certificates the server (and, with auth, the client) sends.
+    /// The cell's limit on each side: both leaves are of the cell's key
+    /// type and each side sends 1 certificate (2 with an intermediate).
     pub fn cell(&mut self, c: &CellSpec) -> Result<SideLimits, BenchError> {
         let certs = if c.intermediate { 2 } else { 1 };
         self.handshake(
