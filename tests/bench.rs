@@ -118,6 +118,13 @@ fn every_axis_value_takes_effect_and_the_json_contract_holds() {
             assert_eq!(sent + 1, chain, "{label}: certificates sent plus the root");
         }
         assert_eq!(f(c, &["resumed_share"]), f(obs, &["resumed_share"]));
+        // auth=on: every full handshake carried a CertificateRequest;
+        // auth=off never, nor does a resumed session (no certificates).
+        let asked = f(obs, &["cert_requested_share"]);
+        match (s(axes, &["auth"]), resumed) {
+            ("on", false) => assert_eq!(asked, 1.0, "{label}"),
+            _ => assert_eq!(asked, 0.0, "{label}"),
+        }
         // Every figure of the contract, with its type.
         for side in ["client", "server"] {
             assert!(f(c, &["cpu_us", side]) > 0.0, "{label}");

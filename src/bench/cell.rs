@@ -141,6 +141,8 @@ pub struct ClientPlan {
     /// The server's CPU clock, read at the start and end of the window
     /// (none against an external `--target`).
     pub probe: Option<Probe>,
+    /// Counts the server's CertificateRequests (see [`Asked`]).
+    pub asked: Arc<AtomicU64>,
 }
 
 /// What the client saw over the measured window.
@@ -160,6 +162,8 @@ pub struct ClientRun {
     pub kx: BTreeSet<String>,
     pub key: Option<KeyType>,
     pub server_chain_len: Option<usize>,
+    /// Handshakes in which the server asked for a client certificate.
+    pub cert_requests: u64,
 }
 
 /// Run the client on a thread of its own and wait for it.
@@ -195,6 +199,7 @@ async fn client(plan: ClientPlan) -> Result<ClientRun, BenchError> {
     }
     *stats.borrow_mut() = Stats::default();
     let server0 = server_cpu(plan.probe.as_ref()).await;
+    let asked0 = plan.asked.load(Ordering::Relaxed);
     let (cpu0, t0) = (thread_cpu(), Instant::now());
     let end = t0 + plan.duration;
     futures_util::future::join_all((0..plan.connections).map(|_| async {
@@ -205,6 +210,7 @@ async fn client(plan: ClientPlan) -> Result<ClientRun, BenchError> {
     .await;
     let (cpu1, wall) = (thread_cpu(), t0.elapsed());
     let server1 = server_cpu(plan.probe.as_ref()).await;
+    let cert_requests = plan.asked.load(Ordering::Relaxed).saturating_sub(asked0);
     let s = stats.into_inner();
     Ok(ClientRun {
         handshakes: s.ok,
@@ -221,6 +227,7 @@ async fn client(plan: ClientPlan) -> Result<ClientRun, BenchError> {
         kx: s.kx,
         key: s.key,
         server_chain_len: s.server_chain_len,
+        cert_requests,
     })
 }
 
@@ -421,5 +428,30 @@ impl AsyncWrite for Counting {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The client's certificate resolver, counting its calls: rustls asks it
+/// exactly when the server sent a CertificateRequest, so the count is the
+/// connections' own evidence that `auth=on` took effect (and `auth=off`
+/// and resumption asked for nothing).
+#[derive(Debug)]
+pub struct Asked {
+    pub inner: Arc<dyn rustls::client::ResolvesClientCert>,
+    pub count: Arc<AtomicU64>,
+}
+
+impl rustls::client::ResolvesClientCert for Asked {
+    fn resolve(
+        &self,
+        hints: &[&[u8]],
+        schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.inner.resolve(hints, schemes)
+    }
+
+    fn has_certs(&self) -> bool {
+        self.inner.has_certs()
     }
 }

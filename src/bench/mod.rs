@@ -192,7 +192,15 @@ fn run_embedded(
             true => ClientCert::Always(m.client.clone()),
             false => ClientCert::None,
         };
-        let config = client_config(m.roots.clone(), cert, spec.tls, spec.kx, spec.resumed)?;
+        let asked = Arc::default();
+        let config = client_config(
+            m.roots.clone(),
+            cert,
+            spec.tls,
+            spec.kx,
+            spec.resumed,
+            Arc::clone(&asked),
+        )?;
         let run = cell::run_client(ClientPlan {
             addr: server.addr,
             server_name: ServerName::try_from(material::SERVER_NAME)
@@ -202,6 +210,7 @@ fn run_embedded(
             duration: args.duration,
             request: args.request,
             probe: Some(server.probe()),
+            asked,
         });
         drop(server);
         let run = run.map_err(|e| BenchError::Cell(format!("cell {spec}: {e}")))?;
@@ -254,11 +263,16 @@ fn client_config(
     tls: TlsVersion,
     kx: Kx,
     resumed: bool,
+    asked: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<Arc<rustls::ClientConfig>, BenchError> {
     let mut provider = (*crate::creds::provider()).clone();
     provider.kx_groups = vec![kx.group()];
     let mut config =
         crate::tls::client_config_with(Arc::new(provider), roots, cert, &TlsVersions::only(tls))?;
+    config.client_auth_cert_resolver = Arc::new(cell::Asked {
+        inner: config.client_auth_cert_resolver.clone(),
+        count: asked,
+    });
     config.resumption = match resumed {
         // TLS 1.3 tickets; TLS 1.2 session ids and tickets (whichever the
         // server hands out: `serve` keeps a session cache, so ids).
@@ -322,7 +336,15 @@ fn run_target(
             continue;
         }
         let cert = client.clone().map_or(ClientCert::None, ClientCert::Always);
-        let config = client_config(roots.clone(), cert, spec.tls, spec.kx, spec.resumed)?;
+        let asked = Arc::default();
+        let config = client_config(
+            roots.clone(),
+            cert,
+            spec.tls,
+            spec.kx,
+            spec.resumed,
+            Arc::clone(&asked),
+        )?;
         let run = cell::run_client(ClientPlan {
             addr,
             server_name: server_name.clone(),
@@ -331,6 +353,7 @@ fn run_target(
             duration: args.duration,
             request: args.request,
             probe: None,
+            asked,
         });
         let run = match run {
             Ok(r) => r,
@@ -420,6 +443,7 @@ fn figures(
             key: run.key.map(|k| k.name().into()),
             server_chain_len: run.server_chain_len,
             resumed_share,
+            cert_requested_share: run.cert_requests as f64 / n,
         },
     }
 }

@@ -90,6 +90,10 @@ pub struct Observed {
     /// Certificates the server sent (2 with an intermediate).
     pub server_chain_len: Option<usize>,
     pub resumed_share: f64,
+    /// Share of handshakes in which the server asked for a client
+    /// certificate (a CertificateRequest reached the client).
+    #[serde(default)]
+    pub cert_requested_share: f64,
 }
 
 /// One measured cell.
