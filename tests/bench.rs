@@ -332,7 +332,7 @@ async fn target_runs_the_client_side_only() {
         key.to_str().unwrap(),
         "--filter",
         "tls=1.3",
-        "resume=full",
+        "resume=full,resumed",
         "kx=x25519",
         "--duration",
         "50ms",
@@ -351,8 +351,17 @@ async fn target_runs_the_client_side_only() {
     let r: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(s(&r, &["target"]), addr);
     let cells = r["cells"].as_array().unwrap();
-    assert_eq!(cells.len(), 1, "one cell per (tls, resume, kx)");
+    assert_eq!(cells.len(), 2, "one cell per (tls, resume, kx)");
     let c = &cells[0];
+    // Resumed: the key and chain as the warm-up's full handshakes showed them.
+    let resumed = &cells[1];
+    assert_eq!(s(resumed, &["axes", "resume"]), "resumed");
+    assert_eq!(s(resumed, &["axes", "key"]), "ecdsa-p256");
+    assert!(f(resumed, &["observed", "resumed_share"]) >= 0.9);
+    assert!(
+        f(resumed, &["limit_us", "client"]) > 0.0,
+        "the key exchange"
+    );
     assert_eq!(c["errors"].as_u64(), Some(0), "{}", c["first_error"]);
     assert!(c["cpu_us"]["server"].is_null() && c["efficiency"]["server"].is_null());
     assert!(f(c, &["cpu_us", "client"]) > 0.0);

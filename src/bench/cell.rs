@@ -197,7 +197,17 @@ async fn client(plan: ClientPlan) -> Result<ClientRun, BenchError> {
             )));
         }
     }
-    *stats.borrow_mut() = Stats::default();
+    // The server's key and chain as the warm-up's full handshakes showed
+    // them: a resumed session carries no certificates to read them from.
+    let (key, chain) = {
+        let s = stats.borrow();
+        (s.key, s.server_chain_len)
+    };
+    *stats.borrow_mut() = Stats {
+        key,
+        server_chain_len: chain,
+        ..Stats::default()
+    };
     let server0 = server_cpu(plan.probe.as_ref()).await;
     let asked0 = plan.asked.load(Ordering::Relaxed);
     let (cpu0, t0) = (thread_cpu(), Instant::now());
