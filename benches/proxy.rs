@@ -165,16 +165,7 @@ fn proxy_benches(c: &mut Criterion) {
 }
 
 /// CPU time of the whole process (every thread) so far.
-fn process_cpu() -> Duration {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec through a valid pointer.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
+use certshift::metrics::cpu::process as process_cpu;
 
 /// One request on a kept-alive connection, its body read to the end.
 async fn keep_alive_request(client: &mut HttpClient) {
@@ -183,7 +174,7 @@ async fn keep_alive_request(client: &mut HttpClient) {
     let req = certshift::net::http::request(&hyper::Method::GET, "/k", "localhost", false).unwrap();
     let resp = client.send(req, until).await.unwrap();
     assert_eq!(resp.status(), 200);
-    certshift::net::http::drain(resp, until).await.unwrap();
+    client.drain(resp, until).await.unwrap();
 }
 
 async fn keep_alive_client(addr: SocketAddr, tls: Option<&TlsTarget>) -> HttpClient {

@@ -43,6 +43,8 @@ pub enum Command {
     RotationTest(Box<crate::rotation_test::RotationTestArgs>),
     /// Does an endpoint really enforce mTLS? One verdict per check; JSON and JUnit for CI; exit 1 on a failed check.
     Audit(Box<crate::audit::AuditArgs>),
+    /// What a TLS handshake costs on each side, next to its cryptography alone.
+    Bench(Box<crate::bench::BenchArgs>),
     /// Merge HdrHistogram logs from several load runs, or show a JSON report again.
     Report(crate::report::ReportArgs),
     /// The whole tool in 30 seconds: PKI, service, proxy, load, rotations, verdicts.
@@ -79,6 +81,7 @@ pub fn run(cli: Cli) -> ExitCode {
             runtime().and_then(|rt| rt.block_on(crate::rotation_test::command(*a)))
         }
         Command::Audit(a) => runtime().and_then(|rt| rt.block_on(crate::audit::command(*a))),
+        Command::Bench(a) => crate::bench::command(&a),
         Command::Report(a) => crate::report::cmd::run(&a),
         Command::Demo(a) => runtime().and_then(|rt| rt.block_on(crate::demo::run(&a))),
     };
@@ -131,6 +134,7 @@ fn outputs(command: &Command) -> Vec<Output<'_>> {
         Command::Report(crate::report::ReportArgs {
             command: crate::report::ReportCommand::Merge { json, plot, .. },
         }) => files(&[("--json", json.as_ref()), ("--plot", plot.as_ref())]),
+        Command::Bench(a) => files(&[("--json", a.json.as_ref()), ("--plot", a.plot.as_ref())]),
         Command::Demo(a) => vec![Output::Dir("--out", &a.out)],
         _ => Vec::new(),
     }

@@ -44,6 +44,8 @@
 //!          certificate) ──▶ PASS/FAIL, JUnit; `--fuzz N`: random DER mutations of the
 //!          identity instead, flagging close-without-alert, reset, timeout, crash;
 //!          `--differential`: the same certificates to several targets, the rows they decide differently
+//!  bench ──serve and a closed-loop client on their own threads per cell; CPU per side,
+//!          latency, bytes, beside the cost of the cell's crypto alone ──▶ report::bench
 //!  demo  ──PKI + serve + proxy (mostly valid, every bad variant) + load + rotations
 //! ```
 //!
@@ -57,6 +59,7 @@
 //! |---|---|---|
 //! | 1 commands | [`cli`] | clap definitions, dispatch, exit codes (0 ok, 1 failure found, 2 usage/config) |
 //! | 2 runs | [`audit`] | does an endpoint enforce mTLS: the check registry, experiments, verdicts; table, JSON, JUnit; `--fuzz`, `--differential` |
+//! | 2 runs | [`bench`] | what a handshake costs on each side per key type, TLS version, resumption, key exchange, client auth and chain depth, beside its cryptography alone; `--target` for the client side of another service |
 //! | 2 runs | [`demo`] | the README's main job |
 //! | 2 runs | [`rotation_test`] | rotations under load on the embedded default or a target; windows and downtime |
 //! | 3 control | [`admin`] | the admin HTTP API of the proxy (stats, Prometheus metrics, timeline, rotate, the plan) and of `serve` (stats, metrics): one server, access guard, listener and reload sections for both |
@@ -79,6 +82,7 @@
 pub mod accept;
 pub mod admin;
 pub mod audit;
+pub mod bench;
 pub mod cli;
 pub mod creds;
 pub mod demo;

@@ -40,7 +40,7 @@ pub enum ReportCommand {
         #[arg(long, value_name = "FILE.svg")]
         plot: Option<PathBuf>,
     },
-    /// Print the tables of a JSON report again.
+    /// Print the tables of a JSON report again (load, rotation-test or bench).
     Show {
         #[arg(value_name = "FILE.json")]
         file: PathBuf,
@@ -79,6 +79,20 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<bool> {
                 .with_context(|| format!("reading {}", file.display()))?;
             let value: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not JSON", file.display()))?;
+            // A bench report names its schema; load and rotation-test
+            // reports carry no `schema` key.
+            if value.get("schema").and_then(|s| s.as_str()) == Some(super::bench::SCHEMA) {
+                let report: super::bench::BenchReport = serde_json::from_value(value)
+                    .with_context(|| {
+                        format!(
+                            "{} says it is a {} report but does not match that contract",
+                            file.display(),
+                            super::bench::SCHEMA
+                        )
+                    })?;
+                print!("{}", super::bench::render(&report));
+                return Ok(true);
+            }
             let report: LoadReport = serde_json::from_value(value.clone()).with_context(|| {
                 format!(
                     "{} is not a certshift load or rotation-test report",

@@ -1,11 +1,13 @@
 //! Reports of load runs: the JSON document (its keys are a contract), the
 //! human table, the files a run writes (JSON, HdrHistogram log, SVG), and
-//! `certshift report merge|show`.
+//! `certshift report merge|show`; the `bench` report's contract and table
+//! ([`bench`]).
 //!
 //! Owns the shape of what users keep; never measures anything itself. Every
 //! report, whether from a live run or from merged logs, is a [`LoadReport`],
 //! so `report show` prints them all the same way.
 
+pub mod bench;
 pub mod cmd;
 mod output;
 pub mod plot;

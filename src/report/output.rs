@@ -132,7 +132,7 @@ pub(super) fn plot_bucket_ms(duration_s: f64) -> u64 {
     ms.max(100).div_ceil(100) * 100
 }
 
-fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
+pub(super) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
     // `--json /dev/null` or a named pipe: write into it. Renaming a file
     // over it would replace the device (as root, /dev/null itself).
     if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {

@@ -41,6 +41,9 @@ pub enum Enforcement {
     /// it chains to a trusted CA (nginx `optional_no_ca`, with a
     /// certificate required).
     AnyCa,
+    /// Server-only TLS: never ask for a client certificate. The baseline
+    /// `certshift bench` prices mTLS against (`auth=off`); an audit fails it.
+    Off,
 }
 
 impl Enforcement {
@@ -52,6 +55,7 @@ impl Enforcement {
             // takes both. A certificate that is sent is still judged.
             Enforcement::Permissive | Enforcement::Optional => ClientAuth::Optional,
             Enforcement::AnyCa => ClientAuth::AnyCa,
+            Enforcement::Off => ClientAuth::Off,
         }
     }
 }
@@ -241,7 +245,7 @@ impl ServeArgs {
             (true, Some(ca)) => vec![ca],
             (true, None) => Vec::new(),
         };
-        if client_cas.is_empty() && self.mode != Enforcement::AnyCa {
+        if client_cas.is_empty() && !matches!(self.mode, Enforcement::AnyCa | Enforcement::Off) {
             return Err(ServeError::Config {
                 flag: "--client-ca",
                 problem: format!(

@@ -30,7 +30,18 @@ pub fn client_config(
     cert: ClientCert,
     versions: &TlsVersions,
 ) -> Result<ClientConfig, CredError> {
-    let builder = builder(versions)?.with_root_certificates(roots);
+    client_config_with(provider(), roots, cert, versions)
+}
+
+/// [`client_config`] with its own crypto provider: `bench` restricts the
+/// provider's key-exchange groups to the one a cell measures.
+pub fn client_config_with(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    roots: RootCertStore,
+    cert: ClientCert,
+    versions: &TlsVersions,
+) -> Result<ClientConfig, CredError> {
+    let builder = builder_with(provider, versions)?.with_root_certificates(roots);
     let mut config = with_cert(builder, cert);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
@@ -53,7 +64,14 @@ pub fn client_config_verified_by(
 fn builder(
     versions: &TlsVersions,
 ) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, CredError> {
-    ClientConfig::builder_with_provider(provider())
+    builder_with(provider(), versions)
+}
+
+fn builder_with(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    versions: &TlsVersions,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, CredError> {
+    ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions.rustls())
         .map_err(|e| CredError::Tls(e.to_string()))
 }

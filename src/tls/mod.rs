@@ -13,8 +13,9 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use client::{
-    client_config, client_config_verified_by, offered_schemes, presented_by, presenting,
-    webpki_server_verifier, AnyServerCert, ClientCert, SessionRecorder, UpstreamVerifier,
+    client_config, client_config_verified_by, client_config_with, offered_schemes, presented_by,
+    presenting, webpki_server_verifier, AnyServerCert, ClientCert, SessionRecorder,
+    UpstreamVerifier,
 };
 pub use outcome::{alert_name, classify_io, classify_rustls, fd_exhausted, Outcome, Verdict};
 pub use server::{server_config, ClientAuth};

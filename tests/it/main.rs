@@ -11,6 +11,7 @@ mod audit_differential;
 mod audit_fuzz;
 mod audit_peers;
 mod audit_serve;
+mod bench;
 mod chain_entries;
 mod ci_workflow;
 mod hostile_slots;

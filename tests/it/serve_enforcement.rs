@@ -2,7 +2,8 @@
 //! verdict each mode must give, over TLS 1.2 and 1.3, with the rejection
 //! named. These pin the contracts `certshift audit` checks: `strict` fails
 //! nothing, `permissive` fails exactly plaintext and no-client-cert,
-//! `optional` exactly no-client-cert, `any-ca` exactly the CA-trust checks.
+//! `optional` exactly no-client-cert, `any-ca` exactly the CA-trust checks,
+//! `off` every certificate check (it never asks for one).
 
 use crate::common;
 
@@ -34,6 +35,8 @@ fn expected(mode: Enforcement, variant: Variant) -> Outcome {
     );
     match (mode, variant) {
         (_, Variant::Valid) => Outcome::Http(200),
+        // Never asked for, the certificate is never sent, let alone judged.
+        (Enforcement::Off, _) => Outcome::Http(200),
         (Enforcement::AnyCa, _) if ca_trust => Outcome::Http(200),
         _ => Outcome::Alert(strict_alert(variant).into()),
     }
@@ -43,7 +46,7 @@ fn expected(mode: Enforcement, variant: Variant) -> Outcome {
 fn expected_without_certificate(mode: Enforcement) -> Outcome {
     match mode {
         Enforcement::Strict | Enforcement::AnyCa => Outcome::Alert("certificate_required".into()),
-        Enforcement::Permissive | Enforcement::Optional => Outcome::Http(200),
+        Enforcement::Permissive | Enforcement::Optional | Enforcement::Off => Outcome::Http(200),
     }
 }
 
@@ -61,14 +64,22 @@ async fn matrix(pki: &TestPki, mode: Enforcement) {
             assert_eq!(r.outcome, want, "{mode:?}: {} over TLS {version}", e.name);
             if want == Outcome::Http(200) {
                 let body = echo(&r);
+                let presented = match mode {
+                    // No CertificateRequest: the client sends nothing.
+                    Enforcement::Off => serde_json::Value::Null,
+                    _ => e.spiffe_id.clone().unwrap().into(),
+                };
                 assert_eq!(
-                    body["peer"],
-                    e.spiffe_id.clone().unwrap(),
+                    body["peer"], presented,
                     "service must report the presented identity"
                 );
                 assert_eq!(body["tls_version"], version.to_string());
                 assert_eq!(body["path"], "/api/orders");
-                assert_eq!(body["serial"], e.serial);
+                let serial = match mode {
+                    Enforcement::Off => serde_json::Value::Null,
+                    _ => e.serial.clone().into(),
+                };
+                assert_eq!(body["serial"], serial);
             }
             checked += 1;
         }
@@ -110,6 +121,12 @@ async fn matrix(pki: &TestPki, mode: Enforcement) {
 #[tokio::test(flavor = "multi_thread")]
 async fn strict_gives_every_credential_its_expected_verdict() {
     matrix(&TestPki::default_flat(), Enforcement::Strict).await;
+}
+
+/// `--mode off` (bench's auth=off baseline): TLS served, no certificate asked for.
+#[tokio::test(flavor = "multi_thread")]
+async fn off_serves_tls_without_asking_for_a_certificate() {
+    matrix(&TestPki::default_flat(), Enforcement::Off).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
