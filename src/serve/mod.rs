@@ -7,7 +7,7 @@
 //! hot reload of its TLS material and policy, and the HTTP handler with the
 //! authorization policy; its counters, reload statuses and revocation source
 //! (what the CRLs in service say), which `serve --admin` shows through the
-//! shared admin server (`crate::admin`, a layer above). Never: verifies
+//! shared admin server (the `admin` module, a layer above). Never: verifies
 //! certificates itself (that is `tls`) or parses HTTP by hand (that is hyper).
 
 mod config;
