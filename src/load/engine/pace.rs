@@ -66,7 +66,14 @@ impl Pacer {
             let mut ready = fd.readable().await?;
             let mut expirations = [0u8; 8];
             match rustix::io::read(fd.get_ref(), &mut expirations) {
-                Ok(_) => return Ok(()),
+                // The timer is one-shot and re-armed only by the next call:
+                // nothing can make it readable before then, so the reactor
+                // forgets this readiness now rather than send that call
+                // through a read that finds nothing.
+                Ok(_) => {
+                    ready.clear_ready();
+                    return Ok(());
+                }
                 Err(rustix::io::Errno::AGAIN) => ready.clear_ready(),
                 Err(e) => return Err(e.into()),
             }
