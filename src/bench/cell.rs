@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::matrix::Kx;
 use super::BenchError;
+use crate::metrics::cpu;
 use crate::pki::KeyType;
 use crate::serve::{ServeConfig, Service};
 use crate::tls::{Outcome, TlsVersion};
@@ -31,9 +32,6 @@ use crate::tls::{Outcome, TlsVersion};
 /// Every phase of one connection (connect, handshake, request, close) must
 /// finish within this; a cell never hangs on a stuck peer.
 const PHASE: Duration = Duration::from_secs(10);
-
-/// CPU time this thread has used: each side runs on a thread of its own.
-pub use crate::metrics::cpu::thread as thread_cpu;
 
 /// A request for the server thread's CPU clock, answered from that thread.
 type Probe = mpsc::UnboundedSender<oneshot::Sender<Duration>>;
@@ -82,7 +80,7 @@ impl Server {
                     // On this runtime's only thread: the clock read is the server's.
                     tokio::spawn(async move {
                         while let Some(reply) = probes.recv().await {
-                            let _ = reply.send(thread_cpu());
+                            let _ = reply.send(cpu::thread());
                         }
                     });
                     service
@@ -204,7 +202,7 @@ async fn client(plan: ClientPlan) -> Result<ClientRun, BenchError> {
     };
     let server0 = server_cpu(plan.probe.as_ref()).await;
     let asked0 = plan.asked.load(Ordering::Relaxed);
-    let (cpu0, t0) = (thread_cpu(), Instant::now());
+    let (cpu0, t0) = (cpu::thread(), Instant::now());
     let end = t0 + plan.duration;
     futures_util::future::join_all((0..plan.connections).map(|_| async {
         while Instant::now() < end {
@@ -212,7 +210,7 @@ async fn client(plan: ClientPlan) -> Result<ClientRun, BenchError> {
         }
     }))
     .await;
-    let (cpu1, wall) = (thread_cpu(), t0.elapsed());
+    let (cpu1, wall) = (cpu::thread(), t0.elapsed());
     let server1 = server_cpu(plan.probe.as_ref()).await;
     let cert_requests = plan.asked.load(Ordering::Relaxed).saturating_sub(asked0);
     let s = stats.into_inner();

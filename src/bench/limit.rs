@@ -14,9 +14,9 @@ use rustls::sign::SigningKey;
 use rustls::SignatureScheme;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, SignatureVerificationAlgorithm};
 
-use super::cell::thread_cpu;
 use super::matrix::{CellSpec, Kx};
 use super::BenchError;
+use crate::metrics::cpu;
 use crate::pki::KeyType;
 use crate::tls::TlsVersion;
 
@@ -321,9 +321,9 @@ fn per_op(mut f: impl FnMut()) -> f64 {
     while (samples.len() < MIN_ITERS as usize || total < MIN_CPU)
         && samples.len() < MAX_ITERS as usize
     {
-        let t0 = thread_cpu();
+        let t0 = cpu::thread();
         f();
-        let d = thread_cpu().saturating_sub(t0);
+        let d = cpu::thread().saturating_sub(t0);
         total += d;
         samples.push(d);
     }
