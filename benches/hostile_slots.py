@@ -9,26 +9,39 @@ connections held. Prints baseline p99, p99 under attack and their ratio.
 
 The attacker runs in this process on the same machine as the service and
 the load, where in the field it is on other machines: its own CPU (Python
-sending 1,500 connections a second) would otherwise be what the legitimate
-traffic waits for. So, when it may (as root), this process runs at nice 19
-after starting serve and the proxy, and starts each `certshift load` back at
-nice 0: the attack still reaches the service in full (the count sent and its
-rate are printed), it just cannot take the CPU from the pair being measured.
+sending 1,500 connections a second, and the kernel's loopback work done in
+its sends) would otherwise be what the legitimate traffic waits for. So,
+when it may, this process runs under SCHED_IDLE (CPU only when nothing else
+wants it; else at nice 19) after starting serve and the proxy, and starts
+each `certshift load` back at the normal policy: the attack still reaches
+the service in full (the count sent and its rate are printed), it just
+cannot take the CPU from the pair being measured.
 
-Usage: benches/hostile_slots.py [path/to/certshift]   (needs ulimit -n >= 20000)
+A slowloris peer that is closed opens its replacement at its next send
+interval (3 s), as slowloris tools do (slowloris.py re-creates dead sockets
+in its keep-alive loop; slowhttptest opens new ones at a bounded rate).
+`--churn` reconnects at once instead: then the 500 slow ClientHellos over
+the handshake cap become a connection flood at whatever rate this process
+can reconnect (thousands a second), each one shedding the oldest handshake.
+
+Usage: benches/hostile_slots.py [path/to/certshift] [--only serve|proxy] [--rounds N] [--no-idle] [--churn]
+(needs ulimit -n >= 20000)
 """
+import argparse
 import asyncio
 import json
 import os
 import random
 import resource
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/certshift"
 NICED = False
+CHURN = False
 RATE, SECONDS = 200, 10
 
 
@@ -42,7 +55,21 @@ def start(args):
 
 def normal_priority():
     if NICED:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         os.setpriority(os.PRIO_PROCESS, 0, 0)
+
+
+def lower_priority():
+    """SCHED_IDLE where allowed, else nice 19; returns what it set."""
+    global NICED
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        NICED = True
+        return "SCHED_IDLE"
+    except (AttributeError, PermissionError, OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, 19)
+        NICED = True
+        return "nice 19"
 
 
 def load(target, pki, tls, out):
@@ -56,7 +83,8 @@ def load(target, pki, tls, out):
 
 
 async def trickle(connect, payload, stop):
-    """One slow peer: `payload` one byte every 3 s; reconnects when closed."""
+    """One slow peer: `payload` one byte every 3 s; when closed, reconnects
+    at its next send interval (at once with --churn)."""
     while not stop.is_set():
         try:
             r, w = await asyncio.wait_for(connect(), 15)
@@ -71,6 +99,8 @@ async def trickle(connect, payload, stop):
                 if stop.is_set():
                     break
             w.close()
+            if not CHURN:
+                await asyncio.sleep(3)
         except (OSError, asyncio.TimeoutError, ssl.SSLError):
             await asyncio.sleep(0.5)
 
@@ -144,6 +174,17 @@ async def idle_and_load(addr, target, pki, tls, out, n=10_000):
 
 
 def main():
+    ap = argparse.ArgumentParser(description="issue 11's hostile-load goals at full scale")
+    ap.add_argument("bin", nargs="?", default="target/release/certshift")
+    ap.add_argument("--only", choices=["serve", "proxy"], help="measure one target only")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="baseline/attack pairs per target (ratio per round and the median)")
+    ap.add_argument("--no-idle", action="store_true", help="skip the 10,000 idle connections step")
+    ap.add_argument("--churn", action="store_true",
+                    help="a closed slowloris peer reconnects at once, not at its next send interval")
+    args = ap.parse_args()
+    global BIN, CHURN
+    BIN = args.bin
     resource.setrlimit(resource.RLIMIT_NOFILE, (20_000, 20_000))
     tmp = tempfile.mkdtemp()
     pki = f"{tmp}/pki"
@@ -152,20 +193,28 @@ def main():
     proxy, proxy_addr = start(["proxy", "--upstream", f"{serve_addr[0]}:{serve_addr[1]}", "--upstream-name",
                                "localhost", "--pki", pki, "--listen", "127.0.0.1:0", "--listen-tls", "tls",
                                "--admin", "off"])
-    global NICED
-    if os.geteuid() == 0:
-        os.setpriority(os.PRIO_PROCESS, 0, 19)
-        NICED = True
-    print(f"attacker at nice {19 if NICED else 0}; serve, proxy and load at nice 0")
+    CHURN = args.churn
+    print(f"attacker at {lower_priority()}; serve, proxy and load at the normal policy; "
+          f"slowloris peers reconnect {'at once' if CHURN else 'at their next send interval'}")
+    targets = [("serve", serve_addr, "mtls"), ("proxy", proxy_addr, "tls")]
     try:
-        for name, addr, tls in [("serve", serve_addr, "mtls"), ("proxy", proxy_addr, "tls")]:
-            base = load(addr, pki, tls, f"{tmp}/{name}-base.json")
-            (att, sent, rate) = asyncio.run(attack_and_load(addr, addr, pki, tls, f"{tmp}/{name}-attack.json"))
-            (idle, held) = asyncio.run(idle_and_load(addr, addr, pki, tls, f"{tmp}/{name}-idle.json"))
-            print(f"{name}: baseline {base[1]}/{base[0]} ok, p99 {base[2]} us")
-            print(f"{name}: under attack ({sent} garbage ClientHellos at {rate:.0f}/s, 1000 slowloris) {att[1]}/{att[0]} ok, "
-                  f"p99 {att[2]} us, ratio {att[2] / max(base[2], 1):.2f}; outcomes {att[3]}")
-            print(f"{name}: with {held} idle connections held {idle[1]}/{idle[0]} ok, p99 {idle[2]} us; outcomes {idle[3]}")
+        for name, addr, tls in targets:
+            if args.only and name != args.only:
+                continue
+            ratios = []
+            for r in range(args.rounds):
+                base = load(addr, pki, tls, f"{tmp}/{name}-base.json")
+                (att, sent, rate) = asyncio.run(attack_and_load(addr, addr, pki, tls, f"{tmp}/{name}-attack.json"))
+                ratios.append(att[2] / max(base[2], 1))
+                print(f"{name} round {r + 1}: baseline {base[1]}/{base[0]} ok, p99 {base[2]} us; under attack "
+                      f"({sent} garbage ClientHellos at {rate:.0f}/s, 1000 slowloris) {att[1]}/{att[0]} ok, "
+                      f"p99 {att[2]} us, ratio {ratios[-1]:.2f}; outcomes {att[3]}")
+                sys.stdout.flush()
+            print(f"{name}: median p99 ratio over {len(ratios)} rounds {statistics.median(ratios):.2f}")
+            if not args.no_idle:
+                (idle, held) = asyncio.run(idle_and_load(addr, addr, pki, tls, f"{tmp}/{name}-idle.json"))
+                print(f"{name}: with {held} idle connections held {idle[1]}/{idle[0]} ok, p99 {idle[2]} us; "
+                      f"outcomes {idle[3]}")
             sys.stdout.flush()
     finally:
         proxy.terminate()
