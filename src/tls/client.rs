@@ -54,17 +54,21 @@ pub fn client_config_verified_by(
     cert: ClientCert,
     versions: &TlsVersions,
 ) -> Result<ClientConfig, CredError> {
-    let builder = builder(versions)?
+    client_config_verified_with(provider(), verifier, cert, versions)
+}
+
+/// [`client_config_verified_by`] with its own crypto provider: the proxy
+/// offers the service the key-exchange groups of `--upstream-kx`.
+pub fn client_config_verified_with(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    verifier: Arc<dyn ServerCertVerifier>,
+    cert: ClientCert,
+    versions: &TlsVersions,
+) -> Result<ClientConfig, CredError> {
+    let builder = builder_with(provider, versions)?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     Ok(with_cert(builder, cert))
-}
-
-/// The provider's client config for `versions`, trust still to choose.
-fn builder(
-    versions: &TlsVersions,
-) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, CredError> {
-    builder_with(provider(), versions)
 }
 
 fn builder_with(
