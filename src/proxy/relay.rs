@@ -12,18 +12,25 @@
 //! them is classified (a TLS 1.3 client-certificate rejection arrives here,
 //! after the handshake), and a failure after them is recorded too.
 
+use std::cell::RefCell;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 use super::framing::{Framer, Pending};
 use crate::metrics::Statuses;
 use crate::tls::{classify_io, Outcome};
 
+/// One read's buffer: a TLS record's plaintext (16 KiB) at most, which is
+/// what one read of a TLS stream gives anyway.
 const BUF: usize = 16 * 1024;
+/// Spare buffers kept per thread for the next read.
+const SPARES: usize = 8;
 
 /// What the relay saw.
 #[derive(Debug, Clone)]
@@ -170,30 +177,92 @@ async fn pump_up<D, U>(
     D: AsyncRead,
     U: AsyncWrite,
 {
-    let mut buf = vec![0u8; BUF];
     let mut requests = Framer::requests();
     loop {
-        match from.read(&mut buf).await {
-            Ok(0) | Err(_) => {
+        match read_lent(from).await {
+            Ok(None) | Err(_) => {
                 out.eof.store(true, Ordering::Relaxed);
                 let _ = tokio::time::timeout(idle, to.shutdown()).await;
                 return;
             }
-            Ok(n) => {
+            Ok(Some(buf)) => {
+                let n = buf.len();
                 if out.bytes.load(Ordering::Relaxed) == 0 {
                     out.http
-                        .store(looks_like_http_request(&buf[..n]), Ordering::Relaxed);
+                        .store(looks_like_http_request(&buf), Ordering::Relaxed);
                 }
                 out.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                requests.feed(&buf[..n], &out.pending, &mut Statuses::default());
+                requests.feed(&buf, &out.pending, &mut Statuses::default());
                 touch(activity, started);
-                if to.write_all(&buf[..n]).await.is_err() {
+                if to.write_all(&buf).await.is_err() {
                     return;
                 }
                 touch(activity, started);
             }
         }
     }
+}
+
+/// Bytes read by [`read_lent`], in a buffer that goes back to this
+/// thread's spares when dropped.
+struct Lent {
+    buf: Box<[u8]>,
+    len: usize,
+}
+
+impl std::ops::Deref for Lent {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        give_back(std::mem::take(&mut self.buf));
+    }
+}
+
+thread_local! {
+    static SPARE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The next bytes from `from` (`None` at EOF), read into a buffer that is
+/// held only while a read is ready: a pending read hands it back at once.
+///
+/// Why: a held connection waits in its reads nearly all its life; two
+/// 16 KiB buffers per connection owned by the pumps were most of the
+/// proxy's memory per held connection. A read only borrows its buffer for
+/// the poll (the `AsyncRead` contract), so one buffer per thread serves
+/// every connection that is waiting.
+async fn read_lent<R: AsyncRead + Unpin>(from: &mut R) -> std::io::Result<Option<Lent>> {
+    std::future::poll_fn(|cx| {
+        let mut buf = SPARE
+            .with(|s| s.borrow_mut().pop())
+            .unwrap_or_else(|| vec![0u8; BUF].into_boxed_slice());
+        let mut rb = ReadBuf::new(&mut buf);
+        match Pin::new(&mut *from).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let len = rb.filled().len();
+                Poll::Ready(Ok((len > 0).then_some(Lent { buf, len })))
+            }
+            other => {
+                give_back(buf);
+                other.map_ok(|()| None)
+            }
+        }
+    })
+    .await
+}
+
+fn give_back(buf: Box<[u8]>) {
+    SPARE.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARES && buf.len() == BUF {
+            s.push(buf);
+        }
+    });
 }
 
 struct Downward {
@@ -216,11 +285,10 @@ async fn pump_down<U, D>(
     U: AsyncRead,
     D: AsyncWrite,
 {
-    let mut buf = vec![0u8; BUF];
     let mut responses = Framer::responses();
     loop {
-        match from.read(&mut buf).await {
-            Ok(0) => {
+        match read_lent(from).await {
+            Ok(None) => {
                 if out.first_byte.is_some() {
                     let _ = tokio::time::timeout(idle, to.shutdown()).await;
                 }
@@ -235,12 +303,12 @@ async fn pump_down<U, D>(
                 });
                 return;
             }
-            Ok(n) => {
+            Ok(Some(buf)) => {
                 out.first_byte.get_or_insert_with(|| started.elapsed());
-                responses.feed(&buf[..n], pending, &mut out.responses);
-                out.bytes += n as u64;
+                responses.feed(&buf, pending, &mut out.responses);
+                out.bytes += buf.len() as u64;
                 touch(activity, started);
-                if to.write_all(&buf[..n]).await.is_err() {
+                if to.write_all(&buf).await.is_err() {
                     return; // the client left; nothing more to deliver
                 }
                 touch(activity, started);
