@@ -256,7 +256,7 @@ fn upstream_configs(
     }
     // One provider and one key-exchange hint for every credential's config:
     // they all talk to the same service, which picks the same group.
-    let provider = cfg.upstream_kx.provider();
+    let provider = Arc::new(tls::preferring_aes128(&cfg.upstream_kx.provider()));
     let resumption = tls::KxHint::resumption();
     let mut map = HashMap::new();
     for (presented, cert) in certs {

@@ -80,6 +80,31 @@ fn builder_with(
         .map_err(|e| CredError::Tls(e.to_string()))
 }
 
+/// `provider` with its AES-128-GCM suites first (the rest in their order).
+///
+/// Why: a server that follows the client's preference (nginx, haproxy and
+/// OpenSSL by default) otherwise picks aws-lc-rs's first suite,
+/// AES-256-GCM with SHA-384, whose handshake hashing and HKDF run SHA-512
+/// without hardware help on x86 (SHA-NI covers SHA-256 only): measured
+/// here as 7% of the proxy's CPU per upstream mTLS connection. AES-128-GCM
+/// also seals bulk data faster (10 rounds, not 14). Both are offered; the
+/// server still decides.
+pub fn preferring_aes128(
+    provider: &rustls::crypto::CryptoProvider,
+) -> rustls::crypto::CryptoProvider {
+    use rustls::CipherSuite as S;
+    let mut p = provider.clone();
+    p.cipher_suites.sort_by_key(|s| {
+        !matches!(
+            s.suite(),
+            S::TLS13_AES_128_GCM_SHA256
+                | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    p
+}
+
 /// `config` presenting `ck` whatever its own resolver would: the same
 /// trust, versions and provider, so a rotating credential's current value
 /// can be pinned for the connections opened with it.

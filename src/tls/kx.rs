@@ -202,7 +202,10 @@ mod tests {
         let g: KxGroups = "x25519, X25519MLKEM768,P-256,x25519".parse().unwrap();
         assert_eq!(g.to_string(), "x25519,x25519mlkem768,secp256r1");
         let err = "x25519,ffdhe2048".parse::<KxGroups>().unwrap_err();
-        assert!(err.contains("ffdhe2048") && err.contains("X25519MLKEM768"), "{err}");
+        assert!(
+            err.contains("ffdhe2048") && err.contains("X25519MLKEM768"),
+            "{err}"
+        );
         assert!(",".parse::<KxGroups>().is_err());
     }
 

@@ -14,9 +14,9 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use client::{
-    client_config, client_config_verified_by, client_config_verified_with, client_config_with, offered_schemes, presented_by,
-    presenting, webpki_server_verifier, AnyServerCert, ClientCert, SessionRecorder,
-    UpstreamVerifier,
+    client_config, client_config_verified_by, client_config_verified_with, client_config_with,
+    offered_schemes, preferring_aes128, presented_by, presenting, webpki_server_verifier,
+    AnyServerCert, ClientCert, SessionRecorder, UpstreamVerifier,
 };
 pub use kx::{Kx, KxGroups, KxHint};
 pub use outcome::{alert_name, classify_io, classify_rustls, fd_exhausted, Outcome, Verdict};

@@ -3,7 +3,8 @@
 //! s_server` restricted to one group), the group the service picked is
 //! remembered (the next connection's ClientHello carries just its share:
 //! no HelloRetryRequest, fewer bytes up), and a bad list is refused naming
-//! the flag and the accepted groups.
+//! the flag and the accepted groups. The suite negotiated is AES-128-GCM,
+//! which the proxy prefers upstream.
 
 use crate::common;
 
@@ -52,7 +53,14 @@ async fn the_offered_groups_take_effect_and_the_services_pick_is_remembered() {
     // OpenSSL agrees on secp384r1 only.
     let s_server = start_s_server(
         pki.path(),
-        &["-Verify", "1", "-CAfile", "ca/ca.crt", "-groups", "secp384r1"],
+        &[
+            "-Verify",
+            "1",
+            "-CAfile",
+            "ca/ca.crt",
+            "-groups",
+            "secp384r1",
+        ],
     );
     let (relay, sent) = counting_relay(s_server.addr).await;
 
@@ -74,18 +82,28 @@ async fn the_offered_groups_take_effect_and_the_services_pick_is_remembered() {
     for _ in 0..3 {
         let r = probe_plain(proxy.addr, "/").await;
         assert_eq!(r.outcome, Outcome::Http(200), "{r:?}\n{}", s_server.log());
+        // s_server -www reports the session; OpenSSL follows the client's
+        // order, and the proxy puts AES-128-GCM first (tls::preferring_aes128).
+        let page = String::from_utf8_lossy(r.body.as_deref().unwrap_or_default()).to_string();
+        assert!(page.contains("Cipher is TLS_AES_128_GCM_SHA256"), "{page}");
     }
     proxy.stop().await;
     assert!(
-        wait_until(std::time::Duration::from_secs(5), || sent.lock().unwrap().len() >= 3).await,
+        wait_until(std::time::Duration::from_secs(5), || sent
+            .lock()
+            .unwrap()
+            .len()
+            >= 3)
+        .await,
         "three upstream connections"
     );
     let up = sent.lock().unwrap().clone();
     // One ClientHello less (over 100 bytes: its random, cipher suites,
-    // extensions and a key share) on the later connections; both of them
-    // the same size.
-    assert!(up[1] + 100 < up[0], "bytes sent upstream per connection: {up:?}");
-    assert_eq!(up[1], up[2], "bytes sent upstream per connection: {up:?}");
+    // extensions and a key share) on each later connection.
+    assert!(
+        up[1] + 100 < up[0] && up[2] + 100 < up[0],
+        "bytes sent upstream per connection: {up:?}"
+    );
 }
 
 #[test]
@@ -94,7 +112,10 @@ fn a_bad_group_list_is_refused_naming_the_flag_and_the_accepted_groups() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("--upstream-kx"), "{err}");
-    assert!(err.contains("x25519, secp256r1, secp384r1, X25519MLKEM768"), "{err}");
+    assert!(
+        err.contains("x25519, secp256r1, secp384r1, X25519MLKEM768"),
+        "{err}"
+    );
 
     let pki = TestPki::default_flat();
     let mut a = proxy_args(&pki, "127.0.0.1:1".parse().unwrap());
@@ -102,7 +123,13 @@ fn a_bad_group_list_is_refused_naming_the_flag_and_the_accepted_groups() {
     a.upstream_kx = "X25519MLKEM768".parse().unwrap();
     let e = a.into_config().unwrap_err();
     assert!(
-        matches!(&e, ConfigError::Flag { flag: "--upstream-kx", .. }),
+        matches!(
+            &e,
+            ConfigError::Flag {
+                flag: "--upstream-kx",
+                ..
+            }
+        ),
         "{e:?}"
     );
     assert!(e.to_string().contains("TLS 1.2"), "{e}");

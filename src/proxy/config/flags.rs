@@ -139,7 +139,11 @@ pub struct ProxyArgs {
     /// key generation (~1.2 KB more ClientHello). `x25519,...` first never
     /// pays it, but a post-quantum service then costs one HelloRetryRequest
     /// (or, if it accepts X25519, gets no post-quantum key exchange).
-    #[arg(long, default_value = "X25519MLKEM768,x25519,secp256r1,secp384r1", value_name = "LIST")]
+    #[arg(
+        long,
+        default_value = "X25519MLKEM768,x25519,secp256r1,secp384r1",
+        value_name = "LIST"
+    )]
     pub upstream_kx: KxGroups,
 
     /// Client certificate chain presented upstream as the identity.

@@ -300,7 +300,10 @@ fn upstream(args: &ProxyArgs, pki: Option<&PkiDir>) -> Result<Upstream, ConfigEr
     // TLS 1.2 has no post-quantum hybrid: a list of only that group would
     // fail every TLS 1.2-only handshake.
     let tls12_only = args.tls_versions.iter().all(|v| v == TlsVersion::Tls12);
-    let usable = |k: Kx| k.group().usable_for_version(rustls::ProtocolVersion::TLSv1_2);
+    let usable = |k: Kx| {
+        k.group()
+            .usable_for_version(rustls::ProtocolVersion::TLSv1_2)
+    };
     if tls12_only && !args.upstream_kx.iter().any(usable) {
         return Err(flag(
             "--upstream-kx",
