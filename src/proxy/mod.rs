@@ -448,6 +448,9 @@ async fn experiment(
         phases.set(Phase::UpstreamHandshake, hs);
     }
     let relay_start = opened.started.elapsed();
+    // What the handshake showed (the service's certificate among it) is not
+    // needed past here: free it rather than hold it for the connection's life.
+    drop(opened.tls);
     let up = opened.stream;
     let (r, mut down) = relay(down, up, cfg.idle_timeout, cancel).await;
     if r.idle {
