@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use rustls::crypto::SupportedKxGroup;
-
 use crate::pki::KeyType;
 use crate::report::bench::Axes;
 use crate::tls::TlsVersion;
@@ -19,43 +17,9 @@ pub const KEYS: [KeyType; 6] = [
     KeyType::Rsa4096,
 ];
 
-/// A key-exchange group (`kx=`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kx {
-    X25519,
-    Secp256r1,
-    Secp384r1,
-    X25519Mlkem768,
-}
-
-impl Kx {
-    pub const ALL: [Kx; 4] = [Kx::X25519, Kx::Secp256r1, Kx::Secp384r1, Kx::X25519Mlkem768];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Kx::X25519 => "x25519",
-            Kx::Secp256r1 => "secp256r1",
-            Kx::Secp384r1 => "secp384r1",
-            Kx::X25519Mlkem768 => "x25519mlkem768",
-        }
-    }
-
-    /// The provider's implementation (aws-lc-rs, as everywhere in certshift).
-    pub fn group(self) -> &'static dyn SupportedKxGroup {
-        use rustls::crypto::aws_lc_rs::kx_group;
-        match self {
-            Kx::X25519 => kx_group::X25519,
-            Kx::Secp256r1 => kx_group::SECP256R1,
-            Kx::Secp384r1 => kx_group::SECP384R1,
-            Kx::X25519Mlkem768 => kx_group::X25519MLKEM768,
-        }
-    }
-
-    /// The `kx=` name of a negotiated group, if it is one of ours.
-    pub fn of(group: rustls::NamedGroup) -> Option<Kx> {
-        Kx::ALL.into_iter().find(|k| k.group().name() == group)
-    }
-}
+/// A key-exchange group (`kx=`); `tls` owns it, so `proxy --upstream-kx`
+/// spells groups the same way.
+pub use crate::tls::Kx;
 
 /// One cell's coordinates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

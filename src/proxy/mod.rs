@@ -254,6 +254,10 @@ fn upstream_configs(
         let ck = rotation::load_mutation(files)?;
         certs.push((Presented::Mutation(*m), ClientCert::Always(ck)));
     }
+    // One provider and one key-exchange hint for every credential's config:
+    // they all talk to the same service, which picks the same group.
+    let provider = Arc::new(tls::preferring_aes128(&cfg.upstream_kx.provider()));
+    let resumption = tls::KxHint::resumption();
     let mut map = HashMap::new();
     for (presented, cert) in certs {
         // Plain TLS upstream presents nothing, whatever the plan says.
@@ -262,10 +266,16 @@ fn upstream_configs(
         } else {
             ClientCert::None
         };
-        let mut config = tls::client_config_verified_by(verifier.clone(), cert, &cfg.versions)?;
+        let mut config = tls::client_config_verified_with(
+            provider.clone(),
+            verifier.clone(),
+            cert,
+            &cfg.versions,
+        )?;
         // Resumption would let a rotated-away identity live on in resumed
         // sessions and hide verdicts: every connection is a full handshake.
-        config.resumption = rustls::client::Resumption::disabled();
+        // Only the group the service picked is remembered (`--upstream-kx`).
+        config.resumption = resumption.clone();
         map.insert(presented, Arc::new(config));
     }
     Ok(map)
@@ -438,6 +448,9 @@ async fn experiment(
         phases.set(Phase::UpstreamHandshake, hs);
     }
     let relay_start = opened.started.elapsed();
+    // What the handshake showed (the service's certificate among it) is not
+    // needed past here: free it rather than hold it for the connection's life.
+    drop(opened.tls);
     let up = opened.stream;
     let (r, mut down) = relay(down, up, cfg.idle_timeout, cancel).await;
     if r.idle {

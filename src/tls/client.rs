@@ -54,17 +54,21 @@ pub fn client_config_verified_by(
     cert: ClientCert,
     versions: &TlsVersions,
 ) -> Result<ClientConfig, CredError> {
-    let builder = builder(versions)?
+    client_config_verified_with(provider(), verifier, cert, versions)
+}
+
+/// [`client_config_verified_by`] with its own crypto provider: the proxy
+/// offers the service the key-exchange groups of `--upstream-kx`.
+pub fn client_config_verified_with(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    verifier: Arc<dyn ServerCertVerifier>,
+    cert: ClientCert,
+    versions: &TlsVersions,
+) -> Result<ClientConfig, CredError> {
+    let builder = builder_with(provider, versions)?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     Ok(with_cert(builder, cert))
-}
-
-/// The provider's client config for `versions`, trust still to choose.
-fn builder(
-    versions: &TlsVersions,
-) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, CredError> {
-    builder_with(provider(), versions)
 }
 
 fn builder_with(
@@ -74,6 +78,31 @@ fn builder_with(
     ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions.rustls())
         .map_err(|e| CredError::Tls(e.to_string()))
+}
+
+/// `provider` with its AES-128-GCM suites first (the rest in their order).
+///
+/// Why: a server that follows the client's preference (nginx, haproxy and
+/// OpenSSL by default) otherwise picks aws-lc-rs's first suite,
+/// AES-256-GCM with SHA-384, whose handshake hashing and HKDF run SHA-512
+/// without hardware help on x86 (SHA-NI covers SHA-256 only): measured
+/// here as 7% of the proxy's CPU per upstream mTLS connection. AES-128-GCM
+/// also seals bulk data faster (10 rounds, not 14). Both are offered; the
+/// server still decides.
+pub fn preferring_aes128(
+    provider: &rustls::crypto::CryptoProvider,
+) -> rustls::crypto::CryptoProvider {
+    use rustls::CipherSuite as S;
+    let mut p = provider.clone();
+    p.cipher_suites.sort_by_key(|s| {
+        !matches!(
+            s.suite(),
+            S::TLS13_AES_128_GCM_SHA256
+                | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    p
 }
 
 /// `config` presenting `ck` whatever its own resolver would: the same

@@ -5,6 +5,7 @@
 //! state between handshakes.
 
 mod client;
+mod kx;
 mod outcome;
 mod server;
 mod verify;
@@ -13,10 +14,11 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use client::{
-    client_config, client_config_verified_by, client_config_with, offered_schemes, presented_by,
-    presenting, webpki_server_verifier, AnyServerCert, ClientCert, SessionRecorder,
-    UpstreamVerifier,
+    client_config, client_config_verified_by, client_config_verified_with, client_config_with,
+    offered_schemes, preferring_aes128, presented_by, presenting, webpki_server_verifier,
+    AnyServerCert, ClientCert, SessionRecorder, UpstreamVerifier,
 };
+pub use kx::{Kx, KxGroups, KxHint};
 pub use outcome::{alert_name, classify_io, classify_rustls, fd_exhausted, Outcome, Verdict};
 pub use server::{server_config, ClientAuth};
 pub(crate) use verify::handshake_signatures;

@@ -26,6 +26,7 @@ mod pki_own_ca;
 mod proptest_parsers;
 mod proxy_cli;
 mod proxy_config;
+mod proxy_kx;
 mod proxy_mutations;
 mod proxy_nginx;
 mod proxy_on_rotate;

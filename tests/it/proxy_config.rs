@@ -341,6 +341,11 @@ fn a_bad_value_exits_2_naming_the_key_where_and_the_fix() {
         // still reported at the file's key.
         ("rotate_every = \"1ms\"", "rotate_every", "at least 10ms"),
         ("max_connections = 0", "max_connections", "give 1 to"),
+        (
+            "upstream_kx = \"x25519,ffdhe2048\"",
+            "upstream_kx",
+            "x25519, secp256r1, secp384r1, X25519MLKEM768",
+        ),
     ];
     for (line, key, fix) in cases {
         let config = work.write(

@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Args, Command, FromArgMatches, ValueHint};
 
-use crate::tls::TlsVersions;
+use crate::tls::{KxGroups, TlsVersions};
 
 pub use crate::tls::TlsMode;
 
@@ -129,6 +129,22 @@ pub struct ProxyArgs {
     /// TLS versions offered to the service.
     #[arg(long, default_value = "1.2,1.3", value_name = "LIST")]
     pub tls_versions: TlsVersions,
+    /// Key-exchange groups offered to the service, most preferred first
+    /// (x25519, secp256r1, secp384r1, X25519MLKEM768). Whatever the list, the
+    /// proxy remembers the group the service picks and from then on sends only
+    /// that key share (no resumption: every connection is still a full
+    /// handshake). The default puts the post-quantum hybrid first, so a
+    /// service that supports it gets it; against one that does not (OpenSSL
+    /// 3.0, nginx, haproxy) only the first connection pays the unused ML-KEM
+    /// key generation (~1.2 KB more ClientHello). `x25519,...` first never
+    /// pays it, but a post-quantum service then costs one HelloRetryRequest
+    /// (or, if it accepts X25519, gets no post-quantum key exchange).
+    #[arg(
+        long,
+        default_value = "X25519MLKEM768,x25519,secp256r1,secp384r1",
+        value_name = "LIST"
+    )]
+    pub upstream_kx: KxGroups,
 
     /// Client certificate chain presented upstream as the identity.
     #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, requires = "client_key")]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::flags::{OnRotate, TlsMode};
 use crate::creds::ServerFiles;
 use crate::plan::{Plan, Swap};
-use crate::tls::{ClientAuth, TlsVersions};
+use crate::tls::{ClientAuth, KxGroups, TlsVersions};
 
 /// Where the identity's credential comes from.
 #[derive(Debug, Clone)]
@@ -43,6 +43,8 @@ pub struct ProxyConfig {
     pub upstream_crls: Vec<PathBuf>,
     pub upstream_spiffe_id: Option<String>,
     pub versions: TlsVersions,
+    /// `--upstream-kx`: the groups offered to the service, in order.
+    pub upstream_kx: KxGroups,
     pub trust_domains: Vec<String>,
     pub client: Option<ClientFiles>,
     /// The CA `client` must chain to when that is known (the PKI's, for its

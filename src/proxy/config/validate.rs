@@ -18,6 +18,7 @@ use super::settings::{ClientFiles, PlanPhase, ProxyConfig};
 use crate::creds::ServerFiles;
 use crate::pki::{CredentialFiles, PkiDir, Variant};
 use crate::plan::{MutationId, Plan, PlanError, Presented, Swap};
+use crate::tls::{Kx, TlsVersion};
 
 /// Upper bounds that keep arithmetic on user-given values from overflowing.
 const MAX_CONNECTIONS: usize = 1 << 20;
@@ -69,6 +70,7 @@ pub(super) fn validate(args: ProxyArgs) -> Result<ProxyConfig, ConfigError> {
         upstream_crls: args.upstream_crl,
         upstream_spiffe_id: args.upstream_spiffe_id,
         versions: args.tls_versions,
+        upstream_kx: args.upstream_kx,
         trust_domains,
         client,
         client_ca,
@@ -294,6 +296,19 @@ fn upstream(args: &ProxyArgs, pki: Option<&PkiDir>) -> Result<Upstream, ConfigEr
                 format!("{e}; write spiffe://TRUST-DOMAIN/PATH, e.g. spiffe://cluster.local/ns/default/sa/api"),
             )
         })?;
+    }
+    // TLS 1.2 has no post-quantum hybrid: a list of only that group would
+    // fail every TLS 1.2-only handshake.
+    let tls12_only = args.tls_versions.iter().all(|v| v == TlsVersion::Tls12);
+    let usable = |k: Kx| {
+        k.group()
+            .usable_for_version(rustls::ProtocolVersion::TLSv1_2)
+    };
+    if tls12_only && !args.upstream_kx.iter().any(usable) {
+        return Err(flag(
+            "--upstream-kx",
+            format!("{} cannot be used with TLS 1.2 (--tls-versions 1.2); add x25519, secp256r1 or secp384r1", args.upstream_kx),
+        ));
     }
     Ok(Upstream { name, cas })
 }
