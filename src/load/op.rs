@@ -286,7 +286,10 @@ impl KeepAlive {
         }
         // A kept connection the service closed meanwhile is replaced, as
         // any HTTP client does, and that is not the service's failure.
-        let kept = self.conn.take().and_then(|mut c| c.idle_and_open().then_some(c));
+        let kept = self
+            .conn
+            .take()
+            .and_then(|mut c| c.idle_and_open().then_some(c));
         let mut client = match kept {
             Some(c) => c,
             None => match open(t, start, deadline).await {

@@ -223,7 +223,10 @@ mod tests {
         let addr = server(vec![]).await;
         let mut c = H1::new(TcpStream::connect(addr).await.unwrap());
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!c.idle_and_open(), "the server's close is seen before reuse");
+        assert!(
+            !c.idle_and_open(),
+            "the server's close is seen before reuse"
+        );
     }
 
     #[tokio::test]

@@ -19,8 +19,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
-use crate::net::framing::{Framer, Pending};
 use crate::metrics::Statuses;
+use crate::net::framing::{Framer, Pending};
 use crate::tls::{classify_io, Outcome};
 
 const BUF: usize = 16 * 1024;

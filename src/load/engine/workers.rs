@@ -90,6 +90,57 @@ impl<O: Operation> Drop for Dispatcher<O> {
     }
 }
 
+/// Handshake and request modes on the real clock: this thread's share of
+/// the operations (`k` with `k mod threads == t`), each started at its due
+/// time by the thread's own [`Pacer`] as a task of the thread's runtime,
+/// and recorded by a recorder on the same thread. The wait, the operation
+/// and the record are one thread's work: no clock thread to wake, no
+/// operation handed to another thread's runtime, no result sent across.
+pub(super) async fn paced<O: Operation>(
+    sh: Arc<RunState<O>>,
+    t: usize,
+    threads: usize,
+) -> Recorder {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let recorder = tokio::spawn(recorder(sh.clone(), t, rx));
+    match Pacer::new(super::Clock::Thread) {
+        Ok(mut pacer) => {
+            let mut dispatcher = Dispatcher {
+                sh: sh.clone(),
+                runtime: tokio::runtime::Handle::current(),
+                results: vec![tx],
+                dropped: None,
+            };
+            let mut stop = sh.stop.subscribe();
+            let total = sh.pacing.schedule.total_ops();
+            let mut k = t as u64;
+            while k < total && !*stop.borrow() {
+                let due = sh.due(k);
+                if due > Instant::now() {
+                    tokio::select! {
+                        biased;
+                        _ = stop.wait_for(|s| *s) => break,
+                        r = pacer.until(due) => if let Err(e) = r {
+                            // No timer, no schedule: say so rather than run it badly.
+                            tracing::error!(error = %e, "load thread {t}: timer failed");
+                            break;
+                        }
+                    }
+                }
+                dispatcher.due(k);
+                k += threads as u64;
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "load thread {t}: no timer");
+            drop(tx);
+        }
+    }
+    // The recorder ends when the dispatcher and every operation it
+    // started have dropped their senders.
+    recorder.await.unwrap_or_else(|_| Recorder::new(0))
+}
+
 /// Start operation `k` now (it is due); its slot under `--max-in-flight`
 /// is taken already.
 fn launch<O: Operation>(
