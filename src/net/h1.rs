@@ -13,7 +13,6 @@
 //! Never: reuses a connection whose response asked to close, whose server
 //! closed it meanwhile, or that sent anything unasked.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
@@ -91,43 +90,37 @@ impl<S: AsyncIo> H1<S> {
         }
     }
 
-    fn round_trip<'a>(
-        &'a mut self,
-        request: &'a [u8],
-        method: Method,
-    ) -> impl Future<Output = Result<Response, Outcome>> + Send + 'a {
-        async move {
-            self.pending.push(method);
-            let io = |e: std::io::Error| classify_io(&e);
-            self.io.write_all(request).await.map_err(io)?;
-            // TLS: the record leaves only on flush; TCP: nothing to do.
-            self.io.flush().await.map_err(io)?;
-            let mut last = Last(None);
-            loop {
-                let n = self.io.read(&mut self.buf).await.map_err(io)?;
-                if n == 0 {
-                    // A body that runs until the close ends here; anything
-                    // else ended early.
-                    return match last.0 {
-                        Some(status) if self.responses.until_close() => Ok(Response {
-                            status,
-                            reusable: false,
-                        }),
-                        _ => Err(Outcome::ClosedEarly),
-                    };
-                }
-                self.responses
-                    .feed(&self.buf[..n], &self.pending, &mut last);
-                if self.responses.lost() {
-                    return Err(Outcome::Io("malformed_response".into()));
-                }
-                if let Some(status) = last.0 {
-                    if self.responses.between_messages() {
-                        return Ok(Response {
-                            status,
-                            reusable: !self.responses.close_asked(),
-                        });
-                    }
+    async fn round_trip(&mut self, request: &[u8], method: Method) -> Result<Response, Outcome> {
+        self.pending.push(method);
+        let io = |e: std::io::Error| classify_io(&e);
+        self.io.write_all(request).await.map_err(io)?;
+        // TLS: the record leaves only on flush; TCP: nothing to do.
+        self.io.flush().await.map_err(io)?;
+        let mut last = Last(None);
+        loop {
+            let n = self.io.read(&mut self.buf).await.map_err(io)?;
+            if n == 0 {
+                // A body that runs until the close ends here; anything
+                // else ended early.
+                return match last.0 {
+                    Some(status) if self.responses.until_close() => Ok(Response {
+                        status,
+                        reusable: false,
+                    }),
+                    _ => Err(Outcome::ClosedEarly),
+                };
+            }
+            self.responses
+                .feed(&self.buf[..n], &self.pending, &mut last);
+            if self.responses.lost() {
+                return Err(Outcome::Io("malformed_response".into()));
+            }
+            if let Some(status) = last.0 {
+                if self.responses.between_messages() {
+                    return Ok(Response {
+                        status,
+                        reusable: !self.responses.close_asked(),
+                    });
                 }
             }
         }

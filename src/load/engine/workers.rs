@@ -159,6 +159,10 @@ fn launch<O: Operation>(
     });
 }
 
+/// How long after a stop request a keep-alive connection may still be
+/// waiting for its next due time before it sees the stop.
+const STOP_LATENESS: Duration = Duration::from_millis(50);
+
 /// `keepalive` mode: one persistent connection, its operations (`k` with
 /// `k mod connections == c`) in order, each started at its due time by the
 /// connection's own [`Pacer`]. A response that comes late delays the next
@@ -182,15 +186,24 @@ pub(super) async fn keepalive<O: Operation>(
     let mut k = c as u64;
     while k < total {
         let intended = sh.due(k);
-        if intended > Instant::now() {
-            tokio::select! {
-                biased;
-                _ = stop.wait_for(|s| *s) => {}
-                r = pacer.until(intended) => if let Err(e) = r {
-                    // No timer, no schedule: say so rather than run it badly.
-                    tracing::error!(error = %e, "load connection {c}: timer failed");
-                    break;
+        let now = Instant::now();
+        if intended > now {
+            // A short wait is not worth a place among the stop's waiters
+            // (a lock shared by every connection, taken twice per
+            // operation): the stop is seen just after it instead.
+            let waited = if intended - now <= STOP_LATENESS {
+                pacer.until(intended).await
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => Ok(()),
+                    r = pacer.until(intended) => r,
                 }
+            };
+            if let Err(e) = waited {
+                // No timer, no schedule: say so rather than run it badly.
+                tracing::error!(error = %e, "load connection {c}: timer failed");
+                break;
             }
         }
         if sh.stopped_at.get().is_some_and(|at| intended > *at) {
