@@ -362,7 +362,7 @@ where
 /// Keep-alive operations one runtime thread is given per second before
 /// the load is spread over another: one thread sends this many at a few
 /// microseconds of CPU each and still sleeps between them.
-const OPS_PER_THREAD: f64 = 40_000.0;
+const OPS_PER_THREAD: f64 = 60_000.0;
 
 /// How many runtime threads carry `connections` keep-alive connections at
 /// `rate`: as few as the rate needs, at most one per core. Spreading a

@@ -329,8 +329,9 @@ async fn a_rotation_window_counts_the_operations_due_in_it() {
 #[test]
 fn keepalive_threads_follow_the_rate_up_to_the_cores_and_connections() {
     assert_eq!(keepalive_threads(5_000.0, 2, 4), 1);
-    assert_eq!(keepalive_threads(40_000.0, 2, 4), 1);
-    assert_eq!(keepalive_threads(50_000.0, 2, 4), 2);
+    assert_eq!(keepalive_threads(60_000.0, 2, 4), 1);
+    assert_eq!(keepalive_threads(50_000.0, 2, 4), 1);
+    assert_eq!(keepalive_threads(70_000.0, 2, 4), 2);
     assert_eq!(keepalive_threads(500_000.0, 8, 4), 4);
     assert_eq!(keepalive_threads(500_000.0, 2, 32), 2);
     assert_eq!(keepalive_threads(0.5, 2, 1), 1);
