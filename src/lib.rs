@@ -31,7 +31,8 @@
 //!  creds ──loads, checks (usable now: validity, chain, key), publishes (Live<T>); reload on
 //!         file change (directories and parents, re-watched when replaced) / poll / SIGHUP
 //!  tls ──rustls configs from checked material; the Outcome and Verdict of every attempt
-//!  net ──connect + handshake under per-phase deadlines, the HTTP/1.1 exchange; accept helpers
+//!  net ──connect + handshake under per-phase deadlines, the HTTP/1.1 exchange (hyper's, and the
+//!        load's minimal keep-alive client), HTTP/1 message framing; accept helpers
 //!  probe ──one client experiment: connect, handshake with a chosen cert, request
 //!  serve ──the reference mTLS service (modes, policy) experiments are judged against;
 //!         `--admin`: the same admin server as the proxy's (/stats, /metrics, /healthz)
@@ -70,7 +71,7 @@
 //! | 6 measurements | [`metrics`] | per-connection reports aggregated off the hot path: HdrHistograms, counters, timeline, exporters |
 //! | 7 experiments | [`plan`] | which credential each proxied connection presents, and its expected verdict |
 //! | 7 experiments | [`probe`] | one connection experiment with per-phase timeouts |
-//! | 8 connections | [`net`] | connect + handshake + HTTP exchange under deadlines, every failure an `Outcome`; addresses; the shutdown signal |
+//! | 8 connections | [`net`] | connect + handshake + HTTP exchange under deadlines (hyper's, and a minimal keep-alive HTTP/1.1 client), every failure an `Outcome`; HTTP/1 message framing in a byte stream; addresses; the shutdown signal |
 //! | 8 connections | [`accept`] | the accept loop shared by servers: listen backlog, connection and handshake caps that shed (longest idle, oldest handshake) instead of refusing, handshake and header deadlines per connection slot, gauges and close counters, descriptor exhaustion, drain then close |
 //! | 9 tls | [`tls`] | rustls config builders, SPIFFE and accept-anything verifiers, [`tls::Outcome`] |
 //! | 10 credentials | [`creds`] | loading and checking credential files; live values and reload triggers |

@@ -35,6 +35,7 @@ use tokio::time::{timeout_at, Instant};
 use tokio_rustls::client::TlsStream;
 
 use super::Mode;
+use crate::net::h1::{self, H1};
 use crate::net::{self, http, HttpClient, Opened, Stream, Timeouts};
 use crate::tls::{classify_io, Outcome, TlsVersion};
 
@@ -256,7 +257,7 @@ pub async fn request(t: &Target, budget: Duration) -> OpResult {
         Err(r) => return r,
     };
     let outcome = match HttpClient::handshake(conn, deadline).await {
-        Ok(mut client) => exchange(&mut client, t, deadline, true).await.0,
+        Ok(mut client) => exchange(&mut client, t, deadline).await,
         Err(o) => o,
     };
     r.outcome = outcome;
@@ -264,10 +265,14 @@ pub async fn request(t: &Target, budget: Duration) -> OpResult {
     r
 }
 
-/// `--mode keepalive`: one persistent connection, used by one task.
+/// `--mode keepalive`: one persistent connection, used by one task, over
+/// the minimal HTTP/1.1 client ([`H1`]): its request head is built once,
+/// and a request costs a write, a read and the framing of the response.
 #[derive(Default)]
 pub struct KeepAlive {
-    conn: Option<HttpClient>,
+    conn: Option<H1<Stream>>,
+    /// The request head, built on the first request.
+    head: Vec<u8>,
 }
 
 impl KeepAlive {
@@ -276,71 +281,58 @@ impl KeepAlive {
         let start = Instant::now();
         let deadline = start + budget;
         let mut r = OpResult::new(Outcome::Ok, start);
-        // A kept connection is used only once its task says it can take
-        // another request; one the service closed meanwhile is replaced, as
+        if self.head.is_empty() {
+            self.head = h1::request_head(t.method.as_str(), &t.path, &t.authority);
+        }
+        // A kept connection the service closed meanwhile is replaced, as
         // any HTTP client does, and that is not the service's failure.
-        let reused = match self.conn.take() {
-            Some(mut client) => match client.ready(deadline).await {
-                Ok(true) => Some(client),
-                Ok(false) => None,
-                Err(o) => {
-                    r.outcome = o;
-                    r.end = start.elapsed();
-                    return r;
-                }
-            },
-            None => None,
-        };
-        let mut client = match reused {
+        let kept = self
+            .conn
+            .take()
+            .and_then(|mut c| c.idle_and_open().then_some(c));
+        let mut client = match kept {
             Some(c) => c,
-            None => {
-                let (conn, opened) = match open(t, start, deadline).await {
-                    Ok(c) => c,
-                    Err(r) => return r,
-                };
-                r = opened;
-                match HttpClient::handshake(conn, deadline).await {
-                    Ok(c) => c,
-                    Err(o) => {
-                        r.outcome = o;
-                        r.end = start.elapsed();
-                        return r;
-                    }
+            None => match open(t, start, deadline).await {
+                Ok((conn, opened)) => {
+                    r = opened;
+                    H1::new(conn)
+                }
+                Err(r) => return r,
+            },
+        };
+        match client
+            .exchange(&self.head, h1::framing_of(&t.method), deadline)
+            .await
+        {
+            Ok(resp) => {
+                r.outcome = Outcome::Http(resp.status);
+                if resp.reusable {
+                    self.conn = Some(client);
                 }
             }
-        };
-        let (outcome, reusable) = exchange(&mut client, t, deadline, false).await;
-        r.outcome = outcome;
-        r.end = start.elapsed();
-        if reusable {
-            self.conn = Some(client);
+            Err(o) => r.outcome = o,
         }
+        r.end = start.elapsed();
         r
     }
 }
 
-/// Send one request and read the whole response. Returns the outcome and
-/// whether the connection can carry another request.
-async fn exchange(
-    client: &mut HttpClient,
-    t: &Target,
-    deadline: Instant,
-    close: bool,
-) -> (Outcome, bool) {
-    let req = match http::request(&t.method, &t.path, &t.authority, close) {
+/// Send one request asking the service to close, and read the whole
+/// response.
+async fn exchange(client: &mut HttpClient, t: &Target, deadline: Instant) -> Outcome {
+    let req = match http::request(&t.method, &t.path, &t.authority, true) {
         Ok(r) => r,
-        Err(o) => return (o, false),
+        Err(o) => return o,
     };
     let resp = match client.send(req, deadline).await {
         Ok(r) => r,
-        Err(o) => return (o, false),
+        Err(o) => return o,
     };
     let status = resp.status().as_u16();
-    let keep = !close && http::keeps_alive(&resp);
     // Drain the body without keeping it: the operation is done when the
     // whole response has arrived.
     match client.drain(resp, deadline).await {
-        Ok(()) => (Outcome::Http(status), keep),
-        Err(o) => (o, false),
+        Ok(()) => Outcome::Http(status),
+        Err(o) => o,
     }
 }

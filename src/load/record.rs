@@ -86,6 +86,10 @@ pub struct Recorder {
     outcome_names: Vec<String>,
     outcome_index: HashMap<String, u16>,
     outcome_counts: Vec<u64>,
+    /// The last outcome recorded and its index: nearly every operation of
+    /// a run ends as the one before, and is then counted without a lookup
+    /// or an allocation.
+    last_outcome: Option<(Outcome, u16)>,
     /// Handshakes done, and how many of them resumed a session.
     pub handshakes: u64,
     pub resumed: u64,
@@ -113,6 +117,7 @@ impl Recorder {
             outcome_names: Vec::new(),
             outcome_index: HashMap::new(),
             outcome_counts: Vec::new(),
+            last_outcome: None,
             handshakes: 0,
             resumed: 0,
             confirmations: BTreeMap::new(),
@@ -272,7 +277,14 @@ impl Recorder {
     }
 
     fn intern(&mut self, o: &Outcome) -> u16 {
-        self.intern_name(&o.to_string())
+        match &self.last_outcome {
+            Some((last, i)) if last == o => *i,
+            _ => {
+                let i = self.intern_name(&o.to_string());
+                self.last_outcome = Some((o.clone(), i));
+                i
+            }
+        }
     }
 
     fn intern_name(&mut self, name: &str) -> u16 {

@@ -168,6 +168,13 @@ impl Statuses {
     }
 }
 
+/// The proxy's relay counts what its response framer sees.
+impl crate::net::framing::Served for Statuses {
+    fn served(&mut self, status: u16) {
+        self.add(status);
+    }
+}
+
 /// A cheap handle to the aggregator: clone it into every task.
 ///
 /// The aggregator stops when the last handle is dropped.

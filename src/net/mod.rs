@@ -1,7 +1,9 @@
 //! Connections: the client side's connect and TLS handshake under per-phase
 //! deadlines with every failure classified into a [`tls::Outcome`], the
-//! HTTP/1.1 exchange that proves a service's decision, the accept loop's
-//! helpers, addresses as users write them, and the shutdown signal.
+//! HTTP/1.1 exchange that proves a service's decision (hyper's, and a
+//! minimal keep-alive client for the load generator, [`h1`]), HTTP/1 message
+//! boundaries in a byte stream ([`framing`]), the accept loop's helpers,
+//! addresses as users write them, and the shutdown signal.
 //!
 //! Everything that opens a connection to a service (`probe`, `load`, the
 //! proxy's upstream side, and next the audit and the bench) goes through
@@ -13,6 +15,8 @@
 
 mod addr;
 pub mod dial;
+pub mod framing;
+pub mod h1;
 pub mod http;
 mod prefixed;
 mod signal;

@@ -1,7 +1,7 @@
 //! The intercepting proxy: terminates the client's connection (plaintext,
 //! TLS or mTLS), originates TLS to the service presenting the credential the
 //! plan picks for this connection (`--swap connection`: bytes relayed,
-//! responses counted by `framing`) or for each request (`--swap request`:
+//! responses counted by `net::framing`) or for each request (`--swap request`:
 //! `request` and `pool`, the connection kept on its thread by `inline`),
 //! and records what every handshake cost and how every experiment ended.
 //!
@@ -13,7 +13,6 @@
 //! `tls::Outcome`), or keeps statistics itself (that is `metrics`).
 
 mod config;
-mod framing;
 mod inline;
 mod live_plan;
 mod pool;
@@ -391,7 +390,7 @@ async fn first_bytes(mut down: Box<dyn AsyncIo>, peer: SocketAddr) -> Option<Box
     loop {
         match down.read_buf(&mut first).await {
             Ok(0) => break,
-            Ok(_) if !framing::request_head_pending(&first) => break,
+            Ok(_) if !crate::net::framing::request_head_pending(&first) => break,
             Ok(_) => {
                 if first.len() == first.capacity() {
                     first.reserve(FIRST_READ);

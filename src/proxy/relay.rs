@@ -8,7 +8,7 @@
 //! the evidence: data means the service accepted (an HTTP/1 response is
 //! recorded as `http:NNN`, even when split across reads, and every later
 //! response of a kept-alive connection is counted by its status through
-//! [`framing`](super::framing)), an error before
+//! [`framing`](crate::net::framing)), an error before
 //! them is classified (a TLS 1.3 client-certificate rejection arrives here,
 //! after the handshake), and a failure after them is recorded too.
 
@@ -22,8 +22,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
-use super::framing::{Framer, Pending};
 use crate::metrics::Statuses;
+use crate::net::framing::{Framer, Pending};
 use crate::tls::{classify_io, Outcome};
 
 /// One read's buffer: up to four TLS records' plaintext. A read takes what

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{drive, Clock, LoadRun, Pacing, LEAD};
+use super::{drive, keepalive_threads, Clock, LoadRun, Pacing, LEAD};
 use crate::creds::RotationKind;
 use crate::load::op::{Confirmation, OpResult, Operation};
 use crate::load::record::OpRecord;
@@ -324,4 +324,15 @@ async fn a_rotation_window_counts_the_operations_due_in_it() {
         .collect();
     assert_eq!(failed, [(1000, 10), (1100, 10)]);
     assert!(run.recorder.ops.iter().all(|o: &OpRecord| o.lag_us == 0));
+}
+
+#[test]
+fn keepalive_threads_follow_the_rate_up_to_the_cores_and_connections() {
+    assert_eq!(keepalive_threads(5_000.0, 2, 4), 1);
+    assert_eq!(keepalive_threads(60_000.0, 2, 4), 1);
+    assert_eq!(keepalive_threads(50_000.0, 2, 4), 1);
+    assert_eq!(keepalive_threads(70_000.0, 2, 4), 2);
+    assert_eq!(keepalive_threads(500_000.0, 8, 4), 4);
+    assert_eq!(keepalive_threads(500_000.0, 2, 32), 2);
+    assert_eq!(keepalive_threads(0.5, 2, 1), 1);
 }

@@ -90,6 +90,57 @@ impl<O: Operation> Drop for Dispatcher<O> {
     }
 }
 
+/// Handshake and request modes on the real clock: this thread's share of
+/// the operations (`k` with `k mod threads == t`), each started at its due
+/// time by the thread's own [`Pacer`] as a task of the thread's runtime,
+/// and recorded by a recorder on the same thread. The wait, the operation
+/// and the record are one thread's work: no clock thread to wake, no
+/// operation handed to another thread's runtime, no result sent across.
+pub(super) async fn paced<O: Operation>(
+    sh: Arc<RunState<O>>,
+    t: usize,
+    threads: usize,
+) -> Recorder {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let recorder = tokio::spawn(recorder(sh.clone(), t, rx));
+    match Pacer::new(super::Clock::Thread) {
+        Ok(mut pacer) => {
+            let mut dispatcher = Dispatcher {
+                sh: sh.clone(),
+                runtime: tokio::runtime::Handle::current(),
+                results: vec![tx],
+                dropped: None,
+            };
+            let mut stop = sh.stop.subscribe();
+            let total = sh.pacing.schedule.total_ops();
+            let mut k = t as u64;
+            while k < total && !*stop.borrow() {
+                let due = sh.due(k);
+                if due > Instant::now() {
+                    tokio::select! {
+                        biased;
+                        _ = stop.wait_for(|s| *s) => break,
+                        r = pacer.until(due) => if let Err(e) = r {
+                            // No timer, no schedule: say so rather than run it badly.
+                            tracing::error!(error = %e, "load thread {t}: timer failed");
+                            break;
+                        }
+                    }
+                }
+                dispatcher.due(k);
+                k += threads as u64;
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "load thread {t}: no timer");
+            drop(tx);
+        }
+    }
+    // The recorder ends when the dispatcher and every operation it
+    // started have dropped their senders.
+    recorder.await.unwrap_or_else(|_| Recorder::new(0))
+}
+
 /// Start operation `k` now (it is due); its slot under `--max-in-flight`
 /// is taken already.
 fn launch<O: Operation>(
@@ -107,6 +158,10 @@ fn launch<O: Operation>(
         let _ = tx.send(Msg::Done(k, intended, actual, r));
     });
 }
+
+/// How long after a stop request a keep-alive connection may still be
+/// waiting for its next due time before it sees the stop.
+const STOP_LATENESS: Duration = Duration::from_millis(50);
 
 /// `keepalive` mode: one persistent connection, its operations (`k` with
 /// `k mod connections == c`) in order, each started at its due time by the
@@ -131,15 +186,24 @@ pub(super) async fn keepalive<O: Operation>(
     let mut k = c as u64;
     while k < total {
         let intended = sh.due(k);
-        if intended > Instant::now() {
-            tokio::select! {
-                biased;
-                _ = stop.wait_for(|s| *s) => {}
-                r = pacer.until(intended) => if let Err(e) = r {
-                    // No timer, no schedule: say so rather than run it badly.
-                    tracing::error!(error = %e, "load connection {c}: timer failed");
-                    break;
+        let now = Instant::now();
+        if intended > now {
+            // A short wait is not worth a place among the stop's waiters
+            // (a lock shared by every connection, taken twice per
+            // operation): the stop is seen just after it instead.
+            let waited = if intended - now <= STOP_LATENESS {
+                pacer.until(intended).await
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => Ok(()),
+                    r = pacer.until(intended) => r,
                 }
+            };
+            if let Err(e) = waited {
+                // No timer, no schedule: say so rather than run it badly.
+                tracing::error!(error = %e, "load connection {c}: timer failed");
+                break;
             }
         }
         if sh.stopped_at.get().is_some_and(|at| intended > *at) {

@@ -1,7 +1,9 @@
-//! HTTP/1 message boundaries in the relayed byte streams of `connection`
-//! mode, so a kept-alive connection counts every response it was served by
-//! its status (a connection ended by `--on-rotate reset` after ten
-//! responses counts ten, not one and not `cancelled`).
+//! HTTP/1 message boundaries in a byte stream: the proxy's relayed streams
+//! of `connection` mode, so a kept-alive connection counts every response it
+//! was served by its status (a connection ended by `--on-rotate reset` after
+//! ten responses counts ten, not one and not `cancelled`); and the load
+//! generator's keep-alive client ([`super::h1`]), which learns from it where
+//! each response ends.
 //!
 //! Only observes: the relay passes every byte on whatever this makes of
 //! it. Requests are framed too, because a response's framing depends on
@@ -13,7 +15,11 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use crate::metrics::Statuses;
+/// Where a [`Framer`] reports each final response's status (the proxy's
+/// `metrics::Statuses`; the load client's last status).
+pub trait Served {
+    fn served(&mut self, status: u16);
+}
 
 /// A head longer than this is not one we can follow.
 const MAX_HEAD: usize = 64 * 1024;
@@ -35,7 +41,7 @@ pub enum Method {
 }
 
 impl Pending {
-    fn push(&self, m: Method) {
+    pub fn push(&self, m: Method) {
         if let Ok(mut q) = self.0.lock() {
             // A client pipelining without reading answers is bounded by the
             // service's patience, not ours: past this, stop remembering.
@@ -76,6 +82,9 @@ enum State {
     /// Everything until EOF is this message's body, or a tunnel: nothing
     /// more to count.
     Done,
+    /// Bytes that are not HTTP/1, or a head or line too long to follow:
+    /// nothing more to count either, but no message ended well.
+    Lost,
 }
 
 /// Follows one direction of one connection.
@@ -85,6 +94,8 @@ pub struct Framer {
     state: State,
     /// The head or line being collected.
     buf: Vec<u8>,
+    /// The last head asked for the connection to close after its message.
+    close: bool,
 }
 
 impl Framer {
@@ -101,15 +112,37 @@ impl Framer {
             side,
             state: State::Head,
             buf: Vec::new(),
+            close: false,
         }
+    }
+
+    /// Every message fed so far is complete (a response's status was
+    /// reported once its body ended, or it had none).
+    pub fn between_messages(&self) -> bool {
+        matches!(self.state, State::Head) && self.buf.is_empty()
+    }
+
+    /// The current message's body runs until the connection closes.
+    pub fn until_close(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    /// The stream stopped being HTTP/1 we can follow.
+    pub fn lost(&self) -> bool {
+        matches!(self.state, State::Lost)
+    }
+
+    /// The last head carried `Connection: close`.
+    pub fn close_asked(&self) -> bool {
+        self.close
     }
 
     /// Take the next bytes of the stream: a request's method goes to
     /// `pending`; a final response's status goes to `served`.
-    pub fn feed(&mut self, mut bytes: &[u8], pending: &Pending, served: &mut Statuses) {
+    pub fn feed(&mut self, mut bytes: &[u8], pending: &Pending, served: &mut impl Served) {
         while !bytes.is_empty() {
             bytes = match self.state {
-                State::Done => return,
+                State::Done | State::Lost => return,
                 State::Head => self.head(bytes, pending, served),
                 State::Body(n) => {
                     let take = n.min(bytes.len() as u64);
@@ -124,7 +157,7 @@ impl Framer {
                         self.state = match chunk_size(&line) {
                             Some(0) => State::Trailers,
                             Some(n) => State::ChunkData(n),
-                            None => State::Done,
+                            None => State::Lost,
                         };
                         rest
                     }
@@ -143,7 +176,7 @@ impl Framer {
                         self.state = if line.is_empty() {
                             State::ChunkSize
                         } else {
-                            State::Done
+                            State::Lost
                         };
                         rest
                     }
@@ -176,14 +209,19 @@ impl Framer {
             None => {
                 self.buf.extend_from_slice(bytes);
                 if self.buf.len() > MAX_LINE {
-                    self.state = State::Done;
+                    self.state = State::Lost;
                 }
                 None
             }
         }
     }
 
-    fn head<'a>(&mut self, bytes: &'a [u8], pending: &Pending, served: &mut Statuses) -> &'a [u8] {
+    fn head<'a>(
+        &mut self,
+        bytes: &'a [u8],
+        pending: &Pending,
+        served: &mut impl Served,
+    ) -> &'a [u8] {
         // The usual case, a head that starts a read, is parsed in place;
         // only a head split across reads is collected.
         let before = self.buf.len();
@@ -194,8 +232,9 @@ impl Framer {
             parse(self.side, &self.buf)
         };
         match parsed {
-            Ok(httparse::Status::Complete((len, message, framing))) => {
+            Ok(httparse::Status::Complete((len, message, Body { framing, close }))) => {
                 self.buf.clear();
+                self.close = close;
                 self.state = self.after_head(message, framing, pending, served);
                 &bytes[len - before..]
             }
@@ -208,7 +247,7 @@ impl Framer {
             // Not HTTP/1, or a head we will not follow.
             _ => {
                 self.buf = Vec::new();
-                self.state = State::Done;
+                self.state = State::Lost;
                 &[]
             }
         }
@@ -219,7 +258,7 @@ impl Framer {
         message: Message,
         framing: Framing,
         pending: &Pending,
-        served: &mut Statuses,
+        served: &mut impl Served,
     ) -> State {
         let body = match message {
             Message::Request(method) => {
@@ -233,7 +272,7 @@ impl Framer {
             // Interim: the final response to the same request follows.
             Message::Response(100 | 102..=199) => return State::Head,
             Message::Response(status) => {
-                served.add(status);
+                served.served(status);
                 let method = pending.pop();
                 match (method, status) {
                     // The connection is something else from here on.
@@ -262,7 +301,7 @@ pub fn request_head_pending(buf: &[u8]) -> bool {
     buf.len() < MAX_HEAD && matches!(parse(Side::Request, buf), Ok(httparse::Status::Partial))
 }
 
-type Parsed = httparse::Result<(usize, Message, Framing)>;
+type Parsed = httparse::Result<(usize, Message, Body)>;
 
 fn parse(side: Side, buf: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -310,9 +349,29 @@ enum Framing {
     UntilClose,
 }
 
+/// What a head says about its message's end: the body framing, and
+/// whether the connection closes after it.
+struct Body {
+    framing: Framing,
+    close: bool,
+}
+
 /// The body framing a head announces; Transfer-Encoding wins over
 /// Content-Length, and a length we cannot read is followed no further.
-fn body(headers: &[httparse::Header<'_>]) -> Framing {
+fn body(headers: &[httparse::Header<'_>]) -> Body {
+    let close = headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("connection")
+            && h.value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    });
+    Body {
+        framing: framing(headers),
+        close,
+    }
+}
+
+fn framing(headers: &[httparse::Header<'_>]) -> Framing {
     let mut length = None;
     for h in headers {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -352,6 +411,7 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Statuses;
 
     /// Feed the requests then the responses in pieces of `step` bytes.
     fn count(requests: &[u8], responses: &[u8], step: usize) -> Statuses {
@@ -429,7 +489,7 @@ mod tests {
         for _ in 0..10 {
             f.feed(&filler, &pending, &mut served);
         }
-        assert!(matches!(f.state, State::Done));
+        assert!(f.lost());
         assert!(f.buf.capacity() == 0 && served.total() == 0);
     }
 }
