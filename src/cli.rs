@@ -72,10 +72,10 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Pki(PkiCommand::Init(a)) => crate::pki::cmd::run_init(&a).map(|()| true),
         Command::Pki(PkiCommand::Inspect(a)) => crate::pki::cmd::run_inspect(&a).map(|()| true),
-        Command::Serve(a) => runtime()
+        Command::Serve(a) => control_runtime()
             .and_then(|rt| rt.block_on(serve(a)))
             .map(|()| true),
-        Command::Proxy(a) => runtime().and_then(|rt| rt.block_on(proxy(*a))),
+        Command::Proxy(a) => control_runtime().and_then(|rt| rt.block_on(proxy(*a))),
         Command::Load(a) => runtime().and_then(|rt| rt.block_on(crate::load::command(*a))),
         Command::RotationTest(a) => {
             runtime().and_then(|rt| rt.block_on(crate::rotation_test::command(*a)))
@@ -222,6 +222,19 @@ pub fn error_chain(e: &anyhow::Error) -> String {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// `serve` and `proxy`: their connections run on per-core worker threads,
+/// each with its own runtime and socket (`--workers`,
+/// `accept::serve_workers`); this one thread keeps the rest (signals,
+/// reloads, the admin API, the metrics' aggregation), and with `--workers 1`
+/// the connections too. Measured against one multi-thread runtime for
+/// everything: no work stealing means no futex and eventfd hand-offs
+/// between threads per connection or request.
+fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
 }

@@ -16,12 +16,13 @@
 
 mod fd;
 mod slot;
+mod workers;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
@@ -32,6 +33,7 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
 pub use slot::{Closed, ConnCounts, ConnStats, Slot, Tracked};
+pub use workers::{bind_workers, resolve_workers, serve_workers, Listeners, MAX_WORKERS};
 
 use fd::Descriptors;
 use slot::Clock;
@@ -111,15 +113,65 @@ pub async fn serve_connections<F, Fut>(
     F: Fn(Tracked<TcpStream>, SocketAddr, watch::Receiver<RunState>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let shared = Shared::new(1);
+    accept_loop(listener, &shared, 0, limits, stats, shutdown, grace, handle).await;
+}
+
+/// What the accept loops of one listening address share, whichever thread
+/// each runs on: the clock slots are stamped with (so idle times compare
+/// across loops), the index of live connections the caps shed from, and
+/// the descriptor reserve and ceiling. The gauges are the `ConnStats`.
+pub(crate) struct Shared {
+    clock: Clock,
+    /// One shard per accept loop: a loop locks only its own to add and
+    /// reap connections (uncontended); shedding, which runs only at a cap,
+    /// scans them all.
+    live: Box<[Mutex<Live>]>,
+    fds: Mutex<Descriptors>,
+}
+
+type Live = HashMap<tokio::task::Id, (Arc<Slot>, AbortHandle)>;
+
+impl Shared {
+    pub(crate) fn new(loops: usize) -> Shared {
+        Shared {
+            clock: Clock::new(),
+            live: (0..loops.max(1)).map(|_| Mutex::default()).collect(),
+            fds: Mutex::new(Descriptors::new()),
+        }
+    }
+
+    /// A shard or the descriptors: no lock is held across an await or a
+    /// panic-prone call, so a poisoned one is still consistent.
+    fn shard(&self, i: usize) -> std::sync::MutexGuard<'_, Live> {
+        self.live[i].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn fds(&self) -> std::sync::MutexGuard<'_, Descriptors> {
+        self.fds.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One accept loop: [`serve_connections`] on shard `me` of `shared`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    shared: &Shared,
+    me: usize,
+    limits: Limits,
+    stats: Arc<ConnStats>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    handle: F,
+) where
+    F: Fn(Tracked<TcpStream>, SocketAddr, watch::Receiver<RunState>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let (phase_tx, phase_rx) = watch::channel(RunState::Serving);
     let name = listener
         .local_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
-    let clock = Clock::new();
-    let mut fds = Descriptors::new();
-    // The loop's own index of live connections, for choosing whom to shed:
-    // only this task touches it, so it needs no lock.
-    let mut live: HashMap<tokio::task::Id, (Arc<Slot>, AbortHandle)> = HashMap::new();
+    let clock = shared.clock;
     // Dropping the set aborts its tasks, so a caller that drops or aborts
     // this future does not leave connections running either.
     let mut tasks = JoinSet::new();
@@ -130,38 +182,46 @@ pub async fn serve_connections<F, Fut>(
             r = listener.accept() => r,
         };
         // Reap finished tasks so the set and the index hold the live ones.
-        while let Some(done) = tasks.try_join_next_with_id() {
-            let id = match done {
-                Ok((id, ())) => id,
-                Err(e) => e.id(),
-            };
-            live.remove(&id);
+        if let Some(first) = tasks.try_join_next_with_id() {
+            let mut live = shared.shard(me);
+            let mut done = Some(first);
+            while let Some(d) = done {
+                let id = match d {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                live.remove(&id);
+                done = tasks.try_join_next_with_id();
+            }
         }
         let (stream, peer) = match accepted {
             Ok(c) => c,
             Err(e) if fd::exhausted(&e) => {
                 stats.accept_error(true);
-                let ceiling = fds.on_exhausted(&e, stats.open(), &name);
-                shed(&live, &stats, ceiling, Closed::ShedFdExhausted);
+                let ceiling = shared.fds().on_exhausted(&e, stats.open(), &name);
+                shed(shared, &stats, ceiling, Closed::ShedFdExhausted);
                 // Let the shed tasks drop their sockets before trying again.
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
             }
             Err(e) => {
                 stats.accept_error(false);
-                fds.other_error(&e, &name);
+                shared.fds().other_error(&e, &name);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        fds.restore();
+        let cap = {
+            let mut fds = shared.fds();
+            fds.restore();
+            fds.cap(limits.max_connections as u64)
+        };
         let slot = Slot::open(clock, stats.clone(), limits.tls);
         // Room for the newcomer: it is never refused; whoever has waited
         // longest goes instead.
-        let cap = fds.cap(limits.max_connections as u64);
-        shed(&live, &stats, cap, Closed::ShedAtCap);
+        shed(shared, &stats, cap, Closed::ShedAtCap);
         shed(
-            &live,
+            shared,
             &stats,
             limits.max_handshakes as u64,
             Closed::ShedAtHandshakeCap,
@@ -194,7 +254,7 @@ pub async fn serve_connections<F, Fut>(
                 }
             }
         });
-        live.insert(abort.id(), (slot, abort));
+        shared.shard(me).insert(abort.id(), (slot, abort));
     }
     drop(listener);
     let _ = phase_tx.send(RunState::Draining);
@@ -216,28 +276,35 @@ pub async fn serve_connections<F, Fut>(
 
 /// Close connections until the gauge `why` is about is at most `limit`:
 /// the longest-idle ones for the connection cap and descriptors, the
-/// oldest handshakes for the handshake cap. A scan of the live index per
-/// connection closed; it runs only at a cap.
-fn shed(
-    live: &HashMap<tokio::task::Id, (Arc<Slot>, AbortHandle)>,
-    stats: &ConnStats,
-    limit: u64,
-    why: Closed,
-) {
+/// oldest handshakes for the handshake cap, whichever loop accepted them.
+/// A scan of the live index per connection closed; it runs only at a cap.
+fn shed(shared: &Shared, stats: &ConnStats, limit: u64, why: Closed) {
     let handshakes = why == Closed::ShedAtHandshakeCap;
     let over = || match handshakes {
         true => stats.in_handshake() > limit,
         false => stats.open() > limit,
     };
+    let age = |s: &Slot| match handshakes {
+        true => s.phase_since(),
+        false => s.last_active(),
+    };
     while over() {
-        let victim = live
-            .values()
-            .filter(|(s, _)| !s.is_done() && (!handshakes || s.in_handshake()))
-            .min_by_key(|(s, _)| match handshakes {
-                true => s.phase_since(),
-                false => s.last_active(),
-            });
-        let Some((slot, abort)) = victim else { break };
+        let mut victim: Option<(u64, Arc<Slot>, AbortHandle)> = None;
+        for i in 0..shared.live.len() {
+            let live = shared.shard(i);
+            let best = live
+                .values()
+                .filter(|(s, _)| !s.is_done() && (!handshakes || s.in_handshake()))
+                .min_by_key(|(s, _)| age(s));
+            if let Some((s, a)) = best {
+                if victim.as_ref().is_none_or(|(t, _, _)| age(s) < *t) {
+                    victim = Some((age(s), s.clone(), a.clone()));
+                }
+            }
+        }
+        let Some((_, slot, abort)) = victim else {
+            break;
+        };
         if slot.close(Some(why)) {
             abort.abort();
             tracing::debug!(reason = why.name(), "connection shed");

@@ -248,6 +248,9 @@ fn serve_config(m: &Material, auth: bool) -> ServeConfig {
             tls: true,
         },
         backlog: args.backlog,
+        // One loop on the bench server's own thread: its CPU clock is the
+        // server side's cost.
+        workers: 1,
         watch: false,
         reload_poll: None,
         allow_empty_policy: false,

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 pub use config::{
@@ -40,7 +40,9 @@ pub use live_plan::{ActivePlan, LivePlan, PlanChangeError};
 pub use relay::{relay, Relayed};
 pub use rotation::{MintError, ProxyCredentials};
 
-use crate::accept::{self, serve_connections, ConnCounts, ConnStats, RunState, Slot, Tracked};
+use crate::accept::{
+    self, serve_workers, ConnCounts, ConnStats, Listeners, RunState, Slot, Tracked,
+};
 use crate::creds::{self, CredError, ReloaderHandle};
 use crate::metrics::{ConnReport, Metrics, Phase, Phases, Statuses};
 use crate::net::{self, AbortOnDrop, AsyncIo, Timeouts, TlsTarget};
@@ -87,7 +89,8 @@ pub(crate) struct ProxyState {
 
 /// A bound proxy, not yet accepting.
 pub struct Proxy {
-    listener: TcpListener,
+    /// One socket per worker (`--workers`).
+    listeners: Listeners,
     shared: Arc<ProxyState>,
     _reloader: ReloaderHandle,
     _schedule: Option<AbortOnDrop<()>>,
@@ -132,10 +135,12 @@ impl Proxy {
             cfg.upstream_tls,
             metrics.clone(),
         ));
-        let listener =
-            accept::bind(cfg.listen, cfg.backlog).map_err(|source| ProxyError::Bind {
-                addr: cfg.listen,
-                source,
+        let listeners =
+            accept::bind_workers(cfg.listen, cfg.backlog, cfg.workers).map_err(|source| {
+                ProxyError::Bind {
+                    addr: cfg.listen,
+                    source,
+                }
             })?;
         let triggers = creds::Triggers {
             debounce: Duration::from_millis(200),
@@ -165,7 +170,7 @@ impl Proxy {
             downstream_failures: AtomicU64::new(0),
         });
         Ok(Proxy {
-            listener,
+            listeners,
             shared,
             _reloader: reloader,
             _schedule: schedule,
@@ -174,7 +179,7 @@ impl Proxy {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.shared.cfg.listen)
+        self.listeners.local_addr()
     }
 
     pub fn handle(&self) -> ProxyHandle {
@@ -188,8 +193,8 @@ impl Proxy {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let shared = self.shared.clone();
         let (limits, drain) = (shared.cfg.listen_limits(), shared.cfg.drain_timeout);
-        serve_connections(
-            self.listener,
+        serve_workers(
+            self.listeners,
             limits,
             shared.connections.clone(),
             shutdown,

@@ -118,6 +118,11 @@ pub struct ServeArgs {
     /// (capped by net.core.somaxconn).
     #[arg(long, default_value_t = crate::accept::DEFAULT_BACKLOG, value_name = "N")]
     pub backlog: u32,
+    /// Worker threads, each with its own listening socket (SO_REUSEPORT) and
+    /// accept loop; a connection stays on the worker that accepted it
+    /// [default: one per CPU].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
     /// Do not watch the credential files for changes (SIGHUP still
     /// reloads; so does --reload-poll when given).
     #[arg(long)]
@@ -194,6 +199,8 @@ pub struct ServeConfig {
     /// Connection and handshake caps, handshake and header deadlines.
     pub limits: Limits,
     pub backlog: u32,
+    /// Accept loops, each on its own thread and socket (1: on the caller's runtime).
+    pub workers: usize,
     pub watch: bool,
     /// The fingerprint poll's period, `None` when off.
     pub reload_poll: Option<Duration>,
@@ -315,6 +322,11 @@ impl ServeArgs {
                 problem: format!("{} is out of range; give 1 to {MAX_BACKLOG}", self.backlog),
             });
         }
+        let workers =
+            crate::accept::resolve_workers(self.workers).map_err(|problem| ServeError::Config {
+                flag: "--workers",
+                problem,
+            })?;
         for (flag, d) in [
             ("--handshake-timeout", self.handshake_timeout),
             ("--header-timeout", self.header_timeout),
@@ -375,6 +387,7 @@ impl ServeArgs {
                 tls: true,
             },
             backlog: self.backlog,
+            workers,
             watch: !self.no_watch,
             reload_poll: crate::creds::poll_period(!self.no_watch, self.reload_poll),
             allow_empty_policy: self.allow_empty_policy,

@@ -23,14 +23,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ServerConfig;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 pub use crate::creds::ServerFiles;
 pub use config::{AdminBind, Enforcement, ServeArgs, ServeConfig, ServeError};
 pub use policy::{Policy, PolicyError};
 
-use crate::accept::{self, serve_connections, ConnCounts, ConnStats, RunState, Tracked};
+use crate::accept::{self, serve_workers, ConnCounts, ConnStats, Listeners, RunState, Tracked};
 use crate::creds::{
     self, CredError, Loaded, Publisher, ReloadStatus, ReloaderHandle, RotationKind, RotationLog,
     Sources,
@@ -104,7 +104,8 @@ const NO_CRL: &str =
 
 /// A bound service, not yet accepting.
 pub struct Service {
-    listener: TcpListener,
+    /// One socket per worker (`--workers`).
+    listeners: Listeners,
     shared: Arc<ServiceState>,
     _reloader: ReloaderHandle,
 }
@@ -152,10 +153,12 @@ impl Service {
             // A policy given in code, with no file to reload it from.
             None => Publisher::fixed(RotationKind::Policy, cfg.policy.clone(), log),
         };
-        let listener =
-            accept::bind(cfg.listen, cfg.backlog).map_err(|source| ServeError::Bind {
-                addr: cfg.listen,
-                source,
+        let listeners =
+            accept::bind_workers(cfg.listen, cfg.backlog, cfg.workers).map_err(|source| {
+                ServeError::Bind {
+                    addr: cfg.listen,
+                    source,
+                }
             })?;
         let shared = Arc::new(ServiceState {
             tls,
@@ -181,15 +184,14 @@ impl Service {
         })
         .map_err(ServeError::Watch)?;
         Ok(Service {
-            listener,
+            listeners,
             shared,
             _reloader: reloader,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        // A bound TcpListener always has a local address.
-        self.listener.local_addr().unwrap_or(self.shared.cfg.listen)
+        self.listeners.local_addr()
     }
 
     pub fn handle(&self) -> ServiceHandle {
@@ -202,8 +204,8 @@ impl Service {
     /// connections `grace` to finish their request, and close the rest.
     pub async fn run(self, shutdown: impl Future<Output = ()>, grace: Duration) {
         let shared = self.shared.clone();
-        serve_connections(
-            self.listener,
+        serve_workers(
+            self.listeners,
             shared.cfg.limits,
             shared.connections.clone(),
             shutdown,

@@ -370,30 +370,17 @@ async fn the_backlog_flag_is_applied_to_the_listener() {
         return;
     }
     let pki = TestPki::default_flat();
-    let serve = start_serve_with(serve_with(&pki, |a| a.backlog = 77)).await;
-    // For a listening socket, ss shows the backlog as Send-Q.
-    let out = std::process::Command::new("ss")
-        .args(["-ltnH", &format!("sport = :{}", serve.addr.port())])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let send_q: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(2))
-        .collect();
-    assert_eq!(send_q, ["77"], "{text}");
-    // And the default is 1024, not tokio's 128.
+    // Every worker's socket (SO_REUSEPORT, one per worker) has the backlog.
+    let serve = start_serve_with(serve_with(&pki, |a| {
+        a.backlog = 77;
+        a.workers = Some(2);
+    }))
+    .await;
+    assert_eq!(listen_backlogs(serve.addr), ["77", "77"]);
+    // And the default is 1024, not tokio's 128, on one socket per CPU.
     let default = start_serve_with(serve_with(&pki, |_| {})).await;
-    let out = std::process::Command::new("ss")
-        .args(["-ltnH", &format!("sport = :{}", default.addr.port())])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let send_q: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(2))
-        .collect();
-    assert_eq!(send_q, ["1024"], "{text}");
+    let workers = certshift::accept::resolve_workers(None).unwrap();
+    assert_eq!(listen_backlogs(default.addr), vec!["1024"; workers]);
     serve.stop().await;
     default.stop().await;
 }

@@ -44,3 +44,4 @@ mod serve_reload;
 mod serve_resumption;
 mod silent_weakening;
 mod watch_replace;
+mod workers;

@@ -243,6 +243,11 @@ pub struct ProxyArgs {
     /// (capped by net.core.somaxconn).
     #[arg(long, default_value_t = crate::accept::DEFAULT_BACKLOG, value_name = "N")]
     pub backlog: u32,
+    /// Worker threads, each with its own listening socket (SO_REUSEPORT) and
+    /// accept loop; a connection (and its upstream) stays on the worker that
+    /// accepted it [default: one per CPU].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
     /// Time allowed for each TLS handshake (downstream, from accept, and upstream).
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub handshake_timeout: Duration,

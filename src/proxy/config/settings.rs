@@ -78,6 +78,8 @@ pub struct ProxyConfig {
     /// `--max-handshakes`, resolved (a quarter of `max_connections` by default).
     pub max_handshakes: usize,
     pub backlog: u32,
+    /// `--workers`, resolved: accept loops, each on its own thread and socket.
+    pub workers: usize,
     pub handshake_timeout: Duration,
     pub header_timeout: Duration,
     pub connect_timeout: Duration,

@@ -92,6 +92,8 @@ pub(super) fn validate(args: ProxyArgs) -> Result<ProxyConfig, ConfigError> {
         max_connections: args.max_connections,
         max_handshakes: max_handshakes(args.max_handshakes, args.max_connections),
         backlog: args.backlog,
+        workers: crate::accept::resolve_workers(args.workers)
+            .map_err(|problem| flag("--workers", problem))?,
         handshake_timeout: args.handshake_timeout,
         header_timeout: args.header_timeout,
         connect_timeout: args.connect_timeout,

@@ -578,3 +578,17 @@ pub fn none_and_variants() -> impl Iterator<Item = certshift::plan::Presented> {
     certshift::plan::Presented::all()
         .filter(|p| !matches!(p, certshift::plan::Presented::Mutation(_)))
 }
+
+/// The backlog of each listening socket on `addr`'s port: `ss` shows it as
+/// a listener's Send-Q.
+pub fn listen_backlogs(addr: SocketAddr) -> Vec<String> {
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", addr.port())])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .map(str::to_string)
+        .collect()
+}
