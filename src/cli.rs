@@ -226,13 +226,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// `serve` and `proxy`: their connections run on per-core worker threads,
-/// each with its own runtime and socket (`--workers`,
-/// `accept::serve_workers`); this one thread keeps the rest (signals,
-/// reloads, the admin API, the metrics' aggregation), and with `--workers 1`
-/// the connections too. Measured against one multi-thread runtime for
-/// everything: no work stealing means no futex and eventfd hand-offs
-/// between threads per connection or request.
+/// `serve` and `proxy`: their connections run on worker threads, each with
+/// its own runtime and socket (`--workers`, `accept::serve_workers`); this
+/// one thread keeps the rest (signals, reloads, the admin API, the metrics'
+/// aggregation), and with one worker the connections too. Against one
+/// multi-thread runtime for everything: no work stealing, so no futex and
+/// eventfd hand-offs between threads per connection or request (with two
+/// workers, 1.48 against 1.85 for the proxy's p99 ratio in
+/// benches/hostile_slots.py, same sitting; see `resolve_workers` for CPU).
 fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -72,7 +72,7 @@
 //! | 7 experiments | [`plan`] | which credential each proxied connection presents, and its expected verdict |
 //! | 7 experiments | [`probe`] | one connection experiment with per-phase timeouts |
 //! | 8 connections | [`net`] | connect + handshake + HTTP exchange under deadlines (hyper's, and a minimal keep-alive HTTP/1.1 client), every failure an `Outcome`; HTTP/1 message framing in a byte stream; addresses; the shutdown signal |
-//! | 8 connections | [`accept`] | the accept loop shared by servers: listen backlog, connection and handshake caps that shed (longest idle, oldest handshake) instead of refusing, handshake and header deadlines per connection slot, gauges and close counters, descriptor exhaustion, drain then close |
+//! | 8 connections | [`accept`] | the accept loop shared by servers, on worker threads (one runtime and one SO_REUSEPORT socket each, `--workers`): listen backlog, connection and handshake caps that shed (longest idle, oldest handshake) instead of refusing, handshake and header deadlines per connection slot, gauges and close counters, descriptor exhaustion, drain then close |
 //! | 9 tls | [`tls`] | rustls config builders, SPIFFE and accept-anything verifiers, [`tls::Outcome`] |
 //! | 10 credentials | [`creds`] | loading and checking credential files; live values and reload triggers |
 //! | 11 material | [`pki`] | test PKI generation (rcgen) under its own CA or the user's, the variant and mutation catalogues, `manifest.toml` and the directory layout, inspection |

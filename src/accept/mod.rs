@@ -4,7 +4,8 @@
 //! their handshake, the oldest handshake. Every connection has a handshake
 //! deadline and a deadline for its first request header (or first byte);
 //! running out of file descriptors sheds connections instead of spinning
-//! (`fd`). Shutdown goes in phases: stop accepting, let connections drain
+//! (`fd`). `workers` runs one loop per worker (`--workers`), each on its own thread and
+//! socket, sharing the caps. Shutdown goes in phases: stop accepting, let connections drain
 //! for a grace period, tell the rest to close, and end whatever still runs
 //! after that.
 //!

@@ -120,7 +120,7 @@ pub struct ServeArgs {
     pub backlog: u32,
     /// Worker threads, each with its own listening socket (SO_REUSEPORT) and
     /// accept loop; a connection stays on the worker that accepted it
-    /// [default: one per CPU].
+    /// [default: half the CPUs, at least 1].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
     /// Do not watch the credential files for changes (SIGHUP still

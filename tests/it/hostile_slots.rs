@@ -377,7 +377,7 @@ async fn the_backlog_flag_is_applied_to_the_listener() {
     }))
     .await;
     assert_eq!(listen_backlogs(serve.addr), ["77", "77"]);
-    // And the default is 1024, not tokio's 128, on one socket per CPU.
+    // And the default is 1024, not tokio's 128, on every worker's socket.
     let default = start_serve_with(serve_with(&pki, |_| {})).await;
     let workers = certshift::accept::resolve_workers(None).unwrap();
     assert_eq!(listen_backlogs(default.addr), vec!["1024"; workers]);

@@ -245,7 +245,7 @@ pub struct ProxyArgs {
     pub backlog: u32,
     /// Worker threads, each with its own listening socket (SO_REUSEPORT) and
     /// accept loop; a connection (and its upstream) stays on the worker that
-    /// accepted it [default: one per CPU].
+    /// accepted it [default: half the CPUs, at least 1].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
     /// Time allowed for each TLS handshake (downstream, from accept, and upstream).
