@@ -4,10 +4,10 @@
 //! their handshake, the oldest handshake. Every connection has a handshake
 //! deadline and a deadline for its first request header (or first byte);
 //! running out of file descriptors sheds connections instead of spinning
-//! (`fd`). `workers` runs one loop per worker (`--workers`), each on its own thread and
-//! socket, sharing the caps. Shutdown goes in phases: stop accepting, let connections drain
-//! for a grace period, tell the rest to close, and end whatever still runs
-//! after that.
+//! (`fd`). `workers` runs one loop per worker (`--workers`), each on its
+//! own thread and socket, sharing the caps. Shutdown goes in phases: stop
+//! accepting, let connections drain for a grace period, tell the rest to
+//! close, and end whatever still runs after that.
 //!
 //! Owns every connection task it spawns (a `JoinSet`): none outlives
 //! [`serve_connections`], even when a handler ignores the phases or the loop
