@@ -116,11 +116,11 @@ pub(super) async fn paced<O: Operation>(
             let mut k = t as u64;
             while k < total && !*stop.borrow() {
                 let due = sh.due(k);
-                if due > Instant::now() {
+                if sh.wake_at(due) > Instant::now() {
                     tokio::select! {
                         biased;
                         _ = stop.wait_for(|s| *s) => break,
-                        r = pacer.until(due) => if let Err(e) = r {
+                        r = pacer.until(sh.wake_at(due)) => if let Err(e) = r {
                             // No timer, no schedule: say so rather than run it badly.
                             tracing::error!(error = %e, "load thread {t}: timer failed");
                             break;
@@ -186,18 +186,19 @@ pub(super) async fn keepalive<O: Operation>(
     let mut k = c as u64;
     while k < total {
         let intended = sh.due(k);
+        let wake = sh.wake_at(intended);
         let now = Instant::now();
-        if intended > now {
+        if wake > now {
             // A short wait is not worth a place among the stop's waiters
             // (a lock shared by every connection, taken twice per
             // operation): the stop is seen just after it instead.
-            let waited = if intended - now <= STOP_LATENESS {
-                pacer.until(intended).await
+            let waited = if wake - now <= STOP_LATENESS {
+                pacer.until(wake).await
             } else {
                 tokio::select! {
                     biased;
                     _ = stop.wait_for(|s| *s) => Ok(()),
-                    r = pacer.until(intended) => r,
+                    r = pacer.until(wake) => r,
                 }
             };
             if let Err(e) = waited {
