@@ -375,6 +375,47 @@ async fn report_merge_of_two_logs_is_the_sum_and_show_prints_it_again() {
     serve.stop().await;
 }
 
+/// `--coalesce`: operations due in one window start together at its end,
+/// and what that made them late is in the corrected latency, never hidden.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_keepalive_requests_all_run_and_their_lateness_is_counted() {
+    let pki = TestPki::default_flat();
+    let serve = common::start_serve(&pki, certshift::serve::Enforcement::Strict).await;
+    let dir = tempfile::tempdir().unwrap();
+    // 400/s: due every 2.5 ms; 10 ms windows hold four, started 7.5, 5,
+    // 2.5 and 0 ms late.
+    let out = load_cmd(
+        &pki,
+        serve.addr,
+        dir.path(),
+        "coalesced",
+        &[
+            "--mode",
+            "keepalive",
+            "--rate",
+            "400",
+            "--duration",
+            "1s",
+            "--coalesce",
+            "10ms",
+            "--no-progress",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let j = json(&dir.path().join("coalesced.json"));
+    let attempted = j["attempted"].as_u64().unwrap();
+    assert!((398..=402).contains(&attempted), "attempted {attempted}");
+    assert_eq!(j["succeeded"].as_u64(), Some(attempted), "{stdout}");
+    assert_eq!(j["dropped"].as_u64(), Some(0));
+    // Lower bounds set by the windows alone, whatever the service's speed:
+    // half the requests started at least 5 ms late, three in four 2.5 ms.
+    let request = &j["latency_us"]["request"];
+    assert!(request["p50"].as_u64().unwrap() >= 2_400, "{request}");
+    assert!(request["p90"].as_u64().unwrap() >= 4_900, "{request}");
+    serve.stop().await;
+}
+
 #[test]
 fn bad_flags_name_the_flag_and_exit_2() {
     for (args, needle) in [
@@ -382,6 +423,7 @@ fn bad_flags_name_the_flag_and_exit_2() {
         (&["--duration", "0s"], "--duration"),
         (&["--path", "nope"], "--path"),
         (&["--tls", "tls"], "--ca"),
+        (&["--coalesce", "1s"], "--coalesce"),
     ] {
         let out = certshift()
             .args(["load", "--target", "127.0.0.1:9"])
