@@ -468,11 +468,19 @@ impl<O: Operation> RunState<O> {
 
     /// The operation, unless the run is aborted first.
     async fn op_or_abort(&self, conn: Option<&mut O::Connection>) -> OpResult {
+        match self.or_abort(self.op.run(conn)).await {
+            Ok(r) | Err(r) => r,
+        }
+    }
+
+    /// `work`'s output, or (`Err`) a cancelled result if the run is aborted
+    /// first.
+    async fn or_abort<T>(&self, work: impl Future<Output = T>) -> Result<T, OpResult> {
         let start = Instant::now();
         let mut abort = self.abort.subscribe();
         tokio::select! {
-            r = self.op.run(conn) => r,
-            _ = abort.wait_for(|a| *a) => OpResult::cancelled(start.elapsed()),
+            r = work => Ok(r),
+            _ = abort.wait_for(|a| *a) => Err(OpResult::cancelled(start.elapsed())),
         }
     }
 }
