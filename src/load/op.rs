@@ -80,6 +80,9 @@ pub struct Sockets {
     pub target: Target,
     pub mode: Mode,
     pub timeout: Duration,
+    /// Plaintext keep-alive: read each response at the connection's next
+    /// request instead of when it arrives ([`Lazy`]).
+    pub lazy: bool,
 }
 
 impl Operation for Sockets {
@@ -94,11 +97,12 @@ impl Operation for Sockets {
         }
     }
 
-    /// Plaintext keep-alive requests are sent now and their responses read
-    /// at the connection's next operation ([`Lazy`]): one wake per request
-    /// instead of two. Over TLS the whole exchange runs now.
+    /// Plaintext keep-alive requests, when `lazy`, are sent now and their
+    /// responses read at the connection's next operation ([`Lazy`]): one
+    /// wake per request instead of two. Otherwise, and over TLS, the whole
+    /// exchange runs now.
     async fn start(&self, conn: &mut KeepAlive) -> Started {
-        if self.mode == Mode::Keepalive && self.target.tls.is_none() {
+        if self.lazy && self.mode == Mode::Keepalive && self.target.tls.is_none() {
             conn.send_lazily(&self.target, self.timeout).await
         } else {
             Started::Done(self.run(Some(conn)).await)

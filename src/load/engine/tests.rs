@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{drive, keepalive_threads, Clock, LoadRun, Pacing, LEAD};
+use super::{drive, keepalive_threads, lazy_reads, Clock, LoadRun, Pacing, LEAD};
 use crate::creds::RotationKind;
 use crate::load::op::{Confirmation, OpResult, Operation};
 use crate::load::record::OpRecord;
@@ -386,4 +386,14 @@ async fn coalesced_keepalive_operations_start_together_late_and_that_lateness_is
     assert!(corrected >= 16_000, "corrected p99 {corrected}µs");
     // The service itself took its 1 ms each.
     assert!(r.service_time_us["request"].max < 2_000);
+}
+
+#[test]
+fn responses_are_read_lazily_only_when_a_connection_waits_long_between_requests() {
+    assert!(lazy_reads(5_000.0, 4), "800 µs apart");
+    assert!(lazy_reads(10_000.0, 4), "400 µs apart");
+    assert!(!lazy_reads(20_000.0, 4), "200 µs apart");
+    assert!(!lazy_reads(50_000.0, 4), "80 µs apart");
+    assert!(lazy_reads(50_000.0, 64), "1.28 ms apart");
+    assert!(lazy_reads(0.5, 1));
 }
