@@ -9,7 +9,11 @@
 //!                ─▶ result ─▶ the thread's recorder
 //!     keepalive: connection k mod N paces itself (pace.rs) and runs its ops
 //!                in order, so a late response delays the next send, and
-//!                that delay is in the next operation's corrected latency
+//!                that delay is in the next operation's corrected latency;
+//!                plaintext connections far enough apart read a response
+//!                at their next send, timed when it arrived (op::Started)
+//!     --coalesce: every worker wakes at the end of its op's window, so
+//!                one wake starts several ops (their lateness is counted)
 //!  recorders ──at the end──▶ Recorder::merge ──▶ LoadRun
 //!  workers ──atomics──▶ progress line (counts, last-second p99)
 //! ```
