@@ -48,6 +48,10 @@ use crate::tls::{client_config, ClientCert, TlsMode, TlsVersions};
 /// HdrHistogram logs combined with `certshift report merge`.
 pub const MAX_RATE: f64 = 1_000_000.0;
 
+/// The longest `--coalesce`: beyond it the added lateness, not the
+/// service, would be what the latencies show.
+pub const MAX_COALESCE: Duration = Duration::from_millis(10);
+
 /// What one operation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -123,6 +127,12 @@ pub struct LoadArgs {
     /// Run at the same rate this long first, without counting.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
+    /// Start the operations due within each window of this length together,
+    /// at its end: one timer wake for several operations, so the generator
+    /// costs less CPU per operation at low rates, for up to this much added
+    /// latency, which stays in the corrected latency. 0s: each at its own time.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub coalesce: Duration,
     /// Operations allowed in flight at once; operations over it are counted as dropped.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_in_flight: usize,
@@ -212,6 +222,7 @@ impl LoadArgs {
         config.connections = self.connections;
         config.warmup = self.warmup;
         config.max_in_flight = self.max_in_flight;
+        config.coalesce = self.coalesce;
         config.timeout = self.timeout;
         config.progress = !self.no_progress;
         Ok(LoadSetup {
@@ -241,6 +252,15 @@ impl LoadArgs {
         }
         if self.max_in_flight == 0 {
             return Err(flag("--max-in-flight", "must be at least 1"));
+        }
+        if self.coalesce > MAX_COALESCE {
+            return Err(flag(
+                "--coalesce",
+                format!(
+                    "at most {MAX_COALESCE:?} (an operation may start this late, and every \
+                     latency carries it); 0s starts each at its own time"
+                ),
+            ));
         }
         if self.timeout.is_zero() {
             return Err(flag("--timeout", "must be longer than 0 (e.g. 10s)"));

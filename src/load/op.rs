@@ -35,7 +35,7 @@ use tokio::time::{timeout_at, Instant};
 use tokio_rustls::client::TlsStream;
 
 use super::Mode;
-use crate::net::h1::{self, H1};
+use crate::net::h1::{self, Lazy, H1};
 use crate::net::{self, http, HttpClient, Opened, Stream, Timeouts};
 use crate::tls::{classify_io, Outcome, TlsVersion};
 
@@ -49,6 +49,29 @@ pub trait Operation: Send + Sync + 'static {
     /// One operation: on `conn`, the connection's state, in keepalive mode;
     /// `None` in the modes that open a connection per operation.
     fn run(&self, conn: Option<&mut Self::Connection>) -> impl Future<Output = OpResult> + Send;
+
+    /// Keep-alive: start an operation on `conn`; its result may come
+    /// later, from [`finish`](Operation::finish). The default runs it whole.
+    fn start(&self, conn: &mut Self::Connection) -> impl Future<Output = Started> + Send {
+        async move { Started::Done(self.run(Some(conn)).await) }
+    }
+
+    /// The result of the operation [`start`](Operation::start) left
+    /// [`Started::Sent`] on `conn`, waiting for it if it is not there yet.
+    /// Called once after each `Sent`, before `conn`'s next operation.
+    fn finish(&self, conn: &mut Self::Connection) -> impl Future<Output = OpResult> + Send {
+        let _ = conn;
+        // The default `start` never leaves one: nothing to finish.
+        async { OpResult::cancelled(Duration::ZERO) }
+    }
+}
+
+/// What starting a keep-alive operation left to do.
+pub enum Started {
+    /// It is over: its result.
+    Done(OpResult),
+    /// Its request is out; [`Operation::finish`] gives its result.
+    Sent,
 }
 
 /// The real operation: `mode` against `target` over TCP and TLS, each
@@ -57,6 +80,9 @@ pub struct Sockets {
     pub target: Target,
     pub mode: Mode,
     pub timeout: Duration,
+    /// Plaintext keep-alive: read each response at the connection's next
+    /// request instead of when it arrives ([`Lazy`]).
+    pub lazy: bool,
 }
 
 impl Operation for Sockets {
@@ -69,6 +95,22 @@ impl Operation for Sockets {
             (Mode::Keepalive, Some(ka)) => ka.request(t, budget).await,
             _ => request(t, budget).await,
         }
+    }
+
+    /// Plaintext keep-alive requests, when `lazy`, are sent now and their
+    /// responses read at the connection's next operation ([`Lazy`]): one
+    /// wake per request instead of two. Otherwise, and over TLS, the whole
+    /// exchange runs now.
+    async fn start(&self, conn: &mut KeepAlive) -> Started {
+        if self.lazy && self.mode == Mode::Keepalive && self.target.tls.is_none() {
+            conn.send_lazily(&self.target, self.timeout).await
+        } else {
+            Started::Done(self.run(Some(conn)).await)
+        }
+    }
+
+    async fn finish(&self, conn: &mut KeepAlive) -> OpResult {
+        conn.finish().await
     }
 }
 
@@ -271,6 +313,11 @@ pub async fn request(t: &Target, budget: Duration) -> OpResult {
 #[derive(Default)]
 pub struct KeepAlive {
     conn: Option<H1<Stream>>,
+    /// Plaintext: the connection whose responses are read lazily.
+    lazy: Option<Lazy>,
+    /// The request on its way over `lazy`: when its operation started,
+    /// what it measured so far, its deadline.
+    sent: Option<(Instant, OpResult, Instant)>,
     /// The request head, built on the first request.
     head: Vec<u8>,
 }
@@ -313,6 +360,97 @@ impl KeepAlive {
             Err(o) => r.outcome = o,
         }
         r.end = start.elapsed();
+        r
+    }
+}
+
+impl KeepAlive {
+    /// Plaintext: send one request, opening the connection first when there
+    /// is none; its response is read by [`KeepAlive::finish`].
+    pub async fn send_lazily(&mut self, t: &Target, budget: Duration) -> Started {
+        let start = Instant::now();
+        let deadline = start + budget;
+        let mut r = OpResult::new(Outcome::Ok, start);
+        if self.head.is_empty() {
+            self.head = h1::request_head(t.method.as_str(), &t.path, &t.authority);
+        }
+        // A kept connection the service closed meanwhile is replaced, as
+        // any HTTP client does, and that is not the service's failure.
+        let kept = self.lazy.take().filter(Lazy::idle_and_open);
+        let mut conn = match kept {
+            Some(c) => c,
+            None => match open(t, start, deadline).await {
+                Ok((Stream::Plain(tcp), opened)) => {
+                    r = opened;
+                    match tcp.into_std().and_then(Lazy::new) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            r.outcome = classify_io(&e);
+                            r.end = start.elapsed();
+                            return Started::Done(r);
+                        }
+                    }
+                }
+                // A target without TLS opens plain TCP; should that ever
+                // change, the whole exchange still runs, eagerly.
+                Ok((tls, opened)) => {
+                    self.conn = Some(H1::new(tls));
+                    let _ = opened;
+                    return Started::Done(self.request(t, budget).await);
+                }
+                Err(r) => return Started::Done(r),
+            },
+        };
+        match conn
+            .send(&self.head, h1::framing_of(&t.method), deadline)
+            .await
+        {
+            Ok(()) => {
+                let stamped = conn.stamped();
+                self.lazy = Some(conn);
+                self.sent = Some((start, r, deadline));
+                if stamped {
+                    Started::Sent
+                } else {
+                    // Until the kernel times responses, read this one now:
+                    // read later, it would look as late as it was read.
+                    Started::Done(self.finish().await)
+                }
+            }
+            Err(o) => {
+                r.outcome = o;
+                r.end = start.elapsed();
+                Started::Done(r)
+            }
+        }
+    }
+
+    /// The result of the request [`KeepAlive::send_lazily`] sent: its
+    /// response's time is when its last byte arrived, however much later
+    /// it is read.
+    pub async fn finish(&mut self) -> OpResult {
+        let Some((start, mut r, deadline)) = self.sent.take() else {
+            // Nothing was sent: nothing to finish (never asked so).
+            return OpResult::cancelled(Duration::ZERO);
+        };
+        let got = match self.lazy.as_mut() {
+            Some(conn) => conn.response(deadline).await,
+            None => Err(Outcome::ClosedEarly),
+        };
+        match got {
+            Ok((resp, at)) => {
+                r.outcome = Outcome::Http(resp.status);
+                r.end = at.saturating_duration_since(start);
+                if !resp.reusable {
+                    self.lazy = None;
+                }
+            }
+            Err(o) => {
+                r.outcome = o;
+                r.end = start.elapsed();
+                self.lazy = None;
+            }
+        }
         r
     }
 }

@@ -375,6 +375,111 @@ async fn report_merge_of_two_logs_is_the_sum_and_show_prints_it_again() {
     serve.stop().await;
 }
 
+/// `--coalesce`: operations due in one window start together at its end,
+/// and what that made them late is in the corrected latency, never hidden.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_keepalive_requests_all_run_and_their_lateness_is_counted() {
+    let pki = TestPki::default_flat();
+    let serve = common::start_serve(&pki, certshift::serve::Enforcement::Strict).await;
+    let dir = tempfile::tempdir().unwrap();
+    // 400/s: due every 2.5 ms; 10 ms windows hold four, started 7.5, 5,
+    // 2.5 and 0 ms late.
+    let out = load_cmd(
+        &pki,
+        serve.addr,
+        dir.path(),
+        "coalesced",
+        &[
+            "--mode",
+            "keepalive",
+            "--rate",
+            "400",
+            "--duration",
+            "1s",
+            "--coalesce",
+            "10ms",
+            "--no-progress",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let j = json(&dir.path().join("coalesced.json"));
+    let attempted = j["attempted"].as_u64().unwrap();
+    assert!((398..=402).contains(&attempted), "attempted {attempted}");
+    assert_eq!(j["succeeded"].as_u64(), Some(attempted), "{stdout}");
+    assert_eq!(j["dropped"].as_u64(), Some(0));
+    // Lower bounds set by the windows alone, whatever the service's speed:
+    // half the requests started at least 5 ms late, three in four 2.5 ms.
+    let request = &j["latency_us"]["request"];
+    assert!(request["p50"].as_u64().unwrap() >= 2_400, "{request}");
+    assert!(request["p90"].as_u64().unwrap() >= 4_900, "{request}");
+    serve.stop().await;
+}
+
+/// A plaintext HTTP/1.1 keep-alive service: answers each request head after
+/// `delay`, and asks to close every `close_every`th response.
+async fn plain_http(delay: Duration, close_every: usize) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                for n in 1.. {
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => got.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    got.drain(..end);
+                    tokio::time::sleep(delay).await;
+                    let close = n % close_every == 0;
+                    let head = if close { "Connection: close\r\n" } else { "" };
+                    let resp = format!("HTTP/1.1 200 OK\r\n{head}Content-Length: 2\r\n\r\nok");
+                    if s.write_all(resp.as_bytes()).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Plaintext keep-alive reads each response at the connection's next
+/// request (timed by the kernel when it arrived): every request still gets
+/// its response, a service that closes is reconnected to without a loss,
+/// and a service's delay is in the service time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_keepalive_reads_every_response_and_survives_closes() {
+    let addr = plain_http(Duration::from_millis(3), 25).await;
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("plain.json");
+    let out = certshift()
+        .args(["load", "--target", &addr.to_string(), "--tls", "off"])
+        .args(["--mode", "keepalive", "--rate", "400", "--duration", "1s"])
+        .args(["--no-progress", "--json", &json_path.display().to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let j = json(&json_path);
+    let attempted = j["attempted"].as_u64().unwrap();
+    assert!((398..=402).contains(&attempted), "attempted {attempted}");
+    assert_eq!(j["succeeded"].as_u64(), Some(attempted), "{stdout}");
+    assert_eq!(j["outcomes"]["http:200"].as_u64(), Some(attempted));
+    // Reconnections after each close: one connect per 25 requests.
+    let connects = j["service_time_us"]["connect"]["count"].as_u64().unwrap();
+    assert!(connects >= attempted / 25, "{connects} connects");
+    // The service's 3 ms is a lower bound on every request's service time.
+    let request = &j["service_time_us"]["request"];
+    assert!(request["p50"].as_u64().unwrap() >= 3_000, "{request}");
+}
+
 #[test]
 fn bad_flags_name_the_flag_and_exit_2() {
     for (args, needle) in [
@@ -382,6 +487,7 @@ fn bad_flags_name_the_flag_and_exit_2() {
         (&["--duration", "0s"], "--duration"),
         (&["--path", "nope"], "--path"),
         (&["--tls", "tls"], "--ca"),
+        (&["--coalesce", "1s"], "--coalesce"),
     ] {
         let out = certshift()
             .args(["load", "--target", "127.0.0.1:9"])

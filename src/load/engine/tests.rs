@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{drive, keepalive_threads, Clock, LoadRun, Pacing, LEAD};
+use super::{drive, keepalive_threads, lazy_reads, Clock, LoadRun, Pacing, LEAD};
 use crate::creds::RotationKind;
 use crate::load::op::{Confirmation, OpResult, Operation};
 use crate::load::record::OpRecord;
@@ -95,6 +95,7 @@ fn pacing(mode: Mode, rate: f64, duration: Duration) -> Pacing {
         connections: 4,
         schedule: Schedule::new(rate, Duration::ZERO, duration),
         max_in_flight: 1000,
+        coalesce: Duration::ZERO,
         progress: false,
     }
 }
@@ -335,4 +336,64 @@ fn keepalive_threads_follow_the_rate_up_to_the_cores_and_connections() {
     assert_eq!(keepalive_threads(500_000.0, 8, 4), 4);
     assert_eq!(keepalive_threads(500_000.0, 2, 32), 2);
     assert_eq!(keepalive_threads(0.5, 2, 1), 1);
+}
+
+#[test]
+fn a_coalesced_wake_is_the_end_of_its_window_never_before_the_due_time() {
+    let t0 = Instant::now();
+    let us = Duration::from_micros;
+    // No window: each at its own time.
+    assert_eq!(
+        super::coalesced(t0 + us(123), t0, Duration::ZERO),
+        t0 + us(123)
+    );
+    for (due, end) in [
+        (0, 0),
+        (1, 500),
+        (499, 500),
+        (500, 500),
+        (501, 1000),
+        (1234, 1500),
+    ] {
+        assert_eq!(
+            super::coalesced(t0 + us(due), t0, us(500)),
+            t0 + us(end),
+            "due {due} µs"
+        );
+    }
+    // Before the run's start (never in a run): at once.
+    assert_eq!(super::coalesced(t0, t0 + us(10), us(500)), t0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn coalesced_keepalive_operations_start_together_late_and_that_lateness_is_in_their_latency()
+{
+    // 200/s on 4 connections: one due every 5 ms; windows of 20 ms.
+    let mut p = pacing(Mode::Keepalive, 200.0, Duration::from_secs(2));
+    p.coalesce = MS(20);
+    let run = run(&p, Service::new(&p)).await;
+    let r = report(&run);
+    assert_eq!((r.attempted, r.succeeded, r.dropped), (400, 400, 0));
+    let lags = lags_us(&run);
+    // Each starts at the end of its window: 15, 10, 5 and 0 ms late.
+    assert!(lags.iter().all(|&l| l <= 20_000), "{lags:?}");
+    let mut seen: Vec<u32> = lags.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, [0, 5_000, 10_000, 15_000]);
+    // And the lag is in the corrected latency, not only in the record.
+    let corrected = r.latency_us["request"].p99;
+    assert!(corrected >= 16_000, "corrected p99 {corrected}µs");
+    // The service itself took its 1 ms each.
+    assert!(r.service_time_us["request"].max < 2_000);
+}
+
+#[test]
+fn responses_are_read_lazily_only_when_a_connection_waits_long_between_requests() {
+    assert!(lazy_reads(5_000.0, 4), "800 µs apart");
+    assert!(lazy_reads(10_000.0, 4), "400 µs apart");
+    assert!(!lazy_reads(20_000.0, 4), "200 µs apart");
+    assert!(!lazy_reads(50_000.0, 4), "80 µs apart");
+    assert!(lazy_reads(50_000.0, 64), "1.28 ms apart");
+    assert!(lazy_reads(0.5, 1));
 }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::pace::Pacer;
 use super::RunState;
-use crate::load::op::{OpResult, Operation};
+use crate::load::op::{OpResult, Operation, Started};
 use crate::load::record::Recorder;
 use crate::metrics::PhaseHist;
 
@@ -116,11 +116,11 @@ pub(super) async fn paced<O: Operation>(
             let mut k = t as u64;
             while k < total && !*stop.borrow() {
                 let due = sh.due(k);
-                if due > Instant::now() {
+                if sh.wake_at(due) > Instant::now() {
                     tokio::select! {
                         biased;
                         _ = stop.wait_for(|s| *s) => break,
-                        r = pacer.until(due) => if let Err(e) = r {
+                        r = pacer.until(sh.wake_at(due)) => if let Err(e) = r {
                             // No timer, no schedule: say so rather than run it badly.
                             tracing::error!(error = %e, "load thread {t}: timer failed");
                             break;
@@ -183,21 +183,24 @@ pub(super) async fn keepalive<O: Operation>(
     let cap = (sh.pacing.max_in_flight as u64 / n).max(1);
     let total = sh.pacing.schedule.total_ops();
     let mut stop = sh.stop.subscribe();
+    // The operation whose response is still to be read: `(k, intended, actual)`.
+    let mut sent = None;
     let mut k = c as u64;
     while k < total {
         let intended = sh.due(k);
+        let wake = sh.wake_at(intended);
         let now = Instant::now();
-        if intended > now {
+        if wake > now {
             // A short wait is not worth a place among the stop's waiters
             // (a lock shared by every connection, taken twice per
             // operation): the stop is seen just after it instead.
-            let waited = if intended - now <= STOP_LATENESS {
-                pacer.until(intended).await
+            let waited = if wake - now <= STOP_LATENESS {
+                pacer.until(wake).await
             } else {
                 tokio::select! {
                     biased;
                     _ = stop.wait_for(|s| *s) => Ok(()),
-                    r = pacer.until(intended) => r,
+                    r = pacer.until(wake) => r,
                 }
             };
             if let Err(e) = waited {
@@ -209,6 +212,12 @@ pub(super) async fn keepalive<O: Operation>(
         if sh.stopped_at.get().is_some_and(|at| intended > *at) {
             break;
         }
+        // The previous operation's response, read now rather than woken
+        // for (`Operation::start`): its time is when it arrived.
+        if let Some((pk, pi, pa)) = sent.take() {
+            let (Ok(r) | Err(r)) = sh.or_abort(sh.op.finish(&mut conn)).await;
+            rec.done(&sh, pk, pi, pa, &r);
+        }
         // Behind: if the operation `cap` places later is due too, this
         // connection owes more than `cap`; drop the oldest.
         let now = Instant::now();
@@ -218,9 +227,21 @@ pub(super) async fn keepalive<O: Operation>(
         }
         let intended = sh.due(k);
         let actual = Instant::now();
-        let r = sh.op_or_abort(Some(&mut conn)).await;
-        rec.done(&sh, k, intended, actual, &r);
+        let started = sh.or_abort(async {
+            match sh.op.start(&mut conn).await {
+                Started::Done(r) => Some(r),
+                Started::Sent => None,
+            }
+        });
+        match started.await {
+            Ok(Some(r)) | Err(r) => rec.done(&sh, k, intended, actual, &r),
+            Ok(None) => sent = Some((k, intended, actual)),
+        }
         k += n;
+    }
+    if let Some((pk, pi, pa)) = sent.take() {
+        let (Ok(r) | Err(r)) = sh.or_abort(sh.op.finish(&mut conn)).await;
+        rec.done(&sh, pk, pi, pa, &r);
     }
     rec.rec
 }
