@@ -390,9 +390,9 @@ impl Body for Relayed {
         // Read here, in the downstream connection's task.
         let polled = up.wire.poll_body(&mut this.decode, cx);
         match &polled {
-            Poll::Ready(None) => this.release(),
             // A connection that failed mid-body is not given back.
             Poll::Ready(Some(Err(_))) => this.back = None,
+            _ if this.decode == Decode::Done => this.release(),
             _ => {}
         }
         polled.map(|o| o.map(|r| r.map(Frame::data)))

@@ -301,13 +301,21 @@ impl Wire {
                 }
                 Decode::Length(n) if avail > 0 => {
                     let take = n.min(avail);
-                    *decode = Decode::Length(n - take);
+                    // Done with the last bytes, not a poll later: a reader
+                    // that has its length's worth may never poll again.
+                    *decode = match n - take {
+                        0 => Decode::Done,
+                        left => Decode::Length(left),
+                    };
                     return Poll::Ready(Some(Ok(self.take(take as usize))));
                 }
                 Decode::UntilClose if avail > 0 => {
                     return Poll::Ready(Some(Ok(self.take(avail as usize))));
                 }
-                Decode::Chunk(Chunk::Data(0)) => *decode = Decode::Chunk(Chunk::DataEnd),
+                Decode::Chunk(Chunk::Data(0)) => {
+                    *decode = Decode::Chunk(Chunk::DataEnd);
+                    continue;
+                }
                 Decode::Chunk(Chunk::Data(n)) if avail > 0 => {
                     let take = n.min(avail);
                     *decode = Decode::Chunk(Chunk::Data(n - take));
