@@ -309,11 +309,8 @@ fn keep_alive_benches(c: &mut Criterion) {
             group.bench_function(label, |b| {
                 b.to_async(&rt).iter_custom(|iters| async move {
                     let mut c = client.lock().await;
-                    let (wall, cpu0, p0) = (
-                        std::time::Instant::now(),
-                        process_cpu(),
-                        proxy_cpu.total(),
-                    );
+                    let (wall, cpu0, p0) =
+                        (std::time::Instant::now(), process_cpu(), proxy_cpu.total());
                     for _ in 0..iters {
                         keep_alive_request(&mut c).await;
                     }

@@ -163,7 +163,10 @@ impl Downstream {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let until = tokio::time::Instant::now() + shared.cfg.idle_timeout;
-        let head = match up.send(&parts, body, &shared.cfg.upstream_name, until).await {
+        let head = match up
+            .send(&parts, body, &shared.cfg.upstream_name, until)
+            .await
+        {
             Ok(h) => h,
             Err(outcome) => {
                 let serial = up.credential.serial.clone();
@@ -293,7 +296,12 @@ pub(super) fn refusal_status(outcome: &Outcome) -> StatusCode {
 
 /// The `x-certshift-*` headers every response carries.
 fn tag(headers: &mut HeaderMap, presented: Presented, serial: &str, outcome: &Outcome) {
-    tag_with(headers, presented, HeaderValue::from_str(serial).ok(), outcome);
+    tag_with(
+        headers,
+        presented,
+        HeaderValue::from_str(serial).ok(),
+        outcome,
+    );
 }
 
 /// [`tag`] with the serial's header value built already (once per

@@ -359,7 +359,8 @@ impl Wire {
                 }
                 Poll::Ready(Ok(0)) => {
                     self.reusable = false;
-                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, "upstream closed mid-body");
+                    let e =
+                        io::Error::new(io::ErrorKind::UnexpectedEof, "upstream closed mid-body");
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(Ok(_)) => {}
@@ -427,7 +428,10 @@ fn put(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 fn bad(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("malformed response: {what}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("malformed response: {what}"),
+    )
 }
 
 /// How the response to `method` is framed.

@@ -2,7 +2,8 @@
 //! pooled upstream connection: chunked and long bodies split across reads,
 //! `HEAD`, a `100 Continue` before the response, request bodies with and
 //! without a length, and a body that runs until the service closes (that
-//! connection is then not reused; the client's connection stays open).
+//! connection is then not reused; the client's connection stays open);
+//! and a request body from an HTTP/2 client.
 //! The service is a scripted strict-mTLS HTTP/1.1 server; the client one
 //! hyper keep-alive connection.
 
@@ -110,7 +111,8 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> std::io::Result<
                     .await?;
             }
             (_, "/close") => {
-                s.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the close").await?;
+                s.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the close")
+                    .await?;
                 s.flush().await?;
                 s.shutdown().await?;
                 return Ok(());
@@ -265,7 +267,13 @@ async fn every_framing_is_relayed_and_only_a_cleanly_ended_connection_is_reused(
     assert_eq!((p.status.as_u16(), b.len()), (200, 0));
     assert_eq!(p.headers["content-length"], BIG.to_string().as_str());
 
-    let (p, b) = exchange(&mut client, Method::POST, "/echo", Full::new(Bytes::from("abc")).boxed()).await;
+    let (p, b) = exchange(
+        &mut client,
+        Method::POST,
+        "/echo",
+        Full::new(Bytes::from("abc")).boxed(),
+    )
+    .await;
     assert_eq!((p.status.as_u16(), &b[..]), (200, &b"POST 3 abc"[..]));
 
     let pieces = Pieces(["ab", "", "cde", "f"].map(Bytes::from).into());
@@ -293,8 +301,20 @@ async fn every_framing_is_relayed_and_only_a_cleanly_ended_connection_is_reused(
         2,
         "a body that ran until the close ended that upstream connection"
     );
-    assert!(!downstream.is_finished(), "the client's connection stays open");
+    assert!(
+        !downstream.is_finished(),
+        "the client's connection stays open"
+    );
+
+    // HTTP/2 downstream: no Host header (`:authority` becomes it), a body.
+    let url = format!("http://{}/echo", proxy.addr);
+    let (body, code) = tokio::task::spawn_blocking(move || {
+        curl(&["--http2-prior-knowledge", "--data-binary", "over h2", &url])
+    })
+    .await
+    .unwrap();
+    assert_eq!((code.as_str(), body.as_str()), ("200", "POST 7 over h2"));
 
     let snap = proxy.stop().await;
-    assert_eq!(snap.totals().connections, 8, "one report per request");
+    assert_eq!(snap.totals().connections, 9, "one report per request");
 }
