@@ -167,6 +167,61 @@ fn proxy_benches(c: &mut Criterion) {
 /// CPU time of the whole process (every thread) so far.
 use certshift::metrics::cpu::process as process_cpu;
 
+/// CPU time of one runtime's threads: each records its own CPU clock when
+/// it parks and unparks (between requests it parks), so the sum is what
+/// the runtime used up to its threads' latest park. The proxies run on a
+/// runtime of their own, so this is the proxy's CPU alone: no client, no
+/// service, no guess from a subtraction.
+#[derive(Default)]
+struct RuntimeCpu {
+    threads: std::sync::Mutex<Vec<Arc<std::sync::atomic::AtomicU64>>>,
+}
+
+thread_local! {
+    static THREAD_CPU: std::cell::RefCell<Option<Arc<std::sync::atomic::AtomicU64>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl RuntimeCpu {
+    /// A multi-thread runtime (two workers, as the proxy's own on this
+    /// two-core box would be) whose threads report to the returned total.
+    fn runtime() -> (tokio::runtime::Runtime, Arc<RuntimeCpu>) {
+        let cpu = Arc::new(RuntimeCpu::default());
+        let record = || {
+            THREAD_CPU.with(|slot| {
+                if let Some(ns) = slot.borrow().as_ref() {
+                    let now = certshift::metrics::cpu::thread().as_nanos() as u64;
+                    ns.store(now, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        };
+        let registry = cpu.clone();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("proxy-under-test")
+            .enable_all()
+            .on_thread_start(move || {
+                let ns = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                registry.threads.lock().unwrap().push(ns.clone());
+                THREAD_CPU.with(|slot| *slot.borrow_mut() = Some(ns));
+            })
+            .on_thread_park(record)
+            .on_thread_unpark(record)
+            .build()
+            .unwrap();
+        (rt, cpu)
+    }
+
+    fn total(&self) -> Duration {
+        let threads = self.threads.lock().unwrap();
+        let ns = threads
+            .iter()
+            .map(|t| t.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
+        Duration::from_nanos(ns)
+    }
+}
+
 /// One request on a kept-alive connection, its body read to the end.
 async fn keep_alive_request(client: &mut HttpClient) {
     let until = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -184,25 +239,41 @@ async fn keep_alive_client(addr: SocketAddr, tls: Option<&TlsTarget>) -> HttpCli
     HttpClient::handshake(opened.stream, until).await.unwrap()
 }
 
+/// What a `keep_alive_*` group reports per request.
+#[derive(Clone, Copy, PartialEq)]
+enum Measure {
+    Wall,
+    /// Every thread of this process: client, service and proxy.
+    ProcessCpu,
+    /// The proxy's runtime threads only ([`RuntimeCpu`]).
+    ProxyCpu,
+}
+
 /// Per request on one kept-alive connection: straight to the service (mTLS),
 /// through the proxy in connection mode (plaintext in, the bytes relayed
 /// over one upstream mTLS connection), and in request mode (each request
-/// parsed, picked for, and sent over a pooled upstream connection). The
-/// `_cpu` group reports process CPU per request instead of wall time: its
-/// proxied minus direct figure is what the proxy spends per request.
+/// parsed, picked for, and sent over a pooled upstream connection).
+///
+/// `keep_alive_proxy_cpu` is the figure the proxy is judged by (the issue's
+/// goal: under 15 us per request in request mode with a pooled upstream):
+/// the CPU of the proxy's own threads per relayed request, kernel time of
+/// its system calls included. `keep_alive_request_cpu` is the whole
+/// process's (client + service + proxy); a summary line printed at the end
+/// gives both, and the proxied minus direct difference, from one sitting.
 fn keep_alive_benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
+    let (proxy_rt, proxy_cpu) = RuntimeCpu::runtime();
     let dir = common::order_service_pki(KeyType::EcdsaP256);
-    let (serving, by_connection, by_request) = rt.block_on(async {
-        let serving = common::start_serve(dir.path()).await;
+    let serving = rt.block_on(common::start_serve(dir.path()));
+    let (by_connection, by_request) = proxy_rt.block_on(async {
         let by_connection =
             start_proxy_swapping(dir.path(), serving.addr, TlsMode::Off, None).await;
         let by_request =
             start_proxy_swapping(dir.path(), serving.addr, TlsMode::Off, Some("request")).await;
-        (serving, by_connection, by_request)
+        (by_connection, by_request)
     });
     let roots = common::roots(dir.path());
     let cert = common::order_service_cert(dir.path());
@@ -214,37 +285,93 @@ fn keep_alive_benches(c: &mut Criterion) {
         ("proxied_connection_mode", by_connection, None),
         ("proxied_request_mode_pooled", by_request, None),
     ];
-    for (group_name, cpu) in [
-        ("keep_alive_request", false),
-        ("keep_alive_request_cpu", true),
+    // A client connects just before it is measured: one left idle while
+    // another label runs would meet the proxy's header deadline.
+    let connect = |addr, tls| {
+        let client = rt.block_on(keep_alive_client(addr, tls));
+        tokio::sync::Mutex::new(client)
+    };
+    for (group_name, measure) in [
+        ("keep_alive_request", Measure::Wall),
+        ("keep_alive_request_cpu", Measure::ProcessCpu),
+        ("keep_alive_proxy_cpu", Measure::ProxyCpu),
     ] {
         let mut group = c.benchmark_group(group_name);
         group
             .measurement_time(Duration::from_secs(4))
             .sample_size(30);
         for (label, addr, tls) in clients {
-            let client = rt.block_on(keep_alive_client(addr, tls));
-            let client = tokio::sync::Mutex::new(client);
+            if measure == Measure::ProxyCpu && !label.starts_with("proxied") {
+                continue;
+            }
+            let client = connect(addr, tls);
+            let (client, proxy_cpu) = (&client, &proxy_cpu);
             group.bench_function(label, |b| {
-                b.to_async(&rt).iter_custom(|iters| {
-                    let client = &client;
-                    async move {
-                        let mut c = client.lock().await;
-                        let (wall, cpu0) = (std::time::Instant::now(), process_cpu());
-                        for _ in 0..iters {
-                            keep_alive_request(&mut c).await;
-                        }
-                        match cpu {
-                            true => process_cpu() - cpu0,
-                            false => wall.elapsed(),
-                        }
+                b.to_async(&rt).iter_custom(|iters| async move {
+                    let mut c = client.lock().await;
+                    let (wall, cpu0, p0) =
+                        (std::time::Instant::now(), process_cpu(), proxy_cpu.total());
+                    for _ in 0..iters {
+                        keep_alive_request(&mut c).await;
+                    }
+                    match measure {
+                        Measure::Wall => wall.elapsed(),
+                        Measure::ProcessCpu => process_cpu() - cpu0,
+                        Measure::ProxyCpu => proxy_cpu.total() - p0,
                     }
                 })
             });
         }
         group.finish();
     }
+    let connected = clients.map(|(label, addr, tls)| (label, connect(addr, tls)));
+    summary(&rt, &connected, &proxy_cpu);
     drop(serving);
+}
+
+/// One line per label, the labels alternated in rounds so a busy moment
+/// of the machine falls on all of them: process and proxy CPU per request,
+/// and the proxied minus direct process CPU.
+fn summary(
+    rt: &tokio::runtime::Runtime,
+    clients: &[(&str, tokio::sync::Mutex<HttpClient>); 3],
+    proxy_cpu: &RuntimeCpu,
+) {
+    const ROUNDS: usize = 3;
+    const REQUESTS: u32 = 3000;
+    let mut process = [Duration::ZERO; 3];
+    let mut proxy = [Duration::ZERO; 3];
+    for _ in 0..ROUNDS {
+        for (i, (_, client)) in clients.iter().enumerate() {
+            rt.block_on(async {
+                let mut c = client.lock().await;
+                let (cpu0, p0) = (process_cpu(), proxy_cpu.total());
+                for _ in 0..REQUESTS {
+                    keep_alive_request(&mut c).await;
+                }
+                process[i] += process_cpu() - cpu0;
+                proxy[i] += proxy_cpu.total() - p0;
+            });
+        }
+    }
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(REQUESTS) / ROUNDS as f64;
+    println!(
+        "\nkeep-alive CPU per request (us; {ROUNDS} alternated rounds of {REQUESTS} requests):"
+    );
+    for (i, (label, _)) in clients.iter().enumerate() {
+        let own = match i {
+            0 => "-".to_string(),
+            _ => format!("{:.1}", per(proxy[i])),
+        };
+        let minus_direct = match i {
+            0 => "-".to_string(),
+            _ => format!("{:.1}", per(process[i]) - per(process[0])),
+        };
+        println!(
+            "  {label:<28} process {:>6.1}   proxy threads {own:>6}   process minus direct {minus_direct:>6}",
+            per(process[i])
+        );
+    }
 }
 
 criterion_group!(benches, proxy_benches, keep_alive_benches);

@@ -22,10 +22,10 @@ pub trait Served {
 }
 
 /// A head longer than this is not one we can follow.
-const MAX_HEAD: usize = 64 * 1024;
-const MAX_HEADERS: usize = 128;
+pub const MAX_HEAD: usize = 64 * 1024;
+pub const MAX_HEADERS: usize = 128;
 /// The longest chunk-size line (with extensions) or trailer line we follow.
-const MAX_LINE: usize = 4 * 1024;
+pub const MAX_LINE: usize = 4 * 1024;
 
 /// Requests seen but not yet answered, in order: what each response's
 /// framing depends on. Shared by the two pumps of one connection, which run
@@ -301,6 +301,39 @@ pub fn request_head_pending(buf: &[u8]) -> bool {
     buf.len() < MAX_HEAD && matches!(parse(Side::Request, buf), Ok(httparse::Status::Partial))
 }
 
+/// Where the body of a response ends, for a client that reads the body
+/// itself (the proxy's request mode) rather than only observing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEnd {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// At the connection's close, which ends the connection too.
+    UntilClose,
+}
+
+/// How the final response `status` to a `method` request, with `headers`,
+/// ends its body, and whether it asked to close the connection after it:
+/// the same rules as [`Framer`]'s.
+pub fn response_body(
+    method: Method,
+    status: u16,
+    headers: &[httparse::Header<'_>],
+) -> (BodyEnd, bool) {
+    let Body { framing, close } = body(headers);
+    let end = match (method, status) {
+        (_, 101) | (Method::Connect, 200..=299) => BodyEnd::UntilClose,
+        (Method::Head, _) | (_, 100..=199 | 204 | 304) => BodyEnd::Empty,
+        _ => match framing {
+            Framing::None | Framing::UntilClose => BodyEnd::UntilClose,
+            Framing::Length(0) => BodyEnd::Empty,
+            Framing::Length(n) => BodyEnd::Length(n),
+            Framing::Chunked => BodyEnd::Chunked,
+        },
+    };
+    (end, close)
+}
+
 type Parsed = httparse::Result<(usize, Message, Body)>;
 
 fn parse(side: Side, buf: &[u8]) -> Parsed {
@@ -397,7 +430,7 @@ fn framing(headers: &[httparse::Header<'_>]) -> Framing {
 }
 
 /// The hex size at the start of a chunk-size line (extensions ignored).
-fn chunk_size(line: &[u8]) -> Option<u64> {
+pub fn chunk_size(line: &[u8]) -> Option<u64> {
     let end = line
         .iter()
         .position(|b| !b.is_ascii_hexdigit())

@@ -2,9 +2,11 @@
 //! instead of handing it back to the scheduler.
 //!
 //! Why: in `--swap request` one task drives both the downstream hyper server
-//! connection and the upstream hyper client connection, and hyper passes
-//! every response between the two through channels whose wake-ups land on
-//! that same task while it runs. tokio treats a task woken during its own
+//! connection and the upstream connection, and hyper passes requests and
+//! bodies through channels whose wake-ups land on that same task while it
+//! runs (the upstream side was a hyper client connection when this was
+//! measured; it is `wire` now, which has no channels, but the downstream
+//! server's body channels remain). tokio treats a task woken during its own
 //! poll as a yield: it goes to the back of the run queue and an idle worker
 //! is unparked to steal it. Measured with `strace -c -f` under `wrk -c1`,
 //! that moved every request to the other worker thread: 3.4 futex calls

@@ -19,6 +19,7 @@ mod pool;
 mod relay;
 mod request;
 mod rotation;
+mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;

@@ -13,29 +13,29 @@
 //! Each credential's idle list has its own short mutex (a push or a pop);
 //! connections never share one lock, and the credential in force is read
 //! lock-free. A connection has no task of its own: whoever holds it (the
-//! request, then the response body on its way to the client) drives it, so
-//! a request's upstream I/O wakes the downstream connection's task
-//! directly instead of handing every read and write across tasks (and
-//! often across threads). An idle pooled connection is driven by nobody; a
-//! close by the service is noticed when it is next checked out.
+//! request, then the response body on its way to the client) reads and
+//! writes it (`wire`), so a request's upstream I/O wakes the downstream
+//! connection's task directly instead of handing every read and write
+//! across tasks (and often across threads). An idle pooled connection is
+//! driven by nobody; a close by the service is noticed when it is next
+//! checked out.
 
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper::header::HeaderValue;
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
-use crate::net::{self, classify_hyper, Timeouts, TlsTarget};
+use super::wire::{Head, Wire};
+use crate::net::{self, Timeouts, TlsTarget};
 use crate::plan::Presented;
 use crate::tls::{self, Outcome};
 
@@ -43,9 +43,6 @@ use crate::tls::{self, Outcome};
 /// keep-alive connections too (nginx after 75 s), and a request sent on one
 /// they are closing fails for no reason of the plan's.
 const MAX_IDLE_AGE: Duration = Duration::from_secs(20);
-/// How long a pooled connection gets to show it is ready for a request.
-const READY_WAIT: Duration = Duration::from_millis(50);
-
 /// One credential value as presented upstream.
 pub(super) struct Credential {
     /// What the connections opened with it present; `None` for plaintext.
@@ -54,73 +51,54 @@ pub(super) struct Credential {
     key: Option<Arc<CertifiedKey>>,
     /// Hex serial of that certificate; `none` when nothing is presented.
     pub(super) serial: Arc<str>,
+    /// `serial` as the `x-certshift-serial` value, built once.
+    pub(super) serial_value: Option<HeaderValue>,
 }
-
-type Conn = hyper::client::conn::http1::Connection<TokioIo<net::Stream>, Incoming>;
 
 /// An upstream HTTP/1.1 connection, checked out for one request.
 pub(super) struct Upstream {
-    sender: SendRequest<Incoming>,
-    conn: Pin<Box<Conn>>,
-    /// How the connection ended, once it has: the cause of a failed
-    /// request (a TLS 1.3 alert surfaces here, not in the request's error).
-    ended: Option<Result<(), hyper::Error>>,
+    pub(super) wire: Wire,
+    /// The request's deadline: one timer per connection, reset per
+    /// request, rather than one created and dropped per request.
+    deadline: Pin<Box<Sleep>>,
     pub(super) credential: Arc<Credential>,
     idle_since: Instant,
 }
 
 impl Upstream {
-    /// Let the connection do its reads and writes; `true` once it has ended.
-    pub(super) fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        drive(&mut self.conn, &mut self.ended, cx)
+    fn new(wire: Wire, credential: Arc<Credential>) -> Self {
+        let now = Instant::now();
+        Upstream {
+            wire,
+            deadline: Box::pin(tokio::time::sleep_until(now)),
+            credential,
+            idle_since: now,
+        }
     }
 
-    /// Whether the connection can take a request, waiting at most `wait`.
-    async fn ready(&mut self, wait: Duration) -> bool {
-        let ready = poll_fn(|cx| {
-            if self.drive(cx) {
-                return Poll::Ready(false);
-            }
-            self.sender.poll_ready(cx).map(|r| r.is_ok())
-        });
-        tokio::time::timeout(wait, ready).await.unwrap_or(false)
-    }
-
-    /// Send `req` and wait until `until` for the response head.
+    /// Send the request and wait until `until` for the response head.
     pub(super) async fn send(
         &mut self,
-        req: Request<Incoming>,
+        parts: &hyper::http::request::Parts,
+        body: Incoming,
+        host: &str,
         until: Instant,
-    ) -> Result<Response<Incoming>, Outcome> {
-        let (conn, ended) = (&mut self.conn, &mut self.ended);
-        let send = self.sender.send_request(req);
-        tokio::pin!(send);
-        let exchange = poll_fn(|cx| {
-            drive(conn, ended, cx);
-            send.as_mut().poll(cx)
-        });
-        match tokio::time::timeout_at(until, exchange).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(match &self.ended {
-                Some(Err(cause)) => classify_hyper(cause),
-                _ => classify_hyper(&e),
-            }),
-            Err(_) => Err(Outcome::Timeout),
-        }
+    ) -> Result<Head, Outcome> {
+        let deadline = &mut self.deadline;
+        deadline.as_mut().reset(until);
+        let exchange = self.wire.send(parts, body, host);
+        tokio::pin!(exchange);
+        poll_fn(|cx| {
+            if let Poll::Ready(r) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            match deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(Outcome::Timeout)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
     }
-}
-
-fn drive(
-    conn: &mut Pin<Box<Conn>>,
-    ended: &mut Option<Result<(), hyper::Error>>,
-    cx: &mut Context<'_>,
-) -> bool {
-    if ended.is_none() {
-        if let Poll::Ready(r) = conn.as_mut().poll(cx) {
-            *ended = Some(r);
-        }
-    }
-    ended.is_some()
 }
 
 /// What opening a connection cost, when one was opened.
@@ -202,7 +180,7 @@ impl Upstreams {
         let credential = slot.credential();
         while let Some(mut up) = self.pop(slot) {
             let fresh = up.idle_since.elapsed() < MAX_IDLE_AGE;
-            if fresh && Arc::ptr_eq(&up.credential, &credential) && up.ready(READY_WAIT).await {
+            if fresh && Arc::ptr_eq(&up.credential, &credential) && up.wire.idle_and_open() {
                 return Ok((up, Opening::default()));
             }
             // Retired (rotated away), stale or closed: dropping it closes it.
@@ -223,26 +201,13 @@ impl Upstreams {
         };
         opening.connect = Some(opened.connected - opened.started);
         opening.handshake = opened.handshake_time();
-        // HTTP/1.1 over an open stream: no I/O, nothing to time out.
-        match hyper::client::conn::http1::handshake(TokioIo::new(opened.stream)).await {
-            Ok((sender, conn)) => Ok((
-                Upstream {
-                    sender,
-                    conn: Box::pin(conn),
-                    ended: None,
-                    credential,
-                    idle_since: Instant::now(),
-                },
-                opening,
-            )),
-            Err(e) => Err((classify_hyper(&e), Some(credential), opening)),
-        }
+        Ok((Upstream::new(Wire::new(opened.stream), credential), opening))
     }
 
     /// Give a connection back after its response ended cleanly. Kept only
     /// while its credential is still the one in force and there is room.
     pub(super) fn checkin(&self, presented: Presented, mut up: Upstream) {
-        if self.max_idle == 0 || up.ended.is_some() || up.sender.is_closed() {
+        if self.max_idle == 0 || !up.wire.reusable() {
             return;
         }
         let Some(slot) = self.slots.get(&presented) else {
@@ -290,11 +255,7 @@ impl Slot {
 /// change what a connection opened with it presents.
 fn credential(base: Option<&TlsTarget>, schemes: &[SignatureScheme]) -> Credential {
     let Some((config, name)) = base else {
-        return Credential {
-            target: None,
-            key: None,
-            serial: Arc::from("none"),
-        };
+        return Credential::new(None, None, "none");
     };
     match tls::presented_by(config, schemes) {
         Some(ck) => {
@@ -303,17 +264,20 @@ fn credential(base: Option<&TlsTarget>, schemes: &[SignatureScheme]) -> Credenti
                 .first()
                 .map_or_else(String::new, crate::creds::serial_of);
             let pinned = Arc::new(tls::presenting(config, ck.clone()));
-            Credential {
-                target: Some((pinned, name.clone())),
-                key: Some(ck),
-                serial: Arc::from(serial),
-            }
+            Credential::new(Some((pinned, name.clone())), Some(ck), &serial)
         }
-        None => Credential {
-            target: Some((config.clone(), name.clone())),
-            key: None,
-            serial: Arc::from("none"),
-        },
+        None => Credential::new(Some((config.clone(), name.clone())), None, "none"),
+    }
+}
+
+impl Credential {
+    fn new(target: Option<TlsTarget>, key: Option<Arc<CertifiedKey>>, serial: &str) -> Self {
+        Credential {
+            target,
+            key,
+            serial: Arc::from(serial),
+            serial_value: HeaderValue::from_str(serial).ok(),
+        }
     }
 }
 

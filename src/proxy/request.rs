@@ -21,13 +21,14 @@ use std::time::{Duration, Instant};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode, Version};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use tokio::sync::watch;
 
 use super::inline::inline_wakes;
 use super::pool::{Opening, Upstream};
+use super::wire::{Decode, Head};
 use super::ProxyState;
 use crate::accept::{RunState, Slot};
 use crate::metrics::{ConnReport, Phase, Phases, Statuses};
@@ -159,10 +160,14 @@ impl Downstream {
             }
         };
         opened(&mut phases, opening);
-        let req = upstream_request(req, &shared.cfg.upstream_name);
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
         let until = tokio::time::Instant::now() + shared.cfg.idle_timeout;
-        let resp = match up.send(req, until).await {
-            Ok(r) => r,
+        let head = match up
+            .send(&parts, body, &shared.cfg.upstream_name, until)
+            .await
+        {
+            Ok(h) => h,
             Err(outcome) => {
                 let serial = up.credential.serial.clone();
                 return self.refused(at, phases, presented, &serial, outcome);
@@ -170,32 +175,38 @@ impl Downstream {
         };
         phases.set(Phase::FirstByte, at.elapsed());
         phases.set(Phase::Lifetime, at.elapsed());
-        let status = resp.status().as_u16();
-        let outcome = Outcome::Http(status);
-        let reusable = crate::net::http::keeps_alive(&resp);
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        tag(
-            &mut parts.headers,
-            presented,
-            &up.credential.serial,
-            &outcome,
-        );
+        let Head {
+            status,
+            mut headers,
+            body: mut decode,
+        } = head;
+        let outcome = Outcome::Http(status.as_u16());
+        strip_hop_by_hop(&mut headers);
+        let serial = up.credential.serial_value.clone();
+        tag_with(&mut headers, presented, serial, &outcome);
         shared.metrics.record(ConnReport {
             at,
             variant: presented.name().to_string(),
             expect: presented.expected(),
             outcome,
-            responses: Statuses::one(status),
+            responses: Statuses::one(status.as_u16()),
             phases,
         });
-        let back = reusable.then(|| (shared.clone(), key));
-        let body = Relayed {
-            inner: body,
-            upstream: Some(up),
-            back,
+        let body = match up.wire.buffered_body(&mut decode) {
+            Some(whole) => {
+                shared.upstreams.checkin(key, up);
+                Either::Right(Full::new(whole))
+            }
+            None => Either::Left(Relayed {
+                upstream: Some(up),
+                decode,
+                back: Some((shared.clone(), key)),
+            }),
         };
-        Response::from_parts(parts, Either::Left(body))
+        let mut resp = Response::new(body);
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        resp
     }
 
     /// The proxy's own answer when the request got no response: `502`, or
@@ -285,38 +296,47 @@ pub(super) fn refusal_status(outcome: &Outcome) -> StatusCode {
 
 /// The `x-certshift-*` headers every response carries.
 fn tag(headers: &mut HeaderMap, presented: Presented, serial: &str, outcome: &Outcome) {
+    tag_with(
+        headers,
+        presented,
+        HeaderValue::from_str(serial).ok(),
+        outcome,
+    );
+}
+
+/// [`tag`] with the serial's header value built already (once per
+/// credential, for the relayed responses).
+fn tag_with(
+    headers: &mut HeaderMap,
+    presented: Presented,
+    serial: Option<HeaderValue>,
+    outcome: &Outcome,
+) {
     headers.insert(VARIANT, HeaderValue::from_static(presented.name()));
-    if let Ok(v) = HeaderValue::from_str(serial) {
+    if let Some(v) = serial {
         headers.insert(SERIAL, v);
+    }
+    headers.insert(OUTCOME, outcome_value(outcome));
+}
+
+/// An outcome as a header value; the `http:NNN` of every relayed response
+/// is built once per status, not per response.
+fn outcome_value(outcome: &Outcome) -> HeaderValue {
+    static HTTP: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
+    if let Outcome::Http(status @ 100..=999) = outcome {
+        let table = HTTP.get_or_init(|| {
+            (100..=999u16)
+                .map(|s| {
+                    HeaderValue::from_str(&Outcome::Http(s).to_string())
+                        .unwrap_or_else(|_| HeaderValue::from_static("http"))
+                })
+                .collect()
+        });
+        return table[usize::from(*status - 100)].clone();
     }
     // Outcomes are ASCII names; an I/O error's text might not be a valid
     // header value, and then its class is enough.
-    let v = HeaderValue::from_str(&outcome.to_string())
-        .unwrap_or_else(|_| HeaderValue::from_static("io"));
-    headers.insert(OUTCOME, v);
-}
-
-/// The request as the service gets it: HTTP/1.1 in origin form, a `Host`
-/// (HTTP/2's `:authority`, else the upstream's name), no hop-by-hop headers.
-fn upstream_request(req: Request<Incoming>, upstream_name: &str) -> Request<Incoming> {
-    let (mut parts, body) = req.into_parts();
-    let authority = parts.uri.authority().map(|a| a.as_str().to_string());
-    let origin = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse()
-        .unwrap_or_else(|_| hyper::Uri::from_static("/"));
-    parts.uri = origin;
-    parts.version = Version::HTTP_11;
-    strip_hop_by_hop(&mut parts.headers);
-    if !parts.headers.contains_key(header::HOST) {
-        let host = authority.as_deref().unwrap_or(upstream_name);
-        if let Ok(v) = HeaderValue::from_str(host) {
-            parts.headers.insert(header::HOST, v);
-        }
-    }
-    Request::from_parts(parts, body)
+    HeaderValue::from_str(&outcome.to_string()).unwrap_or_else(|_| HeaderValue::from_static("io"))
 }
 
 /// RFC 9110 §7.6.1: headers that describe one hop, plus those `Connection`
@@ -345,11 +365,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The service's response body on its way to the client; when it has been
-/// read to the end, the upstream connection goes back to its pool.
+/// The service's response body on its way to the client, when it did not
+/// come whole with the head; when it has been read to the end, the upstream
+/// connection goes back to its pool.
 pub(super) struct Relayed {
-    inner: Incoming,
     upstream: Option<Upstream>,
+    decode: Decode,
     /// Where to give the connection back; `None` when it must close.
     back: Option<(Arc<ProxyState>, Presented)>,
 }
@@ -364,33 +385,37 @@ impl Relayed {
 
 impl Body for Relayed {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        // The upstream connection feeds this body; it is driven here, in
-        // the downstream connection's task.
-        if let Some(up) = self.upstream.as_mut() {
-            up.drive(cx);
-        }
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = &mut *self;
+        let Some(up) = this.upstream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        // Read here, in the downstream connection's task.
+        let polled = up.wire.poll_body(&mut this.decode, cx);
         match &polled {
-            Poll::Ready(None) => self.release(),
             // A connection that failed mid-body is not given back.
-            Poll::Ready(Some(Err(_))) => self.back = None,
+            Poll::Ready(Some(Err(_))) => this.back = None,
+            _ if this.decode == Decode::Done => this.release(),
             _ => {}
         }
-        polled
+        polled.map(|o| o.map(|r| r.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.decode == Decode::Done
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.decode {
+            Decode::Length(n) => SizeHint::with_exact(n),
+            Decode::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
     }
 }
 
@@ -398,7 +423,7 @@ impl Drop for Relayed {
     fn drop(&mut self) {
         // A body the client did not read to the end leaves the connection
         // mid-response: it closes with this value instead.
-        if self.inner.is_end_stream() {
+        if self.decode == Decode::Done {
             self.release();
         }
     }

@@ -34,6 +34,7 @@ mod proxy_plan;
 mod proxy_rotation;
 mod proxy_swap;
 mod proxy_verdicts;
+mod proxy_wire;
 mod reload_guard;
 mod rotation_test;
 mod serve_admin;
