@@ -16,7 +16,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::time::{timeout_at, Instant};
 
 use super::framing::{Framer, Method, Pending, Served};
@@ -67,13 +67,7 @@ impl<S: AsyncIo> H1<S> {
     /// unasked) since the last response. Usually no system call: the
     /// runtime already knows the socket has nothing to read.
     pub fn idle_and_open(&mut self) -> bool {
-        let mut probe = [0u8; 1];
-        let mut rb = ReadBuf::new(&mut probe);
-        let mut cx = Context::from_waker(Waker::noop());
-        matches!(
-            Pin::new(&mut self.io).poll_read(&mut cx, &mut rb),
-            Poll::Pending
-        )
+        nothing_to_read(&mut self.io)
     }
 
     /// Write `request` (a whole bodiless head; `method` says how its
@@ -338,6 +332,16 @@ pub fn framing_of(method: &hyper::Method) -> Method {
     }
 }
 
+/// Whether `io` has nothing to read right now (no bytes, no close): a kept
+/// connection that may take another request. Polled once with a no-op
+/// waker, so usually no system call: the runtime already knows the socket
+/// has nothing to read. Shared by this client and the proxy's upstream.
+pub fn nothing_to_read<R: AsyncRead + Unpin>(io: &mut R) -> bool {
+    let mut probe = [0u8; 1];
+    let mut rb = ReadBuf::new(&mut probe);
+    let mut cx = Context::from_waker(Waker::noop());
+    matches!(Pin::new(io).poll_read(&mut cx, &mut rb), Poll::Pending)
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use http_body_util::BodyExt;
 use hyper::body::{Body, Bytes, Incoming};
@@ -98,13 +98,7 @@ impl Wire {
         if !self.reusable || self.start != self.end {
             return false;
         }
-        let mut probe = [0u8; 1];
-        let mut rb = ReadBuf::new(&mut probe);
-        let mut cx = Context::from_waker(Waker::noop());
-        matches!(
-            Pin::new(&mut self.io).poll_read(&mut cx, &mut rb),
-            Poll::Pending
-        )
+        crate::net::h1::nothing_to_read(&mut self.io)
     }
 
     /// Whether the connection may carry another request (its last response
