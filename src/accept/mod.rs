@@ -227,7 +227,11 @@ pub(crate) async fn accept_loop<F, Fut>(
             limits.max_handshakes as u64,
             Closed::ShedAtHandshakeCap,
         );
-        let task = handle(slot.track(stream), peer, phase_rx.clone());
+        // Boxed: a future moved into an `async move` block and then into
+        // `select!` is stored twice in the task (the captured value is never
+        // reused for locals), which was half of the memory of every held
+        // connection.
+        let task = Box::pin(handle(slot.track(stream), peer, phase_rx.clone()));
         let (hs, header) = (limits.handshake_timeout, limits.header_timeout);
         let watched = slot.clone();
         let abort = tasks.spawn(async move {

@@ -350,7 +350,16 @@ async fn connection(
     // Picked only now, so refused downstream clients use up no plan slot.
     let presented = active.pick_next();
     let client_gen = shared.creds.client.as_ref().map(|p| p.subscribe());
-    let cancel = cancel_on(&shared.cfg, presented, closing, client_gen, server_gen);
+    // Boxed, as the rare paths below are: the connection's future is what
+    // every held connection costs, and a value passed down by move is
+    // stored once per level it passes through.
+    let cancel = Box::pin(cancel_on(
+        &shared.cfg,
+        presented,
+        closing,
+        client_gen,
+        server_gen,
+    ));
     let (outcome, responses) =
         experiment(&shared, &slot, presented, &mut phases, down, cancel).await;
     phases.set(Phase::Lifetime, at.elapsed());
@@ -432,7 +441,14 @@ async fn experiment(
             // bind() builds a config for every credential the plan can pick.
             None => {
                 let outcome = Outcome::Tls("no_config_for_variant".into());
-                refuse(shared, &mut down, &outcome, presented, Seen::Nothing).await;
+                Box::pin(refuse(
+                    shared,
+                    &mut down,
+                    &outcome,
+                    presented,
+                    Seen::Nothing,
+                ))
+                .await;
                 return (outcome, Statuses::default());
             }
         },
@@ -444,7 +460,14 @@ async fn experiment(
             if let Some(c) = f.connected {
                 phases.set(Phase::UpstreamConnect, c - f.started);
             }
-            refuse(shared, &mut down, &f.outcome, presented, Seen::Nothing).await;
+            Box::pin(refuse(
+                shared,
+                &mut down,
+                &f.outcome,
+                presented,
+                Seen::Nothing,
+            ))
+            .await;
             return (f.outcome, Statuses::default());
         }
     };
@@ -475,7 +498,7 @@ async fn experiment(
                 (_, true) => Seen::Http,
                 (_, false) => Seen::Other,
             };
-            refuse(shared, &mut down, &r.outcome, presented, seen).await;
+            Box::pin(refuse(shared, &mut down, &r.outcome, presented, seen)).await;
             (r.outcome, r.responses)
         }
         // Served, then ended by `--on-rotate` or shutdown: the client got

@@ -350,7 +350,10 @@ async fn connection(
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.current().config.clone());
     let io = write_deadline::WriteDeadline::new(stream, write_limit);
-    match acceptor.accept(io).await {
+    // The stream is boxed once here: hyper and the service hold it by
+    // pointer, where by value it was stored once per layer it passed
+    // through (five copies of a TLS connection per held connection).
+    match acceptor.accept(io).await.map(Box::new) {
         Ok(tls_stream) => {
             slot.handshake_done();
             let (_, conn) = tls_stream.get_ref();

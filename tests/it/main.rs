@@ -14,6 +14,7 @@ mod audit_serve;
 mod bench;
 mod chain_entries;
 mod ci_workflow;
+mod held_memory;
 mod hostile_slots;
 mod layers;
 mod load;
