@@ -25,6 +25,7 @@ the handshake cap become a connection flood at whatever rate this process
 can reconnect (thousands a second), each one shedding the oldest handshake.
 
 Usage: benches/hostile_slots.py [path/to/certshift] [--only serve|proxy] [--rounds N] [--no-idle] [--churn]
+       [--proxy-workers N]
 (needs ulimit -n >= 20000)
 """
 import argparse
@@ -188,6 +189,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=1,
                     help="baseline/attack pairs per target (ratio per round and the median)")
     ap.add_argument("--no-idle", action="store_true", help="skip the 10,000 idle connections step")
+    ap.add_argument("--proxy-workers", type=int,
+                    help="the proxy's --workers (default: its own default, half the CPUs); the attack "
+                         "arrives in bursts (150 connections every 100 ms, 500 slow peers closed and "
+                         "reconnecting together), and a second worker splits them")
     ap.add_argument("--churn", action="store_true",
                     help="a closed slowloris peer reconnects at once, not at its next send interval")
     args = ap.parse_args()
@@ -200,7 +205,8 @@ def main():
     serve, serve_addr = start(["serve", "--pki", pki, "--listen", "127.0.0.1:0"])
     proxy, proxy_addr = start(["proxy", "--upstream", f"{serve_addr[0]}:{serve_addr[1]}", "--upstream-name",
                                "localhost", "--pki", pki, "--listen", "127.0.0.1:0", "--listen-tls", "tls",
-                               "--admin", "off"])
+                               "--admin", "off"]
+                              + (["--workers", str(args.proxy_workers)] if args.proxy_workers else []))
     CHURN = args.churn
     print(f"attacker at {lower_priority()}; serve, proxy and load at the normal policy; "
           f"slowloris peers reconnect {'at once' if CHURN else 'at their next send interval'}")
