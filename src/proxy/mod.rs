@@ -24,6 +24,7 @@ mod wire;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -350,9 +351,9 @@ async fn connection(
     // Picked only now, so refused downstream clients use up no plan slot.
     let presented = active.pick_next();
     let client_gen = shared.creds.client.as_ref().map(|p| p.subscribe());
-    // Boxed, as the rare paths below are: the connection's future is what
-    // every held connection costs, and a value passed down by move is
-    // stored once per level it passes through.
+    // Boxed, as `refuse` is: the connection's future is what every held
+    // connection costs, and a value passed down by move is stored once per
+    // level it passes through.
     let cancel = Box::pin(cancel_on(
         &shared.cfg,
         presented,
@@ -441,14 +442,7 @@ async fn experiment(
             // bind() builds a config for every credential the plan can pick.
             None => {
                 let outcome = Outcome::Tls("no_config_for_variant".into());
-                Box::pin(refuse(
-                    shared,
-                    &mut down,
-                    &outcome,
-                    presented,
-                    Seen::Nothing,
-                ))
-                .await;
+                refuse(shared, &mut down, &outcome, presented, Seen::Nothing).await;
                 return (outcome, Statuses::default());
             }
         },
@@ -460,14 +454,7 @@ async fn experiment(
             if let Some(c) = f.connected {
                 phases.set(Phase::UpstreamConnect, c - f.started);
             }
-            Box::pin(refuse(
-                shared,
-                &mut down,
-                &f.outcome,
-                presented,
-                Seen::Nothing,
-            ))
-            .await;
+            refuse(shared, &mut down, &f.outcome, presented, Seen::Nothing).await;
             return (f.outcome, Statuses::default());
         }
     };
@@ -498,7 +485,7 @@ async fn experiment(
                 (_, true) => Seen::Http,
                 (_, false) => Seen::Other,
             };
-            Box::pin(refuse(shared, &mut down, &r.outcome, presented, seen)).await;
+            refuse(shared, &mut down, &r.outcome, presented, seen).await;
             (r.outcome, r.responses)
         }
         // Served, then ended by `--on-rotate` or shutdown: the client got
@@ -572,7 +559,20 @@ enum Seen {
 /// request head first when it has not come yet, and lingers after answering
 /// so unread request bytes do not turn the close into a reset that loses
 /// the answer.
-async fn refuse(
+///
+/// Boxed: it is the rare path, and by value its 4 KiB linger buffer would
+/// size the future of every connection, held ones included.
+fn refuse<'a>(
+    shared: &'a ProxyState,
+    down: &'a mut Box<dyn AsyncIo>,
+    outcome: &'a Outcome,
+    presented: Presented,
+    seen: Seen,
+) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    Box::pin(refuse_now(shared, down, outcome, presented, seen))
+}
+
+async fn refuse_now(
     shared: &ProxyState,
     down: &mut Box<dyn AsyncIo>,
     outcome: &Outcome,
