@@ -64,8 +64,7 @@ impl<S: AsyncIo> H1<S> {
 
     /// Whether the connection can take another request now, without
     /// waiting: `false` when the service closed it (or sent something
-    /// unasked) since the last response. Usually no system call: the
-    /// runtime already knows the socket has nothing to read.
+    /// unasked) since the last response.
     pub fn idle_and_open(&mut self) -> bool {
         nothing_to_read(&mut self.io)
     }
@@ -335,13 +334,16 @@ pub fn framing_of(method: &hyper::Method) -> Method {
 /// Whether `io` has nothing to read right now (no bytes, no close): a kept
 /// connection that may take another request. Polled once with a no-op
 /// waker, so usually no system call: the runtime already knows the socket
-/// has nothing to read. Shared by this client and the proxy's upstream.
+/// has nothing to read. A byte that was there is consumed: only for a
+/// connection that is dropped when this says `false`. Shared by this client
+/// and the proxy's upstream.
 pub fn nothing_to_read<R: AsyncRead + Unpin>(io: &mut R) -> bool {
     let mut probe = [0u8; 1];
     let mut rb = ReadBuf::new(&mut probe);
     let mut cx = Context::from_waker(Waker::noop());
     matches!(Pin::new(io).poll_read(&mut cx, &mut rb), Poll::Pending)
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,8 +92,7 @@ impl Wire {
 
     /// Whether the connection can take another request now, without
     /// waiting: `false` once it may not be reused, when the service closed
-    /// it (or sent something unasked) since the last response. Usually no
-    /// system call: the runtime already knows the socket has nothing to read.
+    /// it (or sent something unasked) since the last response.
     pub(super) fn idle_and_open(&mut self) -> bool {
         if !self.reusable || self.start != self.end {
             return false;
