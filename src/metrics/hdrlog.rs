@@ -83,11 +83,9 @@ pub fn write(
         .map_err(err)?;
     for iv in intervals {
         for (tag, h) in &iv.hists {
-            if h.count() == 0 {
-                continue;
-            }
+            let Some(h) = h.histogram() else { continue };
             w.write_histogram(
-                h.histogram(),
+                h,
                 Duration::from_millis(iv.start_ms),
                 Duration::from_millis(iv.length_ms),
                 Tag::new(tag),

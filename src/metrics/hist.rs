@@ -20,7 +20,12 @@ const SIGFIG: u8 = 3;
 /// A latency distribution in microseconds.
 #[derive(Debug, Clone)]
 pub struct PhaseHist {
-    hist: Histogram<u64>,
+    /// Made at the first value: an empty histogram of these bounds is a
+    /// 220 KiB array its constructor writes zeros over, and most slots
+    /// stay empty (an idle proxy's five phases, a listener without TLS, a
+    /// variant that never reached a phase). Made eagerly, the proxy's
+    /// aggregator alone touched over 1 MiB at start-up.
+    hist: Option<Histogram<u64>>,
     /// Exact, not derived from the buckets: `_sum / _count` must be the true
     /// mean even when values sit in wide high-magnitude buckets.
     sum_us: u64,
@@ -40,28 +45,30 @@ pub struct Percentiles {
 
 impl PhaseHist {
     pub fn new() -> Self {
-        // Invariant: 1 <= HIGHEST_TRACKABLE_US / 2 and SIGFIG <= 5 are the only
-        // ways creation can fail, and both are constants that satisfy them.
-        let hist = Histogram::new_with_bounds(1, HIGHEST_TRACKABLE_US, SIGFIG)
-            .expect("constant histogram bounds are valid");
-        PhaseHist { hist, sum_us: 0 }
+        PhaseHist {
+            hist: None,
+            sum_us: 0,
+        }
     }
 
     pub fn record(&mut self, d: Duration) {
         let us = u64::try_from(d.as_micros())
             .unwrap_or(u64::MAX)
             .min(HIGHEST_TRACKABLE_US);
-        self.hist.saturating_record(us);
+        self.made().saturating_record(us);
         self.sum_us = self.sum_us.saturating_add(us);
     }
 
     pub fn merge(&mut self, other: &PhaseHist) {
-        if self.hist.add(&other.hist).is_err() {
-            // Only reachable if `other` was built with different bounds (none
-            // are, see HIGHEST_TRACKABLE_US); clamp rather than lose counts.
-            for v in other.hist.iter_recorded() {
-                self.hist
-                    .saturating_record_n(v.value_iterated_to(), v.count_at_value());
+        if let Some(theirs) = other.hist.as_ref().filter(|h| !h.is_empty()) {
+            let ours = self.made();
+            if ours.add(theirs).is_err() {
+                // Only reachable if `other` was built with different bounds
+                // (none are, see HIGHEST_TRACKABLE_US); clamp rather than
+                // lose counts.
+                for v in theirs.iter_recorded() {
+                    ours.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+                }
             }
         }
         self.sum_us = self.sum_us.saturating_add(other.sum_us);
@@ -72,7 +79,7 @@ impl PhaseHist {
     pub fn from_histogram(h: &Histogram<u64>) -> Self {
         let mut p = PhaseHist::new();
         for v in h.iter_recorded() {
-            p.hist.saturating_record_n(
+            p.made().saturating_record_n(
                 v.value_iterated_to().min(HIGHEST_TRACKABLE_US),
                 v.count_at_value(),
             );
@@ -83,12 +90,14 @@ impl PhaseHist {
 
     /// Empty it, keeping the allocation.
     pub fn clear(&mut self) {
-        self.hist.reset();
+        if let Some(h) = &mut self.hist {
+            h.reset();
+        }
         self.sum_us = 0;
     }
 
     pub fn count(&self) -> u64 {
-        self.hist.len()
+        self.hist.as_ref().map_or(0, Histogram::len)
     }
 
     pub fn sum_us(&self) -> u64 {
@@ -98,16 +107,16 @@ impl PhaseHist {
     /// All zero when nothing was recorded (HdrHistogram would answer 0 for
     /// quantiles anyway; this makes `max` agree).
     pub fn percentiles(&self) -> Percentiles {
-        if self.hist.is_empty() {
+        let Some(h) = self.recorded() else {
             return Percentiles::default();
-        }
+        };
         Percentiles {
-            count: self.hist.len(),
-            p50: self.hist.value_at_quantile(0.50),
-            p90: self.hist.value_at_quantile(0.90),
-            p99: self.hist.value_at_quantile(0.99),
-            p999: self.hist.value_at_quantile(0.999),
-            max: self.hist.max(),
+            count: h.len(),
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
         }
     }
 
@@ -116,15 +125,27 @@ impl PhaseHist {
     /// Cumulative by construction, so Prometheus `_bucket` series built from
     /// increasing bounds are monotonic.
     pub fn count_le(&self, le_us: u64) -> u64 {
-        if self.hist.is_empty() {
-            return 0;
-        }
-        self.hist.count_between(0, le_us)
+        self.recorded().map_or(0, |h| h.count_between(0, le_us))
     }
 
-    /// The raw histogram, for exporters that write HdrHistogram logs.
-    pub fn histogram(&self) -> &Histogram<u64> {
-        &self.hist
+    /// The raw histogram, for exporters that write HdrHistogram logs; `None`
+    /// when nothing was recorded.
+    pub fn histogram(&self) -> Option<&Histogram<u64>> {
+        self.recorded()
+    }
+
+    fn recorded(&self) -> Option<&Histogram<u64>> {
+        self.hist.as_ref().filter(|h| !h.is_empty())
+    }
+
+    fn made(&mut self) -> &mut Histogram<u64> {
+        self.hist.get_or_insert_with(|| {
+            // Invariant: 1 <= HIGHEST_TRACKABLE_US / 2 and SIGFIG <= 5 are
+            // the only ways creation can fail, and both are constants that
+            // satisfy them.
+            Histogram::new_with_bounds(1, HIGHEST_TRACKABLE_US, SIGFIG)
+                .expect("constant histogram bounds are valid")
+        })
     }
 }
 
@@ -164,6 +185,25 @@ mod tests {
         let h = PhaseHist::new();
         assert_eq!(h.percentiles(), Percentiles::default());
         assert_eq!(h.count_le(1_000_000), 0);
+        assert!(h.histogram().is_none());
+    }
+
+    #[test]
+    fn a_slot_holds_no_histogram_until_its_first_value() {
+        let mut a = PhaseHist::new();
+        a.merge(&PhaseHist::new());
+        assert!(a.hist.is_none(), "merging an empty one allocated");
+        let mut b = PhaseHist::new();
+        b.record(Duration::from_micros(250));
+        a.merge(&b);
+        assert_eq!(a.count(), 1);
+        assert!(within_precision(a.percentiles().p50, 250));
+        // Cleared: empty again to every reader, the allocation kept.
+        a.clear();
+        assert!(a.hist.is_some());
+        assert_eq!((a.count(), a.sum_us()), (0, 0));
+        assert_eq!(a.percentiles(), Percentiles::default());
+        assert!(a.histogram().is_none());
     }
 
     #[test]
