@@ -10,9 +10,16 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 /// Values above this are clamped to it: a connection living longer than a day
-/// is recorded as one day. Fixed bounds (rather than auto-resize) keep every
-/// histogram the same shape, so merging two of them cannot fail.
+/// is recorded as one day.
 pub const HIGHEST_TRACKABLE_US: u64 = 24 * 3600 * 1_000_000;
+
+/// The range a histogram starts with; it grows (HdrHistogram's auto-resize)
+/// to the largest value recorded or merged in, never past
+/// [`HIGHEST_TRACKABLE_US`]. Made for the whole day up front, each one was
+/// 229 KiB (28,672 counts) written with zeros; latencies of a few
+/// milliseconds need about 40 KiB. Merging cannot fail: a resizable
+/// histogram grows to take the other's values.
+const INITIAL_HIGHEST_US: u64 = 2;
 
 /// 3 significant digits: 0.1% relative error, the HdrHistogram default.
 const SIGFIG: u8 = 3;
@@ -20,11 +27,9 @@ const SIGFIG: u8 = 3;
 /// A latency distribution in microseconds.
 #[derive(Debug, Clone)]
 pub struct PhaseHist {
-    /// Made at the first value: an empty histogram of these bounds is a
-    /// 220 KiB array its constructor writes zeros over, and most slots
-    /// stay empty (an idle proxy's five phases, a listener without TLS, a
-    /// variant that never reached a phase). Made eagerly, the proxy's
-    /// aggregator alone touched over 1 MiB at start-up.
+    /// Made at the first value: most slots stay empty (an idle proxy's five
+    /// phases, a listener without TLS, a variant that never reached a
+    /// phase), and even the smallest histogram is a 16 KiB array.
     hist: Option<Histogram<u64>>,
     /// Exact, not derived from the buckets: `_sum / _count` must be the true
     /// mean even when values sit in wide high-magnitude buckets.
@@ -55,7 +60,7 @@ impl PhaseHist {
         let us = u64::try_from(d.as_micros())
             .unwrap_or(u64::MAX)
             .min(HIGHEST_TRACKABLE_US);
-        self.made().saturating_record(us);
+        record_clamped(self.made(), us, 1);
         self.sum_us = self.sum_us.saturating_add(us);
     }
 
@@ -63,11 +68,10 @@ impl PhaseHist {
         if let Some(theirs) = other.hist.as_ref().filter(|h| !h.is_empty()) {
             let ours = self.made();
             if ours.add(theirs).is_err() {
-                // Only reachable if `other` was built with different bounds
-                // (none are, see HIGHEST_TRACKABLE_US); clamp rather than
-                // lose counts.
+                // Unreachable while `ours` resizes (see INITIAL_HIGHEST_US);
+                // clamp rather than lose counts if that ever changes.
                 for v in theirs.iter_recorded() {
-                    ours.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+                    record_clamped(ours, v.value_iterated_to(), v.count_at_value());
                 }
             }
         }
@@ -79,7 +83,8 @@ impl PhaseHist {
     pub fn from_histogram(h: &Histogram<u64>) -> Self {
         let mut p = PhaseHist::new();
         for v in h.iter_recorded() {
-            p.made().saturating_record_n(
+            record_clamped(
+                p.made(),
                 v.value_iterated_to().min(HIGHEST_TRACKABLE_US),
                 v.count_at_value(),
             );
@@ -140,12 +145,23 @@ impl PhaseHist {
 
     fn made(&mut self) -> &mut Histogram<u64> {
         self.hist.get_or_insert_with(|| {
-            // Invariant: 1 <= HIGHEST_TRACKABLE_US / 2 and SIGFIG <= 5 are
-            // the only ways creation can fail, and both are constants that
+            // Invariant: 1 <= INITIAL_HIGHEST_US / 2 and SIGFIG <= 5 are the
+            // only ways creation can fail, and both are constants that
             // satisfy them.
-            Histogram::new_with_bounds(1, HIGHEST_TRACKABLE_US, SIGFIG)
-                .expect("constant histogram bounds are valid")
+            let mut h = Histogram::new_with_bounds(1, INITIAL_HIGHEST_US, SIGFIG)
+                .expect("constant histogram bounds are valid");
+            h.auto(true);
+            h
         })
+    }
+}
+
+/// Records into a histogram that grows: `saturating_record*` would clamp to
+/// its current range instead of growing it.
+fn record_clamped(h: &mut Histogram<u64>, v: u64, n: u64) {
+    if h.record_n(v, n).is_err() {
+        // Only when it cannot grow: keep the count, at the top.
+        h.saturating_record_n(v, n);
     }
 }
 
@@ -212,6 +228,28 @@ mod tests {
         h.record(Duration::from_secs(3 * 24 * 3600));
         assert_eq!(h.count(), 1);
         assert!(within_precision(h.percentiles().max, HIGHEST_TRACKABLE_US));
+    }
+
+    #[test]
+    fn a_histogram_grows_to_its_values_and_merges_any_range() {
+        let mut small = PhaseHist::new();
+        for us in [80, 950, 4_000, 9_999] {
+            small.record(Duration::from_micros(us));
+        }
+        // Up to 10 ms: 5 buckets of 1,024 counts (40 KiB), not the day's
+        // 28 buckets (229 KiB).
+        let counts = |p: &PhaseHist| p.hist.as_ref().map_or(0, |h| h.distinct_values());
+        assert!(counts(&small) <= 5 * 1024, "{} counts", counts(&small));
+        let mut long = PhaseHist::new();
+        long.record(Duration::from_secs(3600));
+        small.merge(&long);
+        assert_eq!(small.count(), 5);
+        assert!(within_precision(small.percentiles().max, 3_600_000_000));
+        assert!(within_precision(small.percentiles().p50, 4_000));
+        // And the other way: the long one takes the short values.
+        long.merge(&small);
+        assert_eq!(long.count(), 6);
+        assert_eq!(long.count_le(10_000), 4);
     }
 
     #[test]
