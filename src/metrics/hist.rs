@@ -112,7 +112,7 @@ impl PhaseHist {
     /// All zero when nothing was recorded (HdrHistogram would answer 0 for
     /// quantiles anyway; this makes `max` agree).
     pub fn percentiles(&self) -> Percentiles {
-        let Some(h) = self.recorded() else {
+        let Some(h) = self.histogram() else {
             return Percentiles::default();
         };
         Percentiles {
@@ -130,16 +130,12 @@ impl PhaseHist {
     /// Cumulative by construction, so Prometheus `_bucket` series built from
     /// increasing bounds are monotonic.
     pub fn count_le(&self, le_us: u64) -> u64 {
-        self.recorded().map_or(0, |h| h.count_between(0, le_us))
+        self.histogram().map_or(0, |h| h.count_between(0, le_us))
     }
 
     /// The raw histogram, for exporters that write HdrHistogram logs; `None`
     /// when nothing was recorded.
     pub fn histogram(&self) -> Option<&Histogram<u64>> {
-        self.recorded()
-    }
-
-    fn recorded(&self) -> Option<&Histogram<u64>> {
         self.hist.as_ref().filter(|h| !h.is_empty())
     }
 
@@ -240,6 +236,10 @@ mod tests {
         // 28 buckets (229 KiB).
         let counts = |p: &PhaseHist| p.hist.as_ref().map_or(0, |h| h.distinct_values());
         assert!(counts(&small) <= 5 * 1024, "{} counts", counts(&small));
+        // A bound past the range grown so far (Prometheus' 60 s bucket)
+        // counts every value, as it did when every histogram spanned a day.
+        assert_eq!(small.count_le(60_000_000), 4);
+        assert_eq!(small.count_le(1_000), 2);
         let mut long = PhaseHist::new();
         long.record(Duration::from_secs(3600));
         small.merge(&long);
