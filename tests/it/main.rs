@@ -44,6 +44,7 @@ mod serve_enforcement;
 mod serve_limits;
 mod serve_reload;
 mod serve_resumption;
+mod server_suites;
 mod silent_weakening;
 mod watch_replace;
 mod workers;
