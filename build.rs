@@ -1,6 +1,6 @@
 //! Link-time layout of the shipped binary: the functions a command runs
 //! from start-up to its first request, listed in `link/startup-order.txt`
-//! (made by `scripts/startup-order.sh`), are placed together at the front
+//! (made by `link/startup-order.sh`), are placed together at the front
 //! of `.text`.
 //!
 //! Why: the kernel maps a binary's code 64 KiB around each page a process
