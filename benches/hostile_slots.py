@@ -24,8 +24,17 @@ in its keep-alive loop; slowhttptest opens new ones at a bounded rate).
 the handshake cap become a connection flood at whatever rate this process
 can reconnect (thousands a second), each one shedding the oldest handshake.
 
+`--control` also aims the same attack, in each round, at a decoy: a second
+instance of the target (another `serve` on the same PKI, or another proxy
+in front of the same `serve`) that the legitimate traffic never touches.
+On a shared 2-CPU machine the attack's own cost (the kernel's loopback work
+for 20,000 connections, done on whichever CPU, and not preemptible there)
+raises the legitimate p99 whatever it is aimed at; the decoy's figure is
+that floor, and the target's p99 over the decoy's is what the target itself
+adds. Direct and control alternate in order from round to round.
+
 Usage: benches/hostile_slots.py [path/to/certshift] [--only serve|proxy] [--rounds N] [--no-idle] [--churn]
-       [--proxy-workers N]
+       [--proxy-workers N] [--control]
 (needs ulimit -n >= 20000)
 """
 import argparse
@@ -193,6 +202,9 @@ def main():
                     help="the proxy's --workers (default: its own default, half the CPUs); the attack "
                          "arrives in bursts (150 connections every 100 ms, 500 slow peers closed and "
                          "reconnecting together), and a second worker splits them")
+    ap.add_argument("--control", action="store_true",
+                    help="in each round also aim the attack at a decoy instance the legitimate traffic never "
+                         "touches: what the attack costs the machine whatever its target")
     ap.add_argument("--churn", action="store_true",
                     help="a closed slowloris peer reconnects at once, not at its next send interval")
     args = ap.parse_args()
@@ -203,28 +215,49 @@ def main():
     pki = f"{tmp}/pki"
     subprocess.run([BIN, "pki", "init", "--out", pki], stdout=subprocess.DEVNULL, check=True)
     serve, serve_addr = start(["serve", "--pki", pki, "--listen", "127.0.0.1:0"])
-    proxy, proxy_addr = start(["proxy", "--upstream", f"{serve_addr[0]}:{serve_addr[1]}", "--upstream-name",
-                               "localhost", "--pki", pki, "--listen", "127.0.0.1:0", "--listen-tls", "tls",
-                               "--admin", "off"]
-                              + (["--workers", str(args.proxy_workers)] if args.proxy_workers else []))
+    proxy_args = (["proxy", "--upstream", f"{serve_addr[0]}:{serve_addr[1]}", "--upstream-name", "localhost",
+                   "--pki", pki, "--listen", "127.0.0.1:0", "--listen-tls", "tls", "--admin", "off"]
+                  + (["--workers", str(args.proxy_workers)] if args.proxy_workers else []))
+    proxy, proxy_addr = start(proxy_args)
+    started = [serve, proxy]
+    decoys = {}
+    if args.control:
+        for name, argv in (("serve", ["serve", "--pki", pki, "--listen", "127.0.0.1:0"]), ("proxy", proxy_args)):
+            if not args.only or name == args.only:
+                p, decoys[name] = start(argv)
+                started.append(p)
     CHURN = args.churn
     print(f"attacker at {lower_priority()}; serve, proxy and load at the normal policy; "
-          f"slowloris peers reconnect {'at once' if CHURN else 'at their next send interval'}")
+          f"slowloris peers reconnect {'at once' if CHURN else 'at their next send interval'}"
+          + ("; each round also aims the attack at a decoy" if args.control else ""))
     targets = [("serve", serve_addr, "mtls"), ("proxy", proxy_addr, "tls")]
     try:
         for name, addr, tls in targets:
             if args.only and name != args.only:
                 continue
-            ratios, bases, attacks = [], [], []
+            ratios, bases, attacks, controls = [], [], [], []
             for r in range(args.rounds):
                 base = load(addr, pki, tls, f"{tmp}/{name}-base.json")
-                (att, sent, rate) = asyncio.run(attack_and_load(addr, addr, pki, tls, f"{tmp}/{name}-attack.json"))
+                aims = [addr] + ([decoys[name]] if name in decoys else [])
+                if r % 2 == 1:
+                    aims.reverse()
+                runs = {}
+                for aim in aims:
+                    runs[aim] = asyncio.run(attack_and_load(aim, addr, pki, tls, f"{tmp}/{name}-attack.json"))
+                (att, sent, rate) = runs[addr]
                 ratios.append(att[2] / max(base[2], 1))
                 bases.append(base[2])
                 attacks.append(att[2])
-                print(f"{name} round {r + 1}: baseline {base[1]}/{base[0]} ok, p99 {base[2]} us; under attack "
-                      f"({sent} garbage ClientHellos at {rate:.0f}/s, 1000 slowloris) {att[1]}/{att[0]} ok, "
-                      f"p99 {att[2]} us, ratio {ratios[-1]:.2f}; outcomes {att[3]}")
+                line = (f"{name} round {r + 1}: baseline {base[1]}/{base[0]} ok, p99 {base[2]} us; under attack "
+                        f"({sent} garbage ClientHellos at {rate:.0f}/s, 1000 slowloris) {att[1]}/{att[0]} ok, "
+                        f"p99 {att[2]} us, ratio {ratios[-1]:.2f}; outcomes {att[3]}")
+                if name in decoys:
+                    (ctl, csent, crate) = runs[decoys[name]]
+                    controls.append(ctl[2])
+                    line += (f"; the same attack at the decoy ({csent} at {crate:.0f}/s): {ctl[1]}/{ctl[0]} ok, "
+                             f"p99 {ctl[2]} us, ratio {ctl[2] / max(base[2], 1):.2f}; the target's own share "
+                             f"{att[2] / max(ctl[2], 1):.2f}")
+                print(line)
                 sys.stdout.flush()
             # The baseline p99 itself moves by 2x between rounds on a shared
             # box; the ratio of the medians is the steadier figure.
@@ -232,14 +265,19 @@ def main():
                   f"median p99 baseline {statistics.median(bases):.0f} us, under attack "
                   f"{statistics.median(attacks):.0f} us, ratio of the medians "
                   f"{statistics.median(attacks) / max(statistics.median(bases), 1):.2f}")
+            if controls:
+                print(f"{name}: with the attack at the decoy, median p99 {statistics.median(controls):.0f} us, "
+                      f"ratio to the baseline {statistics.median(controls) / max(statistics.median(bases), 1):.2f}; "
+                      f"the target's own share (its median p99 over the decoy's) "
+                      f"{statistics.median(attacks) / max(statistics.median(controls), 1):.2f}")
             if not args.no_idle:
                 (idle, held) = asyncio.run(idle_and_load(addr, addr, pki, tls, f"{tmp}/{name}-idle.json"))
                 print(f"{name}: with {held} idle connections held {idle[1]}/{idle[0]} ok, p99 {idle[2]} us; "
                       f"outcomes {idle[3]}")
             sys.stdout.flush()
     finally:
-        proxy.terminate()
-        serve.terminate()
+        for p in started:
+            p.terminate()
 
 
 if __name__ == "__main__":
