@@ -28,7 +28,8 @@ can reconnect (thousands a second), each one shedding the oldest handshake.
 instance of the target (another `serve` on the same PKI, or another proxy
 in front of the same `serve`) that the legitimate traffic never touches.
 On a shared 2-CPU machine the attack's own cost (the kernel's loopback work
-for 20,000 connections, done on whichever CPU, and not preemptible there)
+for 20,000 connections, done on whichever CPU, and not preemptible there
+on a kernel without preemption, as this box's: "Dynamic Preempt: none")
 raises the legitimate p99 whatever it is aimed at; the decoy's figure is
 that floor, and the target's p99 over the decoy's is what the target itself
 adds. Direct and control alternate in order from round to round.
