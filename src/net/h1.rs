@@ -270,7 +270,13 @@ impl Lazy {
                     Err(e) => return Err(classify_io(&std::io::Error::from(e))),
                 }
             };
+            // The two clocks read back to back: `arrived` maps the wall
+            // clock's stamp onto the monotonic one by their difference now,
+            // and anything between the two reads (the parse below, a
+            // preemption on a busy machine) would date the arrival that
+            // much too early, before the request was even sent.
             let read_at = Instant::now();
+            let wall_at = stamp.map(|_| std::time::SystemTime::now());
             if n == 0 {
                 self.sock = None;
                 return match self.last.0 {
@@ -291,12 +297,12 @@ impl Lazy {
             }
             if let Some(status) = self.last.0 {
                 if self.responses.between_messages() {
-                    let at = match stamp {
-                        Some(t) => {
+                    let at = match (stamp, wall_at) {
+                        (Some(t), Some(wall_at)) => {
                             self.stamped = true;
-                            arrived(t, read_at)
+                            arrived(t, read_at, wall_at)
                         }
-                        None => read_at,
+                        _ => read_at,
                     };
                     let reusable = !self.responses.close_asked();
                     return Ok(Some((Response { status, reusable }, at)));
@@ -307,13 +313,16 @@ impl Lazy {
 }
 
 /// The `Instant` the kernel's receive timestamp `t` (wall clock) stands for,
-/// given that the bytes were read at `read_at`: never after the read.
-fn arrived(t: nix::sys::time::TimeSpec, read_at: Instant) -> Instant {
+/// given that the bytes were read at `read_at`, when the wall clock said
+/// `wall_at`: never after the read.
+fn arrived(
+    t: nix::sys::time::TimeSpec,
+    read_at: Instant,
+    wall_at: std::time::SystemTime,
+) -> Instant {
     let stamp = std::time::UNIX_EPOCH
         + std::time::Duration::new(t.tv_sec().max(0) as u64, t.tv_nsec().max(0) as u32);
-    let ago = std::time::SystemTime::now()
-        .duration_since(stamp)
-        .unwrap_or_default();
+    let ago = wall_at.duration_since(stamp).unwrap_or_default();
     read_at.checked_sub(ago).unwrap_or(read_at)
 }
 
