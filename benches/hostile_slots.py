@@ -328,16 +328,16 @@ def main():
                              f"{att[2] / max(ctl[2], 1):.2f}")
                 print(line)
                 sys.stdout.flush()
-            if not ratios:
-                print(f"{name}: every one of {noisy} rounds was noisy (steal over {args.max_steal}%): no figure")
-                continue
             # The baseline p99 itself moves by 2x between rounds on a shared
             # box; the ratio of the medians is the steadier figure.
-            print(f"{name}: over {len(ratios)} rounds ({noisy} noisy ones left out), "
-                  f"median of the ratios {statistics.median(ratios):.2f}; "
-                  f"median p99 baseline {statistics.median(bases):.0f} us, under attack "
-                  f"{statistics.median(attacks):.0f} us, ratio of the medians "
-                  f"{statistics.median(attacks) / max(statistics.median(bases), 1):.2f}")
+            if ratios:
+                print(f"{name}: over {len(ratios)} rounds ({noisy} noisy ones left out), "
+                      f"median of the ratios {statistics.median(ratios):.2f}; "
+                      f"median p99 baseline {statistics.median(bases):.0f} us, under attack "
+                      f"{statistics.median(attacks):.0f} us, ratio of the medians "
+                      f"{statistics.median(attacks) / max(statistics.median(bases), 1):.2f}")
+            else:
+                print(f"{name}: every one of {noisy} rounds was noisy (steal over {args.max_steal}%): no figure")
             if controls:
                 print(f"{name}: with the attack at the decoy, median p99 {statistics.median(controls):.0f} us, "
                       f"ratio to the baseline {statistics.median(controls) / max(statistics.median(bases), 1):.2f}; "
